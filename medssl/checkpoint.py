@@ -1,0 +1,147 @@
+"""Checkpoint folders: `model.safetensors` (weights) + `card.json` (the model card).
+
+The card holds what is needed to rebuild the encoder from the folder alone and to judge it:
+the encoder's spec (name, modality, input contract, hyper-parameters), the recipe as resolved,
+package versions, a fingerprint of the training manifest, training metrics, and sections for
+benchmark and privacy results filled in later. Weights are never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medssl.registry import EncoderSpec, encoder_entry
+
+CARD_SCHEMA_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete, or does not match its card."""
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("medssl", "torch", "lightning", "numpy", "monai", "wfdb", "neurokit2", "scikit-learn"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_card(
+    encoder: nn.Module,
+    *,
+    recipe: dict | None = None,
+    data_fingerprint: str | None = None,
+    metrics: dict | None = None,
+) -> dict[str, Any]:
+    spec: EncoderSpec = encoder.spec
+    return {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "encoder": spec.to_dict(),
+        "recipe": recipe or {},
+        "versions": package_versions(),
+        "data": {"manifest_sha256": data_fingerprint},
+        "training_metrics": metrics or {},
+        "benchmarks": [],
+        "privacy": [],
+    }
+
+
+def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) -> Path:
+    """Write `folder/model.safetensors` and `folder/card.json`, replacing the folder atomically.
+
+    card_fields: recipe, data_fingerprint, metrics (see `build_card`).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    card = build_card(encoder, **card_fields)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "encoder": card["encoder"]["name"]})
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    card_path = folder / CARD_FILE
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder not found")
+    if not card_path.is_file():
+        raise CheckpointError(f"{card_path}: model card missing")
+    try:
+        card = json.loads(card_path.read_text())
+        card["encoder"]["name"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{card_path}: not a medssl model card ({e})") from None
+    return card
+
+
+def update_card(folder: str | Path, section: str, entry: dict) -> None:
+    """Append `entry` to a list section of the card ("benchmarks" or "privacy"), atomically."""
+    from medssl.io import atomic_write_json
+
+    card = read_card(folder)
+    card.setdefault(section, []).append(entry)
+    atomic_write_json(Path(folder) / CARD_FILE, card)
+
+
+def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
+    """Rebuild the exact encoder of a checkpoint folder from its card, and load its weights.
+
+    Every key must match: a missing or unexpected weight is an error, not a warning.
+    """
+    folder = Path(folder)
+    card = read_card(folder)
+    spec = EncoderSpec.from_dict(card["encoder"])
+    model = encoder_entry(spec.name).factory(**spec.hparams)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file missing")
+    state = load_file(str(weights), device=map_location)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: weights do not match {spec.name}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.load_state_dict(state, strict=True)
+    model.spec = spec
+    return model.eval()
+
+
+def clone_random_encoder(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
+    """A randomly initialised registered encoder, reproducible under `seed` (the control arm)."""
+    from medssl.registry import create_encoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_encoder(name, **overrides).eval()

@@ -1,0 +1,129 @@
+"""One encoder registry for every modality, in the manner of timm's `register_model`.
+
+A registered factory is a small function that takes keyword overrides and returns an
+`nn.Module` carrying an `EncoderSpec` as `.spec`. Every encoder exposes:
+
+- `forward_features(x) -> (batch, n_tokens, dim)` token features;
+- `forward(x) -> (batch, dim)` the pooled embedding.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+MODALITIES = ("ecg", "mri", "retina", "ct")
+
+
+@dataclass
+class EncoderSpec:
+    """What an encoder is and what it takes.
+
+    input: the input contract. ECG: {"leads": [...], "sampling_rate": Hz, "num_samples": int,
+        "units": "mV", "normalisation": ...}; images: {"channels", "spacing_mm" or "pixel_size_mm",
+        "patch_size", "intensity"}.
+    hparams: the factory's keyword arguments as resolved; `create_encoder(name, **hparams)`
+        rebuilds the same architecture.
+    """
+
+    name: str
+    modality: str
+    input: dict[str, Any]
+    embed_dim: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+    license: str = "Apache-2.0 (architecture); weights: none (random initialisation)"
+    provenance: str = "randomly initialised by medssl"
+    paper: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    modality: str
+    factory: Callable[..., nn.Module]
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+class UnknownEncoderError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: str, name: str | None = None):
+    """Decorator registering an encoder factory under its function name (or `name`).
+
+    >>> @register_encoder(modality="ecg")
+    ... def my_encoder(**overrides) -> nn.Module: ...
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+    def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        if key in _REGISTRY and _REGISTRY[key].factory is not f:
+            raise ValueError(f"encoder {key!r} is already registered")
+        doc = (f.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = _Entry(key, modality, f, doc[0] if doc else "")
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _ensure_builtin_encoders() -> None:
+    # Importing the modality packages runs their @register_encoder decorators.
+    import medssl.ecg.encoders  # noqa: F401
+
+
+def list_encoders(modality: str | None = None, pattern: str = "*") -> list[str]:
+    """Registered encoder names, sorted; filtered by modality and a shell-style pattern."""
+    _ensure_builtin_encoders()
+    return sorted(
+        n for n, e in _REGISTRY.items()
+        if (modality is None or e.modality == modality) and fnmatch.fnmatch(n, pattern)
+    )
+
+
+def encoder_entry(name: str) -> _Entry:
+    _ensure_builtin_encoders()
+    if name not in _REGISTRY:
+        raise UnknownEncoderError(
+            f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def create_encoder(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered encoder; with `pretrained` (a checkpoint folder), load its weights.
+
+    Overrides are passed to the factory (e.g. `depth=2`). When `pretrained` is given, the
+    architecture comes from the checkpoint's card, and overrides must not change it.
+    """
+    if pretrained is not None:
+        from medssl.checkpoint import load_encoder
+
+        model = load_encoder(pretrained)
+        if model.spec.name != name:
+            raise ValueError(f"{pretrained}: checkpoint holds {model.spec.name!r}, not {name!r}")
+        clash = {k: v for k, v in overrides.items() if model.spec.hparams.get(k) != v}
+        if clash:
+            raise ValueError(f"{pretrained}: overrides {clash} differ from the checkpoint's architecture")
+        return model
+    model = encoder_entry(name).factory(**overrides)
+    if not isinstance(getattr(model, "spec", None), EncoderSpec):
+        raise TypeError(f"factory {name!r} returned a module without an EncoderSpec `.spec`")
+    return model
