@@ -19,7 +19,6 @@ Metadata may identify a person: it is never put in error messages or logs.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -224,7 +223,3 @@ def _signal_file_names(header) -> list[str]:
     if not names or getattr(header, "seg_name", None):
         return []
     return sorted({str(n) for n in names if n and not str(n).startswith("~")})
-
-
-def is_finite_number(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -31,13 +31,16 @@ class JEPA(nn.Module):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.predictor = predictor
         self.masker = masker
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
-    def sample_masks(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        return self.masker(batch_size, self.encoder.n_time, self.generator)
+    def sample_masks(self, batch_size: int, step: int = 0, rank: int = 0) -> tuple[Tensor, Tensor]:
+        """(keep_time, mask_time), each (B, K) long: a pure function of (seed, step, rank), so a
+        resumed run draws the masks the uninterrupted run would have drawn."""
+        generator = torch.Generator().manual_seed(hash((self.seed, step, rank)) & 0x7FFF_FFFF_FFFF)
+        return self.masker(batch_size, self.encoder.n_time, generator)
 
-    def forward(self, x: Tensor, masks: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        keep_time, mask_time = masks if masks is not None else self.sample_masks(x.shape[0])
+    def forward(self, x: Tensor, masks: tuple[Tensor, Tensor] | None = None, *, step: int = 0, rank: int = 0) -> Tensor:
+        keep_time, mask_time = masks if masks is not None else self.sample_masks(x.shape[0], step, rank)
         keep_time, mask_time = keep_time.to(x.device), mask_time.to(x.device)
         with torch.no_grad():
             target = self.target_encoder.forward_features(x)

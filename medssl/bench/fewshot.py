@@ -1,0 +1,435 @@
+"""Few-shot linear probing of frozen embeddings, with subject-level statistics.
+
+Protocol (one evaluation = encoders x eval domains x shots x seeds):
+
+1. ``sample_few_shot`` draws k labelled *subjects* per class from the training rows (never a
+   subset of a subject's records). The draw depends only on (subject ids, labels, k, seed), never on
+   the embeddings, so every encoder is trained on exactly the same rows: comparisons are paired.
+2. ``linear_probe`` fits a standardised L2 logistic regression per class (one-vs-rest) on the
+   frozen embeddings of the drawn rows and scores the evaluation rows.
+3. Macro AUROC per run (:func:`medssl.bench.metrics.auroc`), aggregated over seeds with a
+   two-level bootstrap (test subjects and seeds), and paired encoder comparisons.
+
+Multi-label sampling choice: for multi-hot labels (and binary labels) the "no finding" subjects
+(no positive record in any class) form one extra pool, drawn like a class, so the probe always sees
+negatives; with C classes a k-shot draw therefore holds about k * (C + 1) subjects. Pools are drawn
+rarest first (ties by class index), each from subjects not drawn yet; a subject drawn for one class
+that is also positive for another still counts as a positive there, so in multi-label data a class
+can have more than k positive subjects, never fewer than min(k, its pool size).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from medssl.bench.metrics import _rank_auroc, bootstrap_p_value, group_bootstrap_indices
+
+__all__ = [
+    "FewShotWarning",
+    "FewShotDraw",
+    "few_shot_draw",
+    "sample_few_shot",
+    "linear_probe",
+    "few_shot_evaluation",
+    "NO_FINDING",
+]
+
+NO_FINDING = "<no finding>"
+DEFAULT_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+
+
+class FewShotWarning(UserWarning):
+    """A class had fewer than k subjects available for a few-shot draw."""
+
+
+@dataclass(frozen=True)
+class FewShotDraw:
+    """One few-shot draw.
+
+    indices: sorted row indices (all records of the chosen subjects).
+    subjects: chosen subject ids (sorted).
+    drawn_for: pool name -> number of subjects drawn for that pool (k unless the pool was short).
+    positive_subjects: class name -> number of chosen subjects positive for it.
+    warnings: one line per pool with fewer than k subjects.
+    """
+
+    indices: np.ndarray
+    subjects: np.ndarray
+    drawn_for: dict[str, int]
+    positive_subjects: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _subject_pools(subject_ids, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """Return (unique subjects, row -> subject index, pools (S, P) bool, pool names, class names)."""
+    subject_ids = np.asarray(subject_ids)
+    labels = np.asarray(labels)
+    if subject_ids.ndim != 1 or labels.shape[0] != subject_ids.shape[0]:
+        raise ValueError(f"subject_ids {subject_ids.shape} and labels {labels.shape} disagree on rows")
+    subjects, inverse = np.unique(subject_ids, return_inverse=True)
+    inverse = inverse.ravel()
+    if labels.ndim == 1 and labels.dtype == bool:
+        labels = labels[:, None]
+    if labels.ndim == 2:
+        if labels.dtype != bool and not np.isin(labels, (0, 1)).all():
+            raise ValueError("2-D labels must be multi-hot 0/1 or bool")
+        Y = labels.astype(bool)
+        class_names = [str(c) for c in range(Y.shape[1])]
+        with_negatives = True
+    elif labels.ndim == 1:
+        values = np.unique(labels)
+        Y = labels[:, None] == values[None, :]
+        class_names = [str(v) for v in values]
+        with_negatives = False
+    else:
+        raise ValueError(f"labels must be 1-D or 2-D, got shape {labels.shape}")
+    pos = np.zeros((subjects.size, Y.shape[1]), dtype=bool)
+    np.logical_or.at(pos, inverse, Y)
+    pools, names = pos, list(class_names)
+    if with_negatives:
+        pools = np.column_stack([pos, ~pos.any(axis=1)])
+        names.append(NO_FINDING)
+    return subjects, inverse, pools, names, class_names
+
+
+def few_shot_draw(subject_ids, labels, k: int | str | None, seed: int) -> FewShotDraw:
+    """Draw k subjects per class (plus the no-finding pool for multi-hot labels); see module doc.
+
+    subject_ids: (n,) subject of each row. labels: (n, C) multi-hot bool/0-1, (n,) bool (binary,
+    same as C = 1) or (n,) integer classes. k: positive int, or "all"/None for every row.
+    Deterministic in (subject_ids, labels, k, seed) and independent of row order.
+    """
+    subjects, inverse, pools, names, class_names = _subject_pools(subject_ids, labels)
+    n_cls = len(class_names)
+    if k is None or k == "all":
+        chosen = np.ones(subjects.size, dtype=bool)
+        drawn_for = {nm: int(pools[:, i].sum()) for i, nm in enumerate(names)}
+        messages: list[str] = []
+    else:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive int, 'all' or None, got {k!r}")
+        rng = np.random.default_rng(seed)
+        chosen = np.zeros(subjects.size, dtype=bool)
+        drawn_for, messages = {}, []
+        sizes = pools.sum(axis=0)
+        for p in sorted(range(len(names)), key=lambda i: (sizes[i], i)):
+            candidates = np.flatnonzero(pools[:, p] & ~chosen)
+            take = min(int(k), candidates.size)
+            if sizes[p] < k:
+                messages.append(f"class {names[p]!r}: only {int(sizes[p])} subject(s) for k={k}; took all")
+            if take:
+                chosen[rng.choice(candidates, size=take, replace=False)] = True
+            drawn_for[names[p]] = take
+    indices = np.flatnonzero(chosen[inverse])
+    positive = {nm: int((pools[:, i] & chosen).sum()) for i, nm in enumerate(class_names[:n_cls])}
+    for m in messages:
+        warnings.warn(m, FewShotWarning, stacklevel=3)
+    return FewShotDraw(indices, subjects[chosen], drawn_for, positive, messages)
+
+
+def sample_few_shot(subject_ids, labels, k: int | str | None, seed: int) -> np.ndarray:
+    """Row indices (sorted) of a k-subjects-per-class draw; see :func:`few_shot_draw`."""
+    return few_shot_draw(subject_ids, labels, k, seed).indices
+
+
+# --------------------------------------------------------------------------- linear probe
+
+
+def _fit_binary(x: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int) -> LogisticRegression:
+    model = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, random_state=seed)
+    return model.fit(x, y)
+
+
+def _choose_C(x, y, groups, c_grid, n_folds, seed, max_iter) -> float:
+    """Inner-CV choice of C by mean fold AUROC, or 1.0 when a class has < n_folds groups per side."""
+    g = np.arange(y.size) if groups is None else groups
+    if len(c_grid) < 2 or min(np.unique(g[y]).size, np.unique(g[~y]).size) < n_folds:
+        return 1.0
+    if groups is None:
+        splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y)
+    else:
+        splits = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, y, groups)
+    scores = np.zeros((len(c_grid), n_folds))
+    for f, (tr, va) in enumerate(splits):
+        if y[tr].all() or not y[tr].any():
+            scores[:, f] = np.nan
+            continue
+        scaler = StandardScaler().fit(x[tr])
+        xt, xv = scaler.transform(x[tr]), scaler.transform(x[va])
+        for i, C in enumerate(c_grid):
+            s = _fit_binary(xt, y[tr], C, seed, max_iter).decision_function(xv)
+            scores[i, f] = _rank_auroc(y[va][:, None], s[:, None])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(scores, axis=1)
+    if np.isnan(mean).all():
+        return 1.0
+    return float(c_grid[int(np.nanargmax(mean))])  # first maximum: the strongest regularisation
+
+
+def linear_probe(
+    train_x,
+    train_y,
+    test_x,
+    *,
+    seed: int,
+    groups=None,
+    n_classes: int | None = None,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    n_folds: int = 3,
+    max_iter: int = 1000,
+    blas_threads: int | None = 1,
+) -> np.ndarray:
+    """Standardised L2 logistic-regression probe; returns scores (probabilities) for ``test_x``.
+
+    train_x (n, D), test_x (m, D) float features (standardised with train mean/std).
+    train_y: (n, C) multi-hot -> scores (m, C), one independent binary model per class
+    (one-vs-rest); (n,) binary 0/1/bool -> scores (m,); (n,) integer classes with labels > 1 or
+    ``n_classes`` given -> one-hot, scores (m, n_classes) one-vs-rest.
+    C (inverse L2 strength) per class from ``c_grid`` by ``n_folds``-fold inner CV on mean AUROC
+    (folds grouped by ``groups``, e.g. subject ids, when given; stratified by row otherwise), only
+    when the class has at least ``n_folds`` distinct groups on each side; else C = 1.0.
+    A class with a single value in ``train_y`` cannot be fitted: its column is the constant 0.5
+    (AUROC 0.5 if it is scored; :func:`few_shot_evaluation` excludes such classes instead).
+    ``blas_threads``: BLAS threads during fitting (1 by default: lbfgs on few-shot-sized problems
+    is ~10x slower with a contended multi-threaded BLAS; None leaves the library default).
+    """
+    if blas_threads is None:
+        return _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter)
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter)
+
+
+def _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter) -> np.ndarray:
+    train_x = np.asarray(train_x, dtype=np.float64)
+    test_x = np.asarray(test_x, dtype=np.float64)
+    y = np.asarray(train_y)
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"feature shapes disagree: train {train_x.shape}, test {test_x.shape}")
+    if y.shape[0] != train_x.shape[0]:
+        raise ValueError(f"train_y has {y.shape[0]} rows, train_x {train_x.shape[0]}")
+    squeeze = False
+    if y.ndim == 1:
+        yi = y.astype(np.int64)
+        if n_classes is None and np.isin(yi, (0, 1)).all():
+            Y, squeeze = yi.astype(bool)[:, None], True
+        else:
+            n_cls = int(yi.max()) + 1 if n_classes is None else int(n_classes)
+            Y = yi[:, None] == np.arange(n_cls)[None, :]
+    else:
+        Y = y.astype(bool)
+    if groups is not None:
+        groups = np.asarray(groups)
+    scaler = StandardScaler().fit(train_x)
+    xt, xs = scaler.transform(train_x), scaler.transform(test_x)
+    out = np.full((test_x.shape[0], Y.shape[1]), 0.5)
+    for c in range(Y.shape[1]):
+        yc = Y[:, c]
+        if yc.all() or not yc.any():
+            continue
+        C = _choose_C(train_x, yc, groups, tuple(c_grid), n_folds, seed, max_iter)
+        out[:, c] = _fit_binary(xt, yc, C, seed, max_iter).predict_proba(xs)[:, 1]
+    return out[:, 0] if squeeze else out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _macro_auroc(Y: np.ndarray, S: np.ndarray, cols: np.ndarray) -> float:
+    vals = _rank_auroc(Y[:, cols], S[:, cols])
+    vals = vals[~np.isnan(vals)]
+    return float(vals.mean()) if vals.size else float("nan")
+
+
+def _two_level_bootstrap(Y, scores, cols, groups, n_boot, seed) -> np.ndarray:
+    """stat[e, b]: mean over resampled seeds of macro AUROC on resampled subjects.
+
+    scores[e][s]: (n, C) for encoder e, seed s; cols[s]: class columns used for seed s.
+    Subjects resampled with :func:`group_bootstrap_indices` (same seed -> same resamples as
+    :func:`paired_bootstrap_test`); seeds resampled with replacement from an independent stream.
+    """
+    n_enc, n_seed = len(scores), len(scores[0])
+    A = np.full((n_enc, n_seed, n_boot), np.nan)
+    for b, idx in enumerate(group_bootstrap_indices(groups, n_boot, seed)):
+        Yb = Y[idx]
+        for e in range(n_enc):
+            for s in range(n_seed):
+                A[e, s, b] = _macro_auroc(Yb, scores[e][s][idx], cols[s])
+    if n_seed == 1:
+        return A[:, 0, :]
+    pick = np.random.default_rng([seed, 1]).integers(0, n_seed, size=(n_boot, n_seed))
+    picked = A[:, pick, np.arange(n_boot)[:, None]]  # (E, B, S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(picked, axis=2)
+
+
+def _percentile(stats: np.ndarray, alpha: float) -> tuple[float, float]:
+    stats = stats[~np.isnan(stats)]
+    if stats.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _std(values: np.ndarray) -> float:
+    if values.size == 0:
+        return float("nan")
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def _shots_key(s) -> str | int:
+    if s is None or s == "all":
+        return "all"
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+        raise ValueError(f"shots entries must be positive ints or 'all', got {s!r}")
+    return int(s)
+
+
+def few_shot_evaluation(
+    embeddings: Mapping[str, np.ndarray],
+    labels,
+    subject_ids,
+    train_mask,
+    eval_sets: Mapping[str, np.ndarray],
+    shots: Sequence[int | str] = (1, 5, 10, 50, "all"),
+    seeds: Sequence[int] = range(5),
+    n_bootstrap: int = 1000,
+    class_names: Sequence[str] | None = None,
+    *,
+    alpha: float = 0.05,
+    bootstrap_seed: int = 0,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+) -> list[dict]:
+    """Few-shot linear-probe benchmark of several frozen encoders.
+
+    embeddings: encoder name -> (N, D) features, rows aligned with ``labels`` (N, C) bool,
+    ``subject_ids`` (N,), ``train_mask`` (N,) bool and every ``eval_sets`` mask (N,) bool
+    (e.g. {"in": in-domain test, "out": external site}). A subject may not appear in both the
+    training rows and an eval set (ValueError: that would leak).
+
+    For each shots value and seed one draw (:func:`few_shot_draw` on the training rows) is shared by
+    all encoders. ``"all"`` uses every training row; it is deterministic, so it runs once (seed =
+    first seed, ``n_seeds`` = 1). Returned rows (``kind`` tells them apart; metric "auroc_macro"):
+
+    * ``kind="run"``: encoder, domain, shots, seed, metric, value, n_train_subjects,
+      n_train_records, excluded_classes (classes left out: single-valued in the training draw, or in
+      the eval set), warnings (short pools).
+    * ``kind="aggregate"`` per encoder x domain x shots: mean (mean over seeds of the run values),
+      std (over seeds), ci_low/ci_high, n_seeds, n_test_subjects, n_test_records.
+      CI: percentile interval of a two-level bootstrap (``n_bootstrap`` replicates): each replicate
+      resamples the test *subjects* with replacement (all their rows) and the seeds with replacement,
+      and takes the mean over the resampled seeds of the macro AUROC on the resampled subjects. It so
+      covers both test-sample and few-shot-draw variability of the quantity reported as ``mean``
+      (averaging predicted scores over seeds instead would describe an ensemble, not the mean).
+    * ``kind="comparison"`` per domain x shots between the first two encoders (a - b): encoder_a,
+      encoder_b, delta (difference of the means), ci_low, ci_high, p_value, n_seeds, method. Same
+      replicates as the aggregate CIs (paired: same subjects, same seeds, same draws for both), p by
+      :func:`medssl.bench.metrics.bootstrap_p_value`; with one seed this is exactly
+      :func:`medssl.bench.metrics.paired_bootstrap_test` with ``seed=bootstrap_seed``.
+    """
+    names = list(embeddings)
+    if not names:
+        raise ValueError("no embeddings given")
+    Y = np.asarray(labels)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    Y = Y.astype(bool)
+    n, n_cls = Y.shape
+    cls_names = [str(c) for c in (class_names if class_names is not None else range(n_cls))]
+    if len(cls_names) != n_cls:
+        raise ValueError(f"{len(cls_names)} class names for {n_cls} label columns")
+    subject_ids = np.asarray(subject_ids)
+    train_mask = np.asarray(train_mask, dtype=bool)
+    if subject_ids.shape != (n,) or train_mask.shape != (n,):
+        raise ValueError(f"subject_ids {subject_ids.shape} / train_mask {train_mask.shape} must be ({n},)")
+    for e, x in embeddings.items():
+        if np.asarray(x).ndim != 2 or np.asarray(x).shape[0] != n:
+            raise ValueError(f"embeddings[{e!r}] has shape {np.asarray(x).shape}, expected ({n}, D)")
+    train_rows = np.flatnonzero(train_mask)
+    train_subjects = set(subject_ids[train_rows].tolist())
+    domains: dict[str, np.ndarray] = {}
+    for d, m in eval_sets.items():
+        m = np.asarray(m, dtype=bool)
+        if m.shape != (n,):
+            raise ValueError(f"eval_sets[{d!r}] has shape {m.shape}, expected ({n},)")
+        rows = np.flatnonzero(m)
+        if rows.size == 0:
+            raise ValueError(f"eval_sets[{d!r}] selects no rows")
+        leaked = train_subjects.intersection(subject_ids[rows].tolist())
+        if leaked:
+            raise ValueError(f"eval_sets[{d!r}]: {len(leaked)} subject(s) also in the training rows")
+        domains[d] = rows
+    all_eval = np.unique(np.concatenate(list(domains.values())))
+    pos_in_eval = {d: np.searchsorted(all_eval, r) for d, r in domains.items()}
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("no seeds given")
+
+    runs: list[dict] = []
+    results: list[dict] = []
+    comparisons: list[dict] = []
+    for shot in (_shots_key(s) for s in shots):
+        shot_seeds = seeds[:1] if shot == "all" else seeds
+        # scores[d][e][s] (n_d, C); cols[d][s]
+        scores = {d: [[None] * len(shot_seeds) for _ in names] for d in domains}
+        cols = {d: [None] * len(shot_seeds) for d in domains}
+        for si, seed in enumerate(shot_seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FewShotWarning)
+                draw = few_shot_draw(subject_ids[train_rows], Y[train_rows], shot, seed)
+            rows = train_rows[draw.indices]
+            trainable = Y[rows].any(axis=0) & ~Y[rows].all(axis=0)
+            probs = {
+                e: linear_probe(np.asarray(embeddings[e])[rows], Y[rows], np.asarray(embeddings[e])[all_eval],
+                                seed=seed, groups=subject_ids[rows], c_grid=c_grid)
+                for e in names
+            }
+            for d, rd in domains.items():
+                Yd = Y[rd]
+                evaluable = Yd.any(axis=0) & ~Yd.all(axis=0)
+                use = np.flatnonzero(trainable & evaluable)
+                cols[d][si] = use
+                excluded = [cls_names[c] for c in np.flatnonzero(~(trainable & evaluable))]
+                for ei, e in enumerate(names):
+                    s = probs[e][pos_in_eval[d]]
+                    scores[d][ei][si] = s
+                    runs.append({
+                        "kind": "run", "encoder": e, "domain": d, "shots": shot, "seed": int(seed),
+                        "metric": "auroc_macro", "value": _macro_auroc(Yd, s, use),
+                        "n_train_subjects": int(draw.subjects.size), "n_train_records": int(rows.size),
+                        "excluded_classes": excluded, "warnings": list(draw.warnings),
+                    })
+        for d, rd in domains.items():
+            Yd = Y[rd]
+            stats = _two_level_bootstrap(Yd, scores[d], cols[d], subject_ids[rd], n_bootstrap, bootstrap_seed)
+            means = []
+            for ei, e in enumerate(names):
+                vals = np.array([_macro_auroc(Yd, scores[d][ei][si], cols[d][si]) for si in range(len(shot_seeds))])
+                finite = vals[~np.isnan(vals)]
+                mean = float(finite.mean()) if finite.size else float("nan")
+                means.append(mean)
+                lo, hi = _percentile(stats[ei], alpha)
+                results.append({
+                    "kind": "aggregate", "encoder": e, "domain": d, "shots": shot, "metric": "auroc_macro",
+                    "mean": mean, "std": _std(finite), "ci_low": lo, "ci_high": hi, "n_seeds": int(finite.size),
+                    "n_test_subjects": int(np.unique(subject_ids[rd]).size), "n_test_records": int(rd.size),
+                })
+            if len(names) >= 2:
+                deltas = stats[0] - stats[1]
+                lo, hi = _percentile(deltas, alpha)
+                comparisons.append({
+                    "kind": "comparison", "domain": d, "shots": shot, "metric": "auroc_macro",
+                    "encoder_a": names[0], "encoder_b": names[1], "delta": means[0] - means[1],
+                    "ci_low": lo, "ci_high": hi, "p_value": bootstrap_p_value(deltas),
+                    "n_seeds": len(shot_seeds), "method": "paired two-level bootstrap (subjects, seeds)",
+                })
+    return runs + results + comparisons

@@ -1,0 +1,291 @@
+"""Benchmark reports: ``report.json`` (machine-readable) and a self-contained ``report.html``.
+
+JSON schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "title": str,
+      "created": ISO-8601 UTC timestamp,
+      "machine": {"platform", "python", "processor", "cpu_count", ...},   # no host name
+      "config": {...},                     # free-form run settings (shots, seeds, n_bootstrap, ...)
+      "results": [aggregate rows],         # encoder, domain, shots, metric, mean, std, ci_low, ci_high,
+                                           # n_seeds, n_test_subjects, n_test_records
+      "runs": [per-seed rows],             # encoder, domain, shots, seed, metric, value,
+                                           # n_train_subjects, n_train_records, excluded_classes, warnings
+      "comparisons": [rows],               # domain, shots, metric, encoder_a, encoder_b, delta,
+                                           # ci_low, ci_high, p_value, n_seeds, method
+      "notes": [str]
+    }
+
+Rows are those of :func:`medssl.bench.fewshot.few_shot_evaluation` (see there for the statistics).
+``shots`` is an int or "all". The dict is written as given, except that NaN/inf floats become
+``null`` (strict JSON) and numpy scalars/arrays become Python numbers/lists.
+
+The HTML has no external resources (inline CSS and SVG, no JS): per-shots tables of
+``mean [ci_low, ci_high]`` per encoder with the domains side by side and the gap
+(first domain minus each other, e.g. in - out), one SVG chart per domain of AUROC vs shots with CI
+error bars, the comparisons with p-values, the notes and the config. Every string is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medssl.io import atomic_write_text
+
+__all__ = ["SCHEMA_VERSION", "make_report", "machine_info", "write_report", "render_html"]
+
+SCHEMA_VERSION = 1
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def machine_info() -> dict:
+    """Hardware/software description without identifying host names."""
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+    }
+    try:
+        import sklearn
+
+        info["sklearn"] = sklearn.__version__
+    except ImportError:  # pragma: no cover - sklearn is a dependency
+        pass
+    return info
+
+
+def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None = None,
+                notes: Sequence[str] = ()) -> dict:
+    """Assemble a schema-1 report dict from ``few_shot_evaluation`` rows (split on their ``kind``)."""
+    rows = list(rows)
+    by_kind = {k: [dict(r) for r in rows if r.get("kind") == k] for k in ("aggregate", "run", "comparison")}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "title": title,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": dict(config or {}),
+        "results": by_kind["aggregate"],
+        "runs": by_kind["run"],
+        "comparisons": by_kind["comparison"],
+        "notes": list(notes),
+    }
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, range)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return str(int(x))
+    return f"{float(x):.{digits}f}"
+
+
+def _p(p) -> str:
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "–"
+    return "&lt;0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _shots_order(values) -> list:
+    uniq = list(dict.fromkeys(values))
+    ints = sorted(v for v in uniq if isinstance(v, int) and not isinstance(v, bool))
+    return ints + [v for v in uniq if v not in ints]
+
+
+def _cell(row: Mapping | None) -> str:
+    if row is None:
+        return "<td>–</td>"
+    return (f"<td>{_num(row.get('mean'))} <span class=ci>[{_num(row.get('ci_low'))}, "
+            f"{_num(row.get('ci_high'))}]</span></td>")
+
+
+def _results_table(results: list[dict], domains: list, encoders: list, shots: list) -> str:
+    key = {(r.get("encoder"), r.get("domain"), r.get("shots")): r for r in results}
+    head = "".join(f"<th>{_e(d)}</th>" for d in domains)
+    head += "".join(f"<th>gap ({_e(domains[0])} − {_e(d)})</th>" for d in domains[1:])
+    out = [f"<table><thead><tr><th>encoder</th><th>shots</th>{head}</tr></thead><tbody>"]
+    for e in encoders:
+        for s in shots:
+            cells = [_cell(key.get((e, d, s))) for d in domains]
+            ref = key.get((e, domains[0], s))
+            for d in domains[1:]:
+                other = key.get((e, d, s))
+                gap = None
+                if ref and other and ref.get("mean") is not None and other.get("mean") is not None:
+                    gap = ref["mean"] - other["mean"]
+                cells.append(f"<td>{_num(gap)}</td>")
+            out.append(f"<tr><td>{_e(e)}</td><td>{_e(s)}</td>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int = 520, h: int = 300) -> str:
+    rows = [r for r in results if r.get("domain") == domain]
+    vals = [v for r in rows for v in (r.get("mean"), r.get("ci_low"), r.get("ci_high")) if _finite(v)]
+    if not vals:
+        return f"<p>No finite results for {_e(domain)}.</p>"
+    lo, hi = max(0.0, min(vals) - 0.05), min(1.0, max(vals) + 0.05)
+    if hi - lo < 0.1:
+        lo, hi = max(0.0, lo - 0.05), min(1.0, hi + 0.05)
+    ml, mr, mt, mb = 50, 130, 25, 40
+    pw, ph = w - ml - mr, h - mt - mb
+
+    def X(i: int) -> float:
+        return ml + (pw * (i + 0.5) / len(shots))
+
+    def Yp(v: float) -> float:
+        return mt + ph * (1 - (v - lo) / (hi - lo))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+             f'aria-label="AUROC vs shots, {_e(domain)}">',
+             f'<text x="{ml}" y="15" class=t>{_e(domain)}: AUROC vs shots (95% CI)</text>',
+             f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    for k in range(6):
+        v = lo + (hi - lo) * k / 5
+        parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{Yp(v):.1f}" y2="{Yp(v):.1f}" stroke="#eee"/>'
+                     f'<text x="{ml - 5}" y="{Yp(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for i, s in enumerate(shots):
+        parts.append(f'<text x="{X(i):.1f}" y="{mt + ph + 16}" text-anchor="middle">{_e(s)}</text>')
+    parts.append(f'<text x="{ml + pw / 2:.1f}" y="{h - 5}" text-anchor="middle">shots (subjects per class)</text>')
+    key = {(r.get("encoder"), r.get("shots")): r for r in rows}
+    for j, e in enumerate(encoders):
+        color = _COLORS[j % len(_COLORS)]
+        dx = (j - (len(encoders) - 1) / 2) * 4  # small offset so error bars do not overlap
+        pts = []
+        for i, s in enumerate(shots):
+            r = key.get((e, s))
+            if r is None or not _finite(r.get("mean")):
+                continue
+            x, y = X(i) + dx, Yp(r["mean"])
+            pts.append(f"{x:.1f},{y:.1f}")
+            if _finite(r.get("ci_low")) and _finite(r.get("ci_high")):
+                y1, y2 = Yp(r["ci_low"]), Yp(r["ci_high"])
+                parts.append(f'<path d="M{x:.1f},{y1:.1f}V{y2:.1f}M{x - 3:.1f},{y1:.1f}h6M{x - 3:.1f},{y2:.1f}h6" '
+                             f'stroke="{color}" fill="none"/>')
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{_e(e)}, '
+                         f'{_e(s)} shots: {_num(r["mean"])}</title></circle>')
+        if len(pts) > 1:
+            parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        ly = mt + 10 + 16 * j
+        parts.append(f'<line x1="{ml + pw + 10}" x2="{ml + pw + 28}" y1="{ly}" y2="{ly}" stroke="{color}" '
+                     f'stroke-width="2"/><text x="{ml + pw + 32}" y="{ly + 4}">{_e(e)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _comparisons_table(comps: list[dict]) -> str:
+    if not comps:
+        return "<p>No comparisons (fewer than two encoders).</p>"
+    out = ["<table><thead><tr><th>domain</th><th>shots</th><th>A</th><th>B</th><th>Δ (A − B)</th>"
+           "<th>95% CI</th><th>p</th><th>method</th></tr></thead><tbody>"]
+    for c in comps:
+        out.append(
+            f"<tr><td>{_e(c.get('domain'))}</td><td>{_e(c.get('shots'))}</td><td>{_e(c.get('encoder_a'))}</td>"
+            f"<td>{_e(c.get('encoder_b'))}</td><td>{_num(c.get('delta'))}</td>"
+            f"<td>[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]</td><td>{_p(c.get('p_value'))}</td>"
+            f"<td>{_e(c.get('method', ''))}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _runs_table(runs: list[dict]) -> str:
+    out = ["<table><thead><tr><th>encoder</th><th>domain</th><th>shots</th><th>seed</th><th>AUROC</th>"
+           "<th>train subjects</th><th>excluded classes</th><th>warnings</th></tr></thead><tbody>"]
+    for r in runs:
+        out.append(
+            f"<tr><td>{_e(r.get('encoder'))}</td><td>{_e(r.get('domain'))}</td><td>{_e(r.get('shots'))}</td>"
+            f"<td>{_e(r.get('seed'))}</td><td>{_num(r.get('value'))}</td><td>{_num(r.get('n_train_subjects'))}</td>"
+            f"<td>{_e(', '.join(map(str, r.get('excluded_classes') or [])))}</td>"
+            f"<td>{_e('; '.join(map(str, r.get('warnings') or [])))}</td></tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#666;font-size:90%}
+svg text{font-size:11px;fill:#333}svg text.t{font-size:13px;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:1em}
+pre{background:#f7f7f7;padding:0.6em;overflow:auto}
+"""
+
+
+def render_html(report: Mapping) -> str:
+    """The self-contained HTML page for a schema-1 report dict."""
+    report = _jsonable(report)
+    results = list(report.get("results") or [])
+    encoders = list(dict.fromkeys(r.get("encoder") for r in results))
+    domains = list(dict.fromkeys(r.get("domain") for r in results))
+    shots = _shots_order([r.get("shots") for r in results])
+    metrics = sorted({str(r.get("metric")) for r in results})
+    title = report.get("title") or "medssl benchmark"
+    body = [f"<h1>{_e(title)}</h1>",
+            f"<p>Created {_e(report.get('created', ''))}; metric: {_e(', '.join(metrics))}; "
+            f"intervals are 95% subject-level bootstrap percentile intervals.</p>"]
+    if results:
+        body.append("<h2>Results</h2>")
+        body.append(_results_table(results, domains, encoders, shots))
+        body.append('<div class="charts">' + "".join(_svg_chart(results, d, encoders, shots) for d in domains)
+                    + "</div>")
+    else:
+        body.append("<p>No results.</p>")
+    body.append("<h2>Paired comparisons</h2>")
+    body.append(_comparisons_table(list(report.get("comparisons") or [])))
+    notes = report.get("notes") or []
+    if notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    runs = list(report.get("runs") or [])
+    if runs:
+        body.append(f"<details><summary>Per-seed runs ({len(runs)})</summary>{_runs_table(runs)}</details>")
+    body.append("<h2>Configuration</h2><pre>" + _e(json.dumps(report.get("config", {}), indent=2)) + "</pre>")
+    body.append("<h2>Machine</h2><pre>" + _e(json.dumps(report.get("machine", {}), indent=2)) + "</pre>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n").encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+def write_report(out_dir: str | Path, report: Mapping) -> tuple[Path, Path]:
+    """Write ``out_dir/report.json`` and ``out_dir/report.html`` atomically; return their paths."""
+    out_dir = Path(out_dir)
+    clean = _jsonable(report)
+    json_path = atomic_write_text(out_dir / "report.json",
+                                  json.dumps(clean, indent=2, allow_nan=False) + "\n")
+    html_path = atomic_write_text(out_dir / "report.html", render_html(clean))
+    return json_path, html_path

@@ -1,0 +1,205 @@
+"""The `medssl` command.
+
+Bad input ends with one line naming the file or key and exit code 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+
+
+def _cmd_encoders(args: argparse.Namespace) -> int:
+    from medssl.registry import create_encoder, encoder_entry, list_encoders
+
+    rows = []
+    for name in list_encoders(args.modality):
+        spec = create_encoder(name).spec
+        contract = ", ".join(
+            f"{k}={'/'.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in spec.input.items() if k not in ("normalisation", "units")
+        )
+        rows.append((name, spec.modality, str(spec.embed_dim), contract, encoder_entry(name).description))
+    headers = ("name", "modality", "dim", "input", "description")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for r in (headers, *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _cmd_data_index(args: argparse.Namespace) -> int:
+    from medssl.data.layouts import index_layout
+    from medssl.data.manifest import write_manifest
+
+    rows, skipped = index_layout(args.layout, Path(args.root), labels=args.labels, task=args.task)
+    _report_skipped(skipped)
+    if not rows:
+        print(f"medssl: error: {args.root}: no usable records", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    write_manifest(rows, args.out)
+    n_subjects = len({r["subject_id"] for r in rows})
+    print(f"wrote {args.out}: {len(rows)} records of {n_subjects} subjects ({len(skipped)} skipped)")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+
+    cohort = generate_cohort(args.subjects, records_per_subject=(1, 3), seed=args.seed)
+    labels = write_wfdb_cohort(cohort, args.out)
+    print(f"wrote {len(cohort.record_ids)} synthetic records to {args.out} (labels: {labels})")
+    return 0
+
+
+def _load_rows(data: str, *, split: str | None = None) -> list[dict]:
+    """Manifest rows from a manifest CSV or from a folder of WFDB records (indexed on the fly)."""
+    from medssl.data.manifest import read_manifest
+
+    p = Path(data)
+    if p.is_dir():
+        from medssl.data.layouts import index_layout
+
+        labels = p / "labels.csv"
+        rows, skipped = index_layout("wfdb", p, labels=str(labels) if labels.is_file() else None)
+        _report_skipped(skipped)
+    else:
+        rows = read_manifest(p)
+    if split:
+        rows = [r for r in rows if r["split"] in split.split(",")]
+    if not rows:
+        raise ValueError(f"{data}: no records{f' in split {split}' if split else ''}")
+    return rows
+
+
+def _report_skipped(skipped: Sequence[tuple[str, str]]) -> None:
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from medssl.engine.config import resolve_recipe
+    from medssl.engine.pretrain import pretrain
+
+    cfg = resolve_recipe(args.recipe, args.overrides)
+    if args.data is None:
+        raise ValueError("pretrain needs --data MANIFEST.csv or a folder of WFDB records")
+    rows = _load_rows(args.data, split=args.split)
+    folder = pretrain(cfg, rows, args.out, resume=not args.no_resume)
+    print(f"checkpoint: {folder}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
+    from medssl.engine.embed import embed_arrays, resolve_encoder
+    from medssl.io import atomic_write
+
+    encoder, _ = resolve_encoder(args.checkpoint)
+    if encoder.spec.modality != "ecg":
+        raise NotImplementedError(f"embed: modality {encoder.spec.modality!r} is not supported yet")
+    rows = _load_rows(args.data)
+    cache = ecg_array_cache(rows, preprocess_for_encoder(encoder.spec.input), args.cache_dir)
+    _report_skipped(cache.skipped)
+    emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size)
+    out = Path(args.out)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, embeddings=emb,
+                     record_id=np.array([r["record_id"] for r in cache.rows]),
+                     subject_id=np.array([r["subject_id"] for r in cache.rows]))
+
+    atomic_write(out, write)
+    print(f"wrote {out}: embeddings {emb.shape} ({len(cache.skipped)} records skipped)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from medssl.demo import run_demo
+
+    out = Path(args.out)
+    print(f"demo output folder: {out.resolve()}")
+    result = run_demo(out, subjects_per_site=args.subjects_per_site, epochs=args.epochs, seeds=args.seeds)
+    print(f"report: {result['html']}\n        {result['json']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medssl", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("encoders", help="table of registered encoders")
+    e.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"])
+    e.set_defaults(func=_cmd_encoders)
+
+    d = sub.add_parser("data", help="datasets: index a layout into a manifest, write a synthetic cohort")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("index", help="build the manifest of a dataset layout")
+    di.add_argument("--layout", required=True, help="wfdb | synthetic")
+    di.add_argument("--root", required=True, help="dataset folder (read only)")
+    di.add_argument("--out", required=True, help="manifest CSV to write")
+    di.add_argument("--labels", help="labels CSV (wfdb layout): record, labels[, subject_id, site, split]")
+    di.add_argument("--task", help="label task of the layout, where it has several")
+    di.set_defaults(func=_cmd_data_index)
+    ds = dsub.add_parser("synth", help="write a synthetic two-site 12-lead ECG cohort (WFDB + labels.csv)")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--subjects", type=int, default=200)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.set_defaults(func=_cmd_data_synth)
+
+    pr = sub.add_parser("pretrain", help="pretrain an encoder from a recipe; writes a checkpoint folder")
+    pr.add_argument("recipe", help="recipe name in recipes/ or a YAML path")
+    pr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. variant=cpu optim.lr=1e-4")
+    pr.add_argument("--data", help="manifest CSV or folder of WFDB records")
+    pr.add_argument("--split", default="train", help="manifest split(s) to train on, comma-separated")
+    pr.add_argument("--out", default="runs/pretrain")
+    pr.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
+    pr.set_defaults(func=_cmd_pretrain)
+
+    em = sub.add_parser("embed", help="embed a dataset with a frozen encoder into an .npz")
+    em.add_argument("--checkpoint", required=True, help="checkpoint folder or random:NAME[:SEED]")
+    em.add_argument("--data", required=True, help="manifest CSV or folder of WFDB records")
+    em.add_argument("--out", required=True, help="output .npz (embeddings, record_id, subject_id)")
+    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument("--cache-dir")
+    em.set_defaults(func=_cmd_embed)
+
+    de = sub.add_parser("demo", help="the whole job on synthetic data: pretrain, few-shot evaluation, report")
+    de.add_argument("--out", default="outputs/demo")
+    de.add_argument("--subjects-per-site", type=int, default=200)
+    de.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's budget)")
+    de.add_argument("--seeds", type=int, default=5)
+    de.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.debug:
+        logging.getLogger("lightning").setLevel(logging.WARNING)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, KeyError, OSError, NotImplementedError, TypeError) as e:
+        if args.debug:
+            raise
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"medssl: error: {msg.splitlines()[0] if msg else type(e).__name__}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The demo: the whole main job on built-in synthetic data, on a CPU, in minutes.
+
+1. Generate a two-site synthetic 12-lead ECG cohort and write it as WFDB records + labels.csv.
+2. Index it into a manifest (subject-level splits).
+3. Pretrain a CPU-sized ECG-JEPA on site A's training subjects (labels unused).
+4. Embed every record with the pretrained encoder and with a randomly initialised encoder of the
+   same architecture (the control).
+5. Few-shot linear probes (k labelled subjects per class, several seeds, same draws for both
+   encoders) trained on site A; macro AUROC over the six conditions on site A's test subjects
+   (in-domain) and on site B's test subjects (out-of-domain), with bootstrap intervals over
+   subjects and paired comparisons.
+6. Write report.json and report.html.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medssl.bench.fewshot import few_shot_evaluation
+from medssl.bench.report import make_report, write_report
+from medssl.checkpoint import clone_random_encoder, load_encoder, update_card
+from medssl.data.layouts import index_layout
+from medssl.data.manifest import split_labels, write_manifest
+from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
+from medssl.ecg.synthetic import CONDITIONS, generate_cohort, write_wfdb_cohort
+from medssl.engine.config import resolve_recipe
+from medssl.engine.embed import embed_arrays
+from medssl.engine.pretrain import pretrain
+
+IN_SITE, OUT_SITE = "site_a", "site_b"
+
+
+def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.ndarray:
+    """(N, C) bool multi-hot from the manifest's ";"-joined labels."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(rows), len(classes)), dtype=bool)
+    for i, row in enumerate(rows):
+        for name in split_labels(row["labels"]):
+            if name in index:
+                out[i, index[name]] = True
+    return out
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    subjects_per_site: int = 200,
+    epochs: int | None = None,
+    seeds: int = 5,
+    shots: tuple = (1, 5, 10, 50, "all"),
+    n_bootstrap: int = 1000,
+    overrides: tuple[str, ...] = (),
+    progress_bar: bool = True,
+) -> dict:
+    """Run the demo into `out`; returns paths and timings."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    cohort = generate_cohort(2 * subjects_per_site, records_per_subject=(1, 3), seed=0)
+    data_dir = out / "data"
+    write_wfdb_cohort(cohort, data_dir)
+    rows, skipped = index_layout("synthetic", data_dir)
+    write_manifest(rows, out / "manifest.csv")
+    timings["data_s"] = time.perf_counter() - t0
+
+    cache_dir = out / "cache"
+    recipe_overrides = ["variant=cpu", f"data.cache_dir={cache_dir}", *overrides]
+    if epochs is not None:
+        recipe_overrides.append(f"optim.epochs={epochs}")
+    cfg = resolve_recipe("ecg_jepa", recipe_overrides)
+    pretrain_rows = [r for r in rows if r["site"] == IN_SITE and r["split"] == "train"]
+    t = time.perf_counter()
+    ckpt = pretrain(cfg, pretrain_rows, out / "pretrain", progress_bar=progress_bar)
+    timings["pretrain_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pretrained = load_encoder(ckpt)
+    random_init = clone_random_encoder(pretrained.spec.name, seed=cfg["seed"] + 1, **pretrained.spec.hparams)
+    cache = ecg_array_cache(rows, preprocess_for_encoder(pretrained.spec.input), cache_dir)
+    eval_rows = cache.rows
+    embeddings = {
+        "ecg_jepa (pretrained)": embed_arrays(pretrained, cache.signals),
+        "random init": embed_arrays(random_init, cache.signals),
+    }
+    timings["embed_s"] = time.perf_counter() - t
+
+    site = np.array([r["site"] for r in eval_rows])
+    split = np.array([r["split"] for r in eval_rows])
+    t = time.perf_counter()
+    results = few_shot_evaluation(
+        embeddings,
+        label_matrix(eval_rows),
+        np.array([r["subject_id"] for r in eval_rows]),
+        train_mask=(site == IN_SITE) & (split == "train"),
+        eval_sets={"in": (site == IN_SITE) & (split == "test"), "out": (site == OUT_SITE) & (split == "test")},
+        shots=shots,
+        seeds=range(seeds),
+        n_bootstrap=n_bootstrap,
+        class_names=CONDITIONS,
+    )
+    timings["evaluate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    report = make_report(
+        results,
+        title="medssl demo: ECG-JEPA few-shot linear probe, pretrained vs random initialisation",
+        config={
+            "task": "multi-label: " + ", ".join(CONDITIONS),
+            "metric": "macro AUROC over conditions present in the evaluation set",
+            "pretraining": f"{cfg['encoder']['name']} on {len(pretrain_rows)} records of "
+                           f"{len({r['subject_id'] for r in pretrain_rows})} {IN_SITE} training subjects, "
+                           f"{cfg['optim']['epochs']} epochs",
+            "probe_training": f"{IN_SITE} training subjects, k per class",
+            "domains": {"in": f"{IN_SITE} test subjects", "out": f"{OUT_SITE} test subjects"},
+            "shots": list(shots), "seeds": seeds, "n_bootstrap": n_bootstrap,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        },
+        notes=[
+            "Synthetic data (medssl.ecg.synthetic): the numbers show the pipeline works end to end; "
+            "they say nothing about real ECGs.",
+            f"{len(skipped) + len(cache.skipped)} records skipped.",
+        ],
+    )
+    json_path, html_path = write_report(out, report)
+    update_card(ckpt, "benchmarks", {"report": str(json_path), "results": report["results"]})
+    return {"json": json_path, "html": html_path, "checkpoint": ckpt, "timings": timings, "report": report}

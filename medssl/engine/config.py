@@ -1,0 +1,106 @@
+"""Recipes: defaults from the paper -> a size variant -> command-line overrides (dinov2-style).
+
+A recipe is a YAML file in `recipes/`:
+
+    method: ecg_jepa          # which method builder trains it
+    ...                       # the paper's settings, nested sections
+    variants:                 # named partial configs merged on top, e.g. cpu / gpu
+      cpu: {...}
+
+`resolve_recipe("ecg_jepa", ["variant=cpu", "optim.lr=1e-4"])` returns the merged dict. An
+override of a key the recipe does not have is an error naming the key: a typo never trains a
+silently different model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+class ConfigError(ValueError):
+    """A recipe or an override is invalid."""
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe path from a path or a name in `recipes/` ("ecg_jepa" -> recipes/ecg_jepa.yaml)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"{p}: recipe file not found")
+        return p
+    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml"))
+    raise ConfigError(f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(known)}")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
+    return data
+
+
+def merge(base: dict, update: dict, *, strict: bool, prefix: str = "") -> dict:
+    """Recursive merge; with `strict`, every key of `update` must exist in `base`."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if strict and key not in out:
+            raise ConfigError(f"unknown recipe key {dotted!r}; known here: {', '.join(map(str, out))}")
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            # A mapping the recipe declares empty ({}) is open: it takes any keys.
+            out[key] = merge(out[key], value, strict=strict and bool(out[key]), prefix=f"{dotted}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """["a.b=1", "c=[1, 2]"] -> {"a": {"b": 1}, "c": [1, 2]}; values are parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def resolve_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Merge recipe, its `variant` (from the overrides or the recipe's `variant` key), and overrides.
+
+    The resolved dict keeps `recipe` (its path) and `variant`, and drops `variants`.
+    """
+    path = find_recipe(name_or_path)
+    recipe = load_yaml(path)
+    variants = recipe.pop("variants", {}) or {}
+    parsed = parse_overrides(overrides)
+    variant = parsed.pop("variant", recipe.get("variant"))
+    if variant is not None:
+        if variant not in variants:
+            raise ConfigError(f"{path}: unknown variant {variant!r}; variants: {', '.join(variants) or 'none'}")
+        recipe = merge(recipe, variants[variant], strict=True)
+    resolved = merge(recipe, parsed, strict=True)
+    resolved["variant"] = variant
+    resolved["recipe"] = path.stem
+    return resolved

@@ -1,0 +1,39 @@
+"""Embeddings of a frozen encoder: the input of probes, k-NN and membership attacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medssl.checkpoint import clone_random_encoder, load_encoder
+from medssl.engine.hardware import autocast_context
+
+
+def resolve_encoder(ref: str | Path) -> tuple[nn.Module, str]:
+    """An encoder from a checkpoint folder or from `random:NAME[:SEED]` (random initialisation,
+    the control every comparison needs). Returns (encoder in eval mode, a display name)."""
+    ref = str(ref)
+    if ref.startswith("random:"):
+        parts = ref.split(":")
+        if len(parts) not in (2, 3) or not parts[1]:
+            raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
+        seed = int(parts[2]) if len(parts) == 3 else 0
+        return clone_random_encoder(parts[1], seed=seed), ref
+    return load_encoder(ref), Path(ref).name
+
+
+@torch.no_grad()
+def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Pooled embeddings (N, D) float32 of inputs (N, ...) with the encoder in eval mode."""
+    encoder = encoder.eval().to(device)
+    out = []
+    for start in range(0, len(arrays), batch_size):
+        x = torch.from_numpy(np.asarray(arrays[start:start + batch_size], dtype=np.float32)).to(device)
+        with autocast_context(torch.device(device).type):
+            out.append(encoder(x).float().cpu().numpy())
+    if not out:
+        return np.zeros((0, encoder.spec.embed_dim), dtype=np.float32)
+    return np.concatenate(out)

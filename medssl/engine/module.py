@@ -1,0 +1,65 @@
+"""The Lightning module every SSL method trains under.
+
+AdamW without weight decay on biases and norms, per-step linear warm-up then cosine decay, and,
+for methods with a target network (`update_target`), an EMA momentum rising linearly over
+training. The position in the data order is saved in checkpoints so a run resumed mid-epoch
+continues on the very next batch.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from medssl.nn.schedules import cosine_schedule, momentum_schedule
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class SSLModule(L.LightningModule):
+    def __init__(self, method: nn.Module, optim: dict):
+        super().__init__()
+        self.method = method
+        self.optim = dict(optim)
+        self.resume_batches_done = 0
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.method(batch, step=self.global_step, rank=self.global_rank)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if hasattr(self.method, "update_target"):
+            start, end = self.optim["ema_momentum"]
+            m = momentum_schedule(self.global_step, self.trainer.estimated_stepping_batches, start, end)
+            self.method.update_target(m)
+            self.log("train/ema_momentum", m, on_step=True, on_epoch=False)
+
+    def configure_optimizers(self):
+        o = self.optim
+        opt = torch.optim.AdamW(param_groups(self.method, o["weight_decay"]), lr=o["lr"], betas=(0.9, 0.999))
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        warmup = int(o.get("warmup_epochs", 0) * steps_per_epoch)
+        min_ratio = o.get("min_lr", 0.0) / o["lr"]
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: cosine_schedule(step, total, 1.0, warmup, min_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        checkpoint["medssl_data_order"] = {"epoch": self.current_epoch, "batches_done": progress.processed}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resume_batches_done = checkpoint.get("medssl_data_order", {}).get("batches_done", 0)
