@@ -53,6 +53,10 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # Writing into an old cohort would leave its records on disk next to the new labels.csv.
+        raise ValueError(f"{out}: already exists and is not an empty folder; choose a new --out")
     cohort = generate_cohort(args.subjects, records_per_subject=(1, 3), seed=args.seed)
     labels = write_wfdb_cohort(cohort, args.out)
     print(f"wrote {len(cohort.record_ids)} synthetic records to {args.out} (labels: {labels})")
@@ -81,13 +85,33 @@ def _load_rows(data: str, *, split: str | None = None) -> list[dict]:
 
 def _report_skipped(skipped: Sequence[tuple[str, str]]) -> None:
     for path, reason in skipped:
+        reason = reason.removeprefix(f"{path}: ")  # readers' messages start with the path already
         print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def _quiet_lightning(debug: bool) -> None:
+    """Keep Lightning's INFO chatter (GPU available, tips) off the terminal unless --debug.
+
+    Called after Lightning is imported: its import sets its loggers to INFO, undoing any
+    level set before.
+    """
+    if not debug:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
 
+    _quiet_lightning(args.debug)
     cfg = resolve_recipe(args.recipe, args.overrides)
     if args.data is None:
         raise ValueError("pretrain needs --data MANIFEST.csv or a folder of WFDB records")
@@ -125,6 +149,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medssl.demo import run_demo
 
+    _quiet_lightning(args.debug)
     out = Path(args.out)
     print(f"demo output folder: {out.resolve()}")
     result = run_demo(out, subjects_per_site=args.subjects_per_site, epochs=args.epochs, seeds=args.seeds)
@@ -152,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     di.set_defaults(func=_cmd_data_index)
     ds = dsub.add_parser("synth", help="write a synthetic two-site 12-lead ECG cohort (WFDB + labels.csv)")
     ds.add_argument("--out", required=True)
-    ds.add_argument("--subjects", type=int, default=200)
+    ds.add_argument("--subjects", type=_positive_int, default=200)
     ds.add_argument("--seed", type=int, default=0)
     ds.set_defaults(func=_cmd_data_synth)
 
@@ -186,9 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.debug:
-        logging.getLogger("lightning").setLevel(logging.WARNING)
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -59,7 +59,9 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
-class UnknownEncoderError(KeyError):
+class UnknownEncoderError(KeyError, ValueError):
+    """No encoder of that name is registered (a KeyError for lookups, a ValueError as bad input)."""
+
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])
 

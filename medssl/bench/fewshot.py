@@ -256,13 +256,19 @@ def _two_level_bootstrap(Y, scores, cols, groups, n_boot, seed) -> np.ndarray:
     Subjects resampled with :func:`group_bootstrap_indices` (same seed -> same resamples as
     :func:`paired_bootstrap_test`); seeds resampled with replacement from an independent stream.
     """
-    n_enc, n_seed = len(scores), len(scores[0])
+    n_enc, n_seed, n_cls = len(scores), len(scores[0]), Y.shape[1]
+    S_all = np.concatenate([scores[e][s] for e in range(n_enc) for s in range(n_seed)], axis=1)
+    Y_all = np.tile(Y, (1, n_enc * n_seed))
+    use = np.zeros((n_enc, n_seed, n_cls), dtype=bool)
+    for s in range(n_seed):
+        use[:, s, cols[s]] = True
     A = np.full((n_enc, n_seed, n_boot), np.nan)
-    for b, idx in enumerate(group_bootstrap_indices(groups, n_boot, seed)):
-        Yb = Y[idx]
-        for e in range(n_enc):
-            for s in range(n_seed):
-                A[e, s, b] = _macro_auroc(Yb, scores[e][s][idx], cols[s])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for b, idx in enumerate(group_bootstrap_indices(groups, n_boot, seed)):
+            per = _rank_auroc(Y_all[idx], S_all[idx]).reshape(n_enc, n_seed, n_cls)
+            per = np.where(use, per, np.nan)  # all-NaN rows -> NaN mean (warning silenced)
+            A[:, :, b] = np.nanmean(per, axis=2)
     if n_seed == 1:
         return A[:, 0, :]
     pick = np.random.default_rng([seed, 1]).integers(0, n_seed, size=(n_boot, n_seed))

@@ -110,23 +110,26 @@ def _rank_auroc(Y: np.ndarray, S: np.ndarray) -> np.ndarray:
     if not ok.any():
         return out
     cols = np.flatnonzero(ok)
-    pos_rank_sum = np.array([_positive_rank_sum(Y[:, c], S[:, c]) for c in cols])
+    pos_rank_sum = _positive_rank_sums(Y[:, cols], S[:, cols])
     out[cols] = (pos_rank_sum - n_pos[cols] * (n_pos[cols] + 1) / 2) / (n_pos[cols] * n_neg[cols])
     return out
 
 
-def _positive_rank_sum(y: np.ndarray, s: np.ndarray) -> float:
-    """Sum of the 1-based average ranks (ties share their mean rank) of the rows with y true."""
-    order = np.argsort(s, kind="mergesort")
-    ss = s[order]
-    new = np.empty(ss.size, dtype=bool)
-    new[0] = True
+def _positive_rank_sums(Y: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """Per column, the sum of 1-based average ranks (ties share their mean rank) of rows with Y true."""
+    n = S.shape[0]
+    order = np.argsort(S, axis=0, kind="stable")
+    ss = np.take_along_axis(S, order, axis=0)
+    yy = np.take_along_axis(Y, order, axis=0)
+    pos = np.arange(n)[:, None]
+    new = np.ones(ss.shape, dtype=bool)
     np.not_equal(ss[1:], ss[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], ss.size)
-    avg_rank = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-    tie_id = np.cumsum(new) - 1
-    return float(avg_rank[tie_id][y[order]].sum())
+    last = np.ones(ss.shape, dtype=bool)
+    last[:-1] = new[1:]
+    start = np.maximum.accumulate(np.where(new, pos, 0), axis=0)  # first index of the tie run
+    end = np.minimum.accumulate(np.where(last, pos, n)[::-1], axis=0)[::-1]  # last index of the run
+    avg_rank = (start + end) / 2.0 + 1.0
+    return (avg_rank * yy).sum(axis=0)
 
 
 def per_class_auroc(y_true, y_score) -> np.ndarray:

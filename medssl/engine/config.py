@@ -15,12 +15,14 @@ silently different model.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 
@@ -59,6 +61,12 @@ def merge(base: dict, update: dict, *, strict: bool, prefix: str = "") -> dict:
         dotted = f"{prefix}{key}"
         if strict and key not in out:
             raise ConfigError(f"unknown recipe key {dotted!r}; known here: {', '.join(map(str, out))}")
+        if strict and isinstance(value, dict) and value and out[key] is not None and not isinstance(out[key], dict):
+            # e.g. `data.bandpass.low=1` where bandpass is a list: `low` is not a recipe key.
+            raise ConfigError(
+                f"unknown recipe key {dotted + '.' + str(next(iter(value)))!r}; "
+                f"{dotted!r} is a {type(out[key]).__name__}, not a mapping"
+            )
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             # A mapping the recipe declares empty ({}) is open: it takes any keys.
             out[key] = merge(out[key], value, strict=strict and bool(out[key]), prefix=f"{dotted}.")
@@ -78,6 +86,8 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str) and _SCIENTIFIC.match(value):
+            value = float(value)  # YAML 1.1 reads "3e-3" as a string; a number was meant
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:

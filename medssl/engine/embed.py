@@ -20,7 +20,10 @@ def resolve_encoder(ref: str | Path) -> tuple[nn.Module, str]:
         parts = ref.split(":")
         if len(parts) not in (2, 3) or not parts[1]:
             raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
-        seed = int(parts[2]) if len(parts) == 3 else 0
+        try:
+            seed = int(parts[2]) if len(parts) == 3 else 0
+        except ValueError:
+            raise ValueError(f"{ref!r}: SEED must be an integer, got {parts[2]!r}") from None
         return clone_random_encoder(parts[1], seed=seed), ref
     return load_encoder(ref), Path(ref).name
 
@@ -31,6 +34,7 @@ def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, d
     encoder = encoder.eval().to(device)
     out = []
     for start in range(0, len(arrays), batch_size):
+        # A copy: `arrays` is often a read-only memory map, which torch.from_numpy warns about.
         x = torch.from_numpy(np.asarray(arrays[start:start + batch_size], dtype=np.float32)).to(device)
         with autocast_context(torch.device(device).type):
             out.append(encoder(x).float().cpu().numpy())

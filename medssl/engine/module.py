@@ -36,9 +36,15 @@ class SSLModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
+        # Counters in the logged metrics survive spawn-based strategies, whose trainer state does not.
+        self.log("train/steps", float(self.global_step + 1), on_step=False, on_epoch=True, reduce_fx="max")
+        self.log("train/epochs", float(self.current_epoch + 1), on_step=False, on_epoch=True, reduce_fx="max")
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # The EMA update belongs to the optimiser step: checkpoint callbacks run in
+        # on_train_batch_end, before the module's own hook, and must see the updated target.
+        super().optimizer_step(*args, **kwargs)
         if hasattr(self.method, "update_target"):
             start, end = self.optim["ema_momentum"]
             m = momentum_schedule(self.global_step, self.trainer.estimated_stepping_batches, start, end)

@@ -143,7 +143,8 @@ def pretrain(
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    metrics.update(steps=int(trainer.global_step), epochs=int(trainer.current_epoch),
+    metrics.update(steps=int(metrics.pop("train/steps", trainer.global_step)),
+                   epochs=int(metrics.pop("train/epochs", trainer.current_epoch)),
                    n_records=len(used_rows), n_subjects=len({r["subject_id"] for r in used_rows}),
                    n_skipped=len(skipped))
     if trainer.is_global_zero:

@@ -1,0 +1,25 @@
+"""Shared fixtures: small synthetic ECG cohorts on disk, and a private cache folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_ECG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's preprocessed-array cache out of the user's home."""
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path_factory.mktemp("medssl-cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort_dir(tmp_path_factory) -> Path:
+    """A WFDB folder + labels.csv of 8 synthetic subjects (two sites), written once per session."""
+    from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+
+    out = tmp_path_factory.mktemp("tiny-cohort")
+    write_wfdb_cohort(generate_cohort(8, records_per_subject=2, seed=3), out)
+    return out

@@ -1,0 +1,106 @@
+"""Tests of medssl.ecg.cropa: Cross-Pattern Attention masks, and their effect inside the encoder."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from medssl.ecg.cropa import cross_pattern_mask, cross_pattern_mask_from_ids
+from medssl.registry import create_encoder
+
+
+def _brute_force(n_leads: int, *groups: int) -> torch.Tensor:
+    """(lead, absolute time) of every token, groups side by side with disjoint times."""
+    tokens, offset = [], 0
+    for n_time in groups:
+        tokens += [(lead, offset + t) for lead in range(n_leads) for t in range(n_time)]
+        offset += n_time
+    n = len(tokens)
+    out = torch.zeros(n, n, dtype=torch.bool)
+    for i, j in itertools.product(range(n), range(n)):
+        out[i, j] = tokens[i][0] == tokens[j][0] or tokens[i][1] == tokens[j][1]
+    return out
+
+
+@pytest.mark.parametrize("n_leads,n_time", [(1, 1), (2, 3), (3, 5), (4, 2)])
+def test_full_grid_matches_brute_force(n_leads, n_time):
+    mask = cross_pattern_mask(n_leads, n_time)
+    assert mask.dtype == torch.bool and mask.shape == (n_leads * n_time,) * 2
+    assert torch.equal(mask, _brute_force(n_leads, n_time))
+
+
+def test_paper_layout_8_by_50():
+    mask = cross_pattern_mask(8, 50)
+    assert mask.shape == (400, 400)
+    idx = lambda lead, t: lead * 50 + t  # noqa: E731
+    for (la, ta), (lb, tb) in [((0, 0), (0, 49)), ((3, 7), (5, 7)), ((2, 10), (6, 11)), ((7, 49), (0, 0))]:
+        assert mask[idx(la, ta), idx(lb, tb)].item() == (la == lb or ta == tb)
+    # Each token sees its lead (50) + its time column (8) - itself counted twice.
+    assert torch.all(mask.sum(1) == 50 + 8 - 1)
+    assert torch.equal(mask, mask.T)
+
+
+@pytest.mark.parametrize("n_leads,groups", [(2, (2, 3)), (3, (4, 1)), (2, (1, 2, 2))])
+def test_grouped_form_matches_brute_force(n_leads, groups):
+    mask = cross_pattern_mask(n_leads, *groups)
+    assert mask.shape == (n_leads * sum(groups),) * 2
+    assert torch.equal(mask, _brute_force(n_leads, *groups))
+
+
+def test_grouped_form_treats_groups_as_disjoint_times():
+    n_leads, kc, km = 3, 2, 2
+    mask = cross_pattern_mask(n_leads, kc, km)
+    # Context token (lead 0, ctx time 0) and query token (lead 1, query time 0) share no time:
+    ctx, query = 0 * kc + 0, n_leads * kc + 1 * km + 0
+    assert not mask[ctx, query] and not mask[query, ctx]
+    # ... but a query token sees the context tokens of its own lead.
+    assert mask[n_leads * kc + 0 * km + 0, 0 * kc + 1]
+
+
+def test_from_ids():
+    lead = torch.tensor([0, 0, 1, 1])
+    time = torch.tensor([0, 1, 0, 1])
+    m = cross_pattern_mask_from_ids(lead, time)
+    assert m.tolist() == [[1, 1, 1, 0], [1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1]]
+
+
+def test_mask_is_cached():
+    a = cross_pattern_mask(8, 50)
+    assert cross_pattern_mask(8, 50) is a
+    assert cross_pattern_mask(8, 50, device="cpu") is a
+    assert cross_pattern_mask(8, 50, device=torch.device("cpu")) is a
+    assert cross_pattern_mask(8, 20, 30) is cross_pattern_mask(8, 20, 30)
+    assert cross_pattern_mask(8, 20, 30) is not a
+
+
+def _token_influence(cropa: bool, lead: int, t: int) -> torch.Tensor:
+    """(n_leads, n_time) bool: which layer-1 output tokens change when token (lead, t)'s input changes."""
+    torch.manual_seed(0)
+    enc = create_encoder(
+        "ecg_jepa_tiny", depth=1, embed_dim=32, num_heads=2, num_samples=400, cross_pattern_attention=cropa
+    ).eval()
+    ps = enc.patch_size
+    x = torch.randn(1, enc.n_leads, enc.n_time * ps, generator=torch.Generator().manual_seed(1))
+    x2 = x.clone()
+    x2[0, lead, t * ps:(t + 1) * ps] += torch.randn(ps, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y, y2 = enc.forward_features(x), enc.forward_features(x2)
+    diff = (y - y2).abs().amax(-1)[0].view(enc.n_leads, enc.n_time)
+    return diff > 1e-6
+
+
+@pytest.mark.parametrize("lead,t", [(2, 3), (0, 0), (7, 7)])
+def test_cropa_limits_influence_to_same_lead_or_time(lead, t):
+    changed = _token_influence(True, lead, t)
+    n_leads, n_time = changed.shape
+    expected = torch.zeros(n_leads, n_time, dtype=torch.bool)
+    expected[lead, :] = True
+    expected[:, t] = True
+    assert torch.equal(changed, expected)
+
+
+def test_without_cropa_every_token_is_influenced():
+    changed = _token_influence(False, 2, 3)
+    assert changed.all()
