@@ -35,7 +35,7 @@ def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, d
     out = []
     for start in range(0, len(arrays), batch_size):
         # A copy: `arrays` is often a read-only memory map, which torch.from_numpy warns about.
-        x = torch.from_numpy(np.asarray(arrays[start:start + batch_size], dtype=np.float32)).to(device)
+        x = torch.from_numpy(np.array(arrays[start:start + batch_size], dtype=np.float32)).to(device)
         with autocast_context(torch.device(device).type):
             out.append(encoder(x).float().cpu().numpy())
     if not out:

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from medssl.data.cache import NoUsableRecordsError, build_array_cache
+
+
+def _rows(n):
+    return [{"record_id": f"r{i}", "subject_id": f"S{i}", "path": f"/nowhere/r{i}", "split": "train", "labels": ""}
+            for i in range(n)]
+
+
+def test_builds_once_then_reads_the_memory_map(tmp_path):
+    calls = []
+
+    def load(row):
+        calls.append(row["record_id"])
+        return np.full((2, 3), float(row["record_id"][1:]), dtype=np.float32)
+
+    kw = dict(settings={"a": 1}, settings_key="k1", modality="ecg", cache_root=tmp_path)
+    first = build_array_cache(_rows(4), load, **kw)
+    assert first.signals.shape == (4, 2, 3) and first.signals[2, 0, 0] == 2
+    assert isinstance(first.signals, np.memmap) and not first.signals.flags.writeable
+    again = build_array_cache(_rows(4), load, **kw)
+    assert len(calls) == 4 and again.folder == first.folder
+    other = build_array_cache(_rows(4), load, **{**kw, "settings_key": "k2"})
+    assert other.folder != first.folder and len(calls) == 8
+    assert not [p for p in (tmp_path / "ecg").iterdir() if p.name.startswith(".")]
+
+
+def test_bad_records_are_skipped_with_reasons(tmp_path):
+    def load(row):
+        if row["record_id"] == "r1":
+            raise ValueError(f"{row['path']}: broken header")
+        return np.zeros((1, 5), dtype=np.float32) if row["record_id"] != "r2" else np.zeros((1, 4), np.float32)
+
+    cache = build_array_cache(_rows(4), load, settings={}, settings_key="k", modality="ecg", cache_root=tmp_path)
+    assert [r["record_id"] for r in cache.rows] == ["r0", "r3"]
+    reasons = dict(cache.skipped)
+    assert "broken header" in reasons["/nowhere/r1"] and "shape" in reasons["/nowhere/r2"]
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    def load(row):
+        raise ValueError("bad")
+
+    with pytest.raises(NoUsableRecordsError, match="none of the 2 records"):
+        build_array_cache(_rows(2), load, settings={}, settings_key="k", modality="ecg", cache_root=tmp_path)
