@@ -54,6 +54,23 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _same_kind(old: Any, new: Any) -> bool:
+    """Whether `new` may replace `old`: null slots take anything, numbers take numbers."""
+    if old is None or new is None:
+        return True
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, int):
+        return isinstance(new, int) or (isinstance(new, float) and new.is_integer())
+    if isinstance(old, float):
+        return isinstance(new, (int, float))
+    if isinstance(old, (list, tuple)):
+        return isinstance(new, (list, tuple))
+    if isinstance(old, dict):
+        return isinstance(new, dict)
+    return isinstance(new, type(old))
+
+
 def merge(base: dict, update: dict, *, strict: bool, prefix: str = "") -> dict:
     """Recursive merge; with `strict`, every key of `update` must exist in `base`."""
     out = copy.deepcopy(base)
@@ -67,6 +84,13 @@ def merge(base: dict, update: dict, *, strict: bool, prefix: str = "") -> dict:
                 f"unknown recipe key {dotted + '.' + str(next(iter(value)))!r}; "
                 f"{dotted!r} is a {type(out[key]).__name__}, not a mapping"
             )
+        if strict and not _same_kind(out[key], value):
+            raise ConfigError(
+                f"recipe key {dotted!r} takes a {type(out[key]).__name__} "
+                f"(recipe value {out[key]!r}), got {value!r}"
+            )
+        if isinstance(out.get(key), int) and not isinstance(out[key], bool) and isinstance(value, float):
+            value = int(value)  # "epochs=2.0" or "2e3" where the recipe holds an integer
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             # A mapping the recipe declares empty ({}) is open: it takes any keys.
             out[key] = merge(out[key], value, strict=strict and bool(out[key]), prefix=f"{dotted}.")

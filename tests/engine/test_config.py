@@ -125,3 +125,14 @@ def test_nested_override_of_a_non_mapping_is_an_error():
     # Replacing a list or a scalar with a plain value stays allowed.
     cfg = resolve_recipe("ecg_jepa", ["data.bandpass=[0.5, 30]", "data.cache_dir=/tmp/c"])
     assert cfg["data"]["bandpass"] == [0.5, 30]
+
+
+def test_override_of_the_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"'optim\.lr' takes a float.*'abc'"):
+        resolve_recipe("ecg_jepa", ["optim.lr=abc"])
+    with pytest.raises(ConfigError, match=r"'trainer\.tensorboard' takes a bool"):
+        resolve_recipe("ecg_jepa", ["trainer.tensorboard=3"])
+    cfg = resolve_recipe("ecg_jepa", ["optim.epochs=2.0", "data.cache_dir=/tmp/x", "data.notch_hz=50"])
+    assert cfg["optim"]["epochs"] == 2 and isinstance(cfg["optim"]["epochs"], int) and cfg["data"]["notch_hz"] == 50
+    with pytest.raises(ConfigError, match=r"'optim\.epochs' takes a int"):
+        resolve_recipe("ecg_jepa", ["optim.epochs=2.5"])
