@@ -1,12 +1,17 @@
-"""Cross-Pattern Attention (CroPA) masks for ECG-JEPA (Kim, "Learning General Representation of
+"""Cross-Pattern Attention (CroPA) for ECG-JEPA (Kim, "Learning General Representation of
 12-Lead Electrocardiogram with a Joint-Embedding Predictive Architecture", 2024).
 
 A token is one (lead, time patch). Under CroPA a token attends only to tokens of the same lead
 or of the same time patch, the inductive bias of reading a 12-lead ECG: along one lead, or across
 leads at one moment. Tokens are laid out lead-major: token index = lead * n_time + time.
 
-The mask depends only on the token layout, never on the data or on which time patches a
-sample kept, so it is built once per layout and cached.
+Two exact implementations:
+- `cross_pattern_mask`: the bool (N, N) mask for `scaled_dot_product_attention`. It depends only
+  on the layout (n_leads, n_time), never on the data or on which time patches a sample kept, so
+  it is built once per layout and cached.
+- `FactorizedCrossPattern`: scores only for the same-lead (T) and same-time (L) keys of each
+  query, one joint softmax over those T + L - 1 keys (the query itself counted once), no N x N
+  matrix: O(N (T + L)) instead of O(N^2) memory and FLOPs.
 """
 
 from __future__ import annotations
@@ -22,30 +27,43 @@ def cross_pattern_mask_from_ids(lead_ids: Tensor, time_ids: Tensor) -> Tensor:
     return (lead_ids[:, None] == lead_ids[None, :]) | (time_ids[:, None] == time_ids[None, :])
 
 
-def _grid_ids(n_leads: int, n_time: int, time_offset: int = 0) -> tuple[Tensor, Tensor]:
+def build_cross_pattern_mask(n_leads: int, n_time: int, device: str = "cpu") -> Tensor:
     leads = torch.arange(n_leads).repeat_interleave(n_time)
-    times = torch.arange(n_time).repeat(n_leads) + time_offset
-    return leads, times
+    times = torch.arange(n_time).repeat(n_leads)
+    return cross_pattern_mask_from_ids(leads, times).to(device)
 
 
 @lru_cache(maxsize=64)
-def _cached_mask(n_leads: int, n_time_groups: tuple[int, ...], device: str) -> Tensor:
-    lead_parts, time_parts, offset = [], [], 0
-    for n_time in n_time_groups:
-        leads, times = _grid_ids(n_leads, n_time, offset)
-        lead_parts.append(leads)
-        time_parts.append(times)
-        offset += n_time
-    mask = cross_pattern_mask_from_ids(torch.cat(lead_parts), torch.cat(time_parts))
-    return mask.to(device)
+def _cached_mask(n_leads: int, n_time: int, device: str) -> Tensor:
+    return build_cross_pattern_mask(n_leads, n_time, device)
 
 
-def cross_pattern_mask(n_leads: int, *n_time_groups: int, device: torch.device | str = "cpu") -> Tensor:
-    """The CroPA mask for one or more lead-major token groups laid side by side.
+def cross_pattern_mask(n_leads: int, n_time: int, device: torch.device | str = "cpu") -> Tensor:
+    """The cached CroPA mask of an n_leads x n_time lead-major grid; do not modify it."""
+    return _cached_mask(int(n_leads), int(n_time), str(torch.device(device)))
 
-    `cross_pattern_mask(8, 50)`: the full 8 x 50 grid (400 tokens).
-    `cross_pattern_mask(8, kc, km)`: the predictor's sequence, kc context time patches of every
-    lead followed by km masked ones; groups hold disjoint time patches.
-    Returns a cached bool tensor (N, N) with N = n_leads * sum(n_time_groups); do not modify it.
+
+class FactorizedCrossPattern:
+    """CroPA attention computed from same-lead and same-time scores with one joint softmax.
+
+    Call with q, k, v: (B, heads, n_leads * n_time, head_dim), lead-major. Returns the same
+    shape; equal to dense masked attention with `cross_pattern_mask` (to float rounding).
     """
-    return _cached_mask(n_leads, tuple(int(n) for n in n_time_groups), str(torch.device(device)))
+
+    def __init__(self, n_leads: int, n_time: int):
+        self.n_leads = n_leads
+        self.n_time = n_time
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, h, n, d = q.shape
+        L, T = self.n_leads, self.n_time
+        q, k, v = (t.reshape(b, h, L, T, d) for t in (q, k, v))
+        q = q * d**-0.5
+        along_lead = torch.einsum("bhltd,bhlsd->bhlts", q, k)  # (B, H, L, T, T): same lead
+        across_leads = torch.einsum("bhltd,bhmtd->bhltm", q, k)  # (B, H, L, T, L): same time
+        self_key = torch.eye(L, dtype=torch.bool, device=q.device)[:, None, :]  # (L, 1, L)
+        across_leads = across_leads.masked_fill(self_key, float("-inf"))  # self is in along_lead
+        weights = torch.softmax(torch.cat([along_lead, across_leads], dim=-1), dim=-1)
+        out = torch.einsum("bhlts,bhlsd->bhltd", weights[..., :T], v)
+        out = out + torch.einsum("bhltm,bhmtd->bhltd", weights[..., T:], v)
+        return out.reshape(b, h, n, d)

@@ -19,7 +19,6 @@ def build_ecg_jepa(cfg: dict) -> tuple[nn.Module, nn.Module]:
     predictor = JepaPredictor(
         n_leads=encoder.n_leads, n_time=encoder.n_time, embed_dim=encoder.embed_dim,
         predictor_dim=p["dim"], depth=p["depth"], num_heads=p["num_heads"],
-        cross_pattern_attention=encoder.cross_pattern_attention,
     )
     m = cfg["masking"]
     if m["kind"] == "random":

@@ -2,17 +2,28 @@
 
 The mask is passed in, not built here: structured masks (e.g. ECG-JEPA's cross-pattern
 attention) are constant for a given token layout, so callers build them once and cache them.
+Instead of a mask, a caller may pass an attention kernel: any callable (q, k, v) -> out on
+(B, heads, N, head_dim) tensors that computes masked attention without the N x N matrix
+(e.g. `medssl.ecg.cropa.FactorizedCrossPattern`).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+AttentionKernel = Callable[[Tensor, Tensor, Tensor], Tensor]
+
 
 class Attention(nn.Module):
-    """Multi-head self-attention. x: (B, N, D); attn_mask: bool (N, N) or (B, 1, N, N), True = may attend."""
+    """Multi-head self-attention. x: (B, N, D).
+
+    attn_mask: bool (N, N) or (B, 1, N, N), True = may attend; or an `AttentionKernel`.
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -22,10 +33,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | AttentionKernel | None = None) -> Tensor:
         b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        if attn_mask is None or isinstance(attn_mask, Tensor):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        else:
+            out = attn_mask(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -42,29 +56,40 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """x + Attn(LN(x)); x + MLP(LN(x)). Shapes: (B, N, D) -> (B, N, D)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, norm_eps: float = 1e-6
+    ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | AttentionKernel | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
 class Transformer(nn.Module):
-    """A stack of `Block`s followed by a LayerNorm."""
+    """A stack of `Block`s followed by a LayerNorm.
 
-    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+    forward(x, attn_mask, pos): with `pos` (broadcastable to x), positions are added before every
+    block, as the ECG-JEPA release does, rather than once at the input.
+    """
+
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        norm_eps: float = 1e-6,
+    ):
         super().__init__()
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias, norm_eps) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, attn_mask: Tensor | AttentionKernel | None = None, pos: Tensor | None = None
+    ) -> Tensor:
         for blk in self.blocks:
-            x = blk(x, attn_mask)
+            x = blk(x if pos is None else x + pos, attn_mask)
         return self.norm(x)
 
 
@@ -78,6 +103,15 @@ def init_vit_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def rescale_residual_projections(transformer: Transformer) -> None:
+    """Divide each block's output projections by sqrt(2 * layer): the depth-scaled init of
+    I-JEPA and the ECG-JEPA release (`fix_init_weight`)."""
+    with torch.no_grad():
+        for layer, blk in enumerate(transformer.blocks, start=1):
+            blk.attn.proj.weight.div_(math.sqrt(2.0 * layer))
+            blk.mlp.fc2.weight.div_(math.sqrt(2.0 * layer))
 
 
 def transformer_flops(n_tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0) -> float:

@@ -7,16 +7,13 @@ import itertools
 import pytest
 import torch
 
-from medssl.ecg.cropa import cross_pattern_mask, cross_pattern_mask_from_ids
+from medssl.ecg.cropa import FactorizedCrossPattern, cross_pattern_mask, cross_pattern_mask_from_ids
+from medssl.nn.transformer import masked_attention_reference as reference_attention
 from medssl.registry import create_encoder
 
 
-def _brute_force(n_leads: int, *groups: int) -> torch.Tensor:
-    """(lead, absolute time) of every token, groups side by side with disjoint times."""
-    tokens, offset = [], 0
-    for n_time in groups:
-        tokens += [(lead, offset + t) for lead in range(n_leads) for t in range(n_time)]
-        offset += n_time
+def _brute_force(n_leads: int, n_time: int) -> torch.Tensor:
+    tokens = [(lead, t) for lead in range(n_leads) for t in range(n_time)]
     n = len(tokens)
     out = torch.zeros(n, n, dtype=torch.bool)
     for i, j in itertools.product(range(n), range(n)):
@@ -42,23 +39,6 @@ def test_paper_layout_8_by_50():
     assert torch.equal(mask, mask.T)
 
 
-@pytest.mark.parametrize("n_leads,groups", [(2, (2, 3)), (3, (4, 1)), (2, (1, 2, 2))])
-def test_grouped_form_matches_brute_force(n_leads, groups):
-    mask = cross_pattern_mask(n_leads, *groups)
-    assert mask.shape == (n_leads * sum(groups),) * 2
-    assert torch.equal(mask, _brute_force(n_leads, *groups))
-
-
-def test_grouped_form_treats_groups_as_disjoint_times():
-    n_leads, kc, km = 3, 2, 2
-    mask = cross_pattern_mask(n_leads, kc, km)
-    # Context token (lead 0, ctx time 0) and query token (lead 1, query time 0) share no time:
-    ctx, query = 0 * kc + 0, n_leads * kc + 1 * km + 0
-    assert not mask[ctx, query] and not mask[query, ctx]
-    # ... but a query token sees the context tokens of its own lead.
-    assert mask[n_leads * kc + 0 * km + 0, 0 * kc + 1]
-
-
 def test_from_ids():
     lead = torch.tensor([0, 0, 1, 1])
     time = torch.tensor([0, 1, 0, 1])
@@ -71,8 +51,33 @@ def test_mask_is_cached():
     assert cross_pattern_mask(8, 50) is a
     assert cross_pattern_mask(8, 50, device="cpu") is a
     assert cross_pattern_mask(8, 50, device=torch.device("cpu")) is a
-    assert cross_pattern_mask(8, 20, 30) is cross_pattern_mask(8, 20, 30)
-    assert cross_pattern_mask(8, 20, 30) is not a
+    assert cross_pattern_mask(8, 20) is cross_pattern_mask(8, 20)
+    assert cross_pattern_mask(8, 20) is not a
+
+
+@pytest.mark.parametrize("n_leads,n_time", [(1, 4), (3, 5), (8, 50)])
+def test_factorized_attention_equals_dense_masked_attention(n_leads, n_time):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n_leads * n_time, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    dense = reference_attention(q, k, v, cross_pattern_mask(n_leads, n_time))
+    factorized = FactorizedCrossPattern(n_leads, n_time)(q, k, v)
+    torch.testing.assert_close(factorized, dense, rtol=0, atol=1e-5)
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    dense32 = torch.nn.functional.scaled_dot_product_attention(
+        q32, k32, v32, attn_mask=cross_pattern_mask(n_leads, n_time))
+    torch.testing.assert_close(FactorizedCrossPattern(n_leads, n_time)(q32, k32, v32), dense32, rtol=0, atol=1e-5)
+
+
+def test_encoder_gives_the_same_output_with_either_cropa_implementation():
+    torch.manual_seed(0)
+    a = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2).eval()
+    b = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2, cropa_impl="factorized").eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 8, 2500)
+    keep = torch.tensor([[0, 3, 4, 10, 20], [1, 2, 30, 40, 49]])
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(b.forward_features(x, keep), a.forward_features(x, keep), rtol=0, atol=1e-5)
 
 
 def _token_influence(cropa: bool, lead: int, t: int) -> torch.Tensor:
