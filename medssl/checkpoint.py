@@ -12,6 +12,7 @@ import json
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -114,12 +115,34 @@ def update_card(folder: str | Path, section: str, entry: dict) -> None:
     atomic_write_json(Path(folder) / CARD_FILE, card)
 
 
+_IMPORTERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], nn.Module]]] = {}
+
+
+def register_importer(name: str, claims: Callable[[Path], bool], load: Callable[[Path], nn.Module]) -> None:
+    """Register a reader of a community checkpoint format: `claims(path)` says whether a path is
+    in that format; `load(path)` returns the encoder, mapping keys explicitly."""
+    _IMPORTERS[name] = (claims, load)
+
+
+def _ensure_builtin_importers() -> None:
+    import medssl.ecg.importers  # noqa: F401
+
+
 def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     """Rebuild the exact encoder of a checkpoint folder from its card, and load its weights.
 
     Every key must match: a missing or unexpected weight is an error, not a warning.
+    A file instead of a folder goes to the importer that claims it (e.g. an ECG-JEPA release
+    `.pth`), read with `torch.load(weights_only=True)`.
     """
     folder = Path(folder)
+    if folder.is_file():
+        _ensure_builtin_importers()
+        for claims, load in _IMPORTERS.values():
+            if claims(folder):
+                return load(folder)
+        raise CheckpointError(f"{folder}: not a checkpoint folder, nor a file format medssl imports "
+                              f"({', '.join(_IMPORTERS)})")
     card = read_card(folder)
     spec = EncoderSpec.from_dict(card["encoder"])
     model = encoder_entry(spec.name).factory(**spec.hparams)
