@@ -169,7 +169,12 @@ class EcgPreprocess:
     sampling_rate: output rate in Hz. num_samples: output length (e.g. 10 s at 500 Hz = 5000).
     bandpass_low/bandpass_high: Hz, None to skip that side. notch_hz: 50/60 or None.
     standardize: per-lead z-score. derive_leads: compute missing limb leads from I and II.
-    crop: "center" or "start" (see `fix_length`).
+    crop: "center" or "start" (see `fix_length`), used when window_stride is None.
+    window_stride: None -> one window per record (cropped or padded to num_samples); an integer
+        -> every full window of num_samples at that stride (samples), a record shorter than one
+        window being an error.
+    reject_flat: a selected lead whose standard deviation is below 1 uV is an error (a
+        disconnected electrode), not a lead of zeros.
     """
 
     leads: tuple[str, ...] = STANDARD_LEADS
@@ -182,6 +187,8 @@ class EcgPreprocess:
     derive_leads: bool = True
     crop: str = "center"
     filter_order: int = 4
+    window_stride: int | None = None
+    reject_flat: bool = True
     version: int = field(default=PREPROCESS_VERSION)
 
     def __post_init__(self) -> None:
@@ -197,21 +204,42 @@ class EcgPreprocess:
         object.__setattr__(self, "num_samples", int(self.num_samples))
         if self.crop not in ("center", "start"):
             raise ValueError(f"crop must be 'center' or 'start', got {self.crop!r}")
+        if self.window_stride is not None and int(self.window_stride) <= 0:
+            raise ValueError(f"window_stride must be a positive integer, got {self.window_stride}")
 
-    def __call__(self, record: EcgRecord) -> np.ndarray:
-        """(len(leads), num_samples) float32 for one record (signal in mV at any rate)."""
-        x = select_leads(
-            record.signal, record.lead_names, self.leads,
-            derive=self.derive_leads, source=record.path or record.record_id,
-        ).astype(np.float64)
+    def _filtered(self, record: EcgRecord) -> np.ndarray:
+        source = record.path or record.record_id
+        x = select_leads(record.signal, record.lead_names, self.leads, derive=self.derive_leads, source=source)
+        x = x.astype(np.float64)
+        if self.reject_flat:
+            flat = [lead for lead, row in zip(self.leads, x) if np.nanstd(row) < 1e-3]
+            if flat:
+                raise ValueError(f"{source}: flat lead(s) {', '.join(flat)} (standard deviation below 1 uV)")
         x = resample(x, record.sampling_rate, self.sampling_rate)
         x = bandpass(x, self.sampling_rate, self.bandpass_low, self.bandpass_high, order=self.filter_order)
         if self.notch_hz:
             x = notch(x, self.sampling_rate, self.notch_hz)
-        x = fix_length(x, self.num_samples, mode=self.crop)
+        return x
+
+    def windows(self, record: EcgRecord) -> np.ndarray:
+        """(n_windows, len(leads), num_samples) float32 model inputs of one record."""
+        x = self._filtered(record)
+        if self.window_stride is None:
+            out = fix_length(x, self.num_samples, mode=self.crop)[None]
+        elif x.shape[-1] < self.num_samples:
+            raise ValueError(
+                f"{record.path or record.record_id}: {x.shape[-1] / self.sampling_rate:.2f} s is shorter than "
+                f"one {self.num_samples / self.sampling_rate:.2f} s window"
+            )
+        else:
+            out = windows(x, self.num_samples, int(self.window_stride))
         if self.standardize:
-            x = standardize(x)
-        return x.astype(np.float32)
+            out = standardize(out)
+        return out.astype(np.float32)
+
+    def __call__(self, record: EcgRecord) -> np.ndarray:
+        """(len(leads), num_samples) float32: the first (or only) window of one record."""
+        return self.windows(record)[0]
 
     def to_dict(self) -> dict:
         """JSON-ready settings (leads as a list)."""

@@ -18,6 +18,7 @@ from medssl.ecg.preprocess import (
     standardize,
     windows,
 )
+from medssl.ecg.leads import STANDARD_LEADS
 from medssl.ecg.record import EcgRecord
 
 FS = 500.0
@@ -172,3 +173,28 @@ def test_neurokit_features_never_raise_on_bad_signals():
         f = neurokit_features(bad, 250)
         assert set(f) >= {"heart_rate_bpm", "qrs_duration_ms"}
     assert math.isnan(neurokit_features(np.zeros(2500), 250)["heart_rate_bpm"])
+
+
+def test_windows_cut_a_long_record_and_standardise_each_window():
+
+    fs = 100.0
+    t = np.arange(int(25 * fs)) / fs
+    sig = np.stack([np.sin(2 * np.pi * 5 * t) * (1 + i) for i in range(12)]).astype(np.float32)
+    rec = EcgRecord(sig, STANDARD_LEADS, fs, "r", "/data/r")
+    prep = EcgPreprocess(sampling_rate=fs, num_samples=1000, window_stride=500)
+    w = prep.windows(rec)
+    assert w.shape == (4, 12, 1000)  # starts 0, 5, 10, 15 s
+    np.testing.assert_allclose(w.std(-1), 1.0, atol=1e-3)
+    assert prep(rec).shape == (12, 1000)
+    with pytest.raises(ValueError, match=r"/data/r: 25.00 s is shorter than one 30.00 s window"):
+        EcgPreprocess(sampling_rate=fs, num_samples=3000, window_stride=3000).windows(rec)
+
+
+def test_a_flat_lead_is_an_error_naming_record_and_lead():
+
+    sig = np.random.default_rng(0).normal(size=(12, 1000)).astype(np.float32)
+    sig[7] = 0.25  # V2 disconnected
+    rec = EcgRecord(sig, STANDARD_LEADS, 100.0, "r", "/data/r")
+    with pytest.raises(ValueError, match=r"/data/r: flat lead\(s\) V2"):
+        EcgPreprocess(sampling_rate=100.0, num_samples=1000)(rec)
+    assert EcgPreprocess(sampling_rate=100.0, num_samples=1000, reject_flat=False)(rec)[7].std() == 0
