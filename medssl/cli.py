@@ -39,7 +39,7 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
     from medssl.data.layouts import index_layout
     from medssl.data.manifest import write_manifest
 
-    rows, skipped = index_layout(args.layout, Path(args.root), labels=args.labels, task=args.task)
+    rows, skipped = index_layout(args.layout, Path(args.root), labels=args.labels, task=args.task, rate=args.rate)
     _report_skipped(skipped)
     if not rows:
         print(f"medssl: error: {args.root}: no usable records", file=sys.stderr)
@@ -169,11 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="datasets: index a layout into a manifest, write a synthetic cohort")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("index", help="build the manifest of a dataset layout")
-    di.add_argument("--layout", required=True, help="wfdb | synthetic")
+    di.add_argument("--layout", required=True, help="wfdb | synthetic | ptbxl | physionet2021 | code15")
     di.add_argument("--root", required=True, help="dataset folder (read only)")
     di.add_argument("--out", required=True, help="manifest CSV to write")
     di.add_argument("--labels", help="labels CSV (wfdb layout): record, labels[, subject_id, site, split]")
     di.add_argument("--task", help="label task of the layout, where it has several")
+    di.add_argument("--rate", type=int, choices=[100, 500], help="sampling rate to index (ptbxl: 100 or 500 Hz)")
     di.set_defaults(func=_cmd_data_index)
     ds = dsub.add_parser("synth", help="write a synthetic two-site 12-lead ECG cohort (WFDB + labels.csv)")
     ds.add_argument("--out", required=True)

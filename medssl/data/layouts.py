@@ -6,6 +6,7 @@ skipped lists (path, reason) for records that could not be indexed.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,13 +29,49 @@ def _synthetic(root: Path, labels: str | None = None, task: str | None = None):
     return _wfdb(root, str(labels_csv), task)
 
 
-LAYOUTS: dict[str, LayoutIndexer] = {"wfdb": _wfdb, "synthetic": _synthetic}
+def _ptbxl(root: Path, labels: str | None = None, task: str | None = None, rate: int | None = None):
+    """PTB-XL with one of the six benchmark tasks (default superdiagnostic) at 100 or 500 Hz."""
+    from medssl.ecg.ptbxl import index_ptbxl
+
+    if labels:
+        raise ValueError("layout ptbxl takes its labels from ptbxl_database.csv; drop --labels")
+    return index_ptbxl(root, task=task or "superdiagnostic", rate=100 if rate is None else rate)
 
 
-def index_layout(layout: str, root: Path, *, labels: str | None = None, task: str | None = None):
+def _physionet2021(root: Path, labels: str | None = None, task: str | None = None):
+    """PhysioNet/CinC Challenge 2020/2021 WFDB records, labels from their #Dx SNOMED-CT codes."""
+    from medssl.ecg.physionet2021 import index_physionet2021
+
+    if labels or task:
+        raise ValueError("layout physionet2021 has no tasks and takes its labels from the #Dx header lines")
+    return index_physionet2021(root)
+
+
+def _code15(root: Path, labels: str | None = None, task: str | None = None):
+    """CODE-15%: exams.csv + exams_part{i}.hdf5."""
+    from medssl.ecg.code15 import index_code15
+
+    if labels or task:
+        raise ValueError("layout code15 has no tasks and takes its labels from exams.csv")
+    return index_code15(root)
+
+
+LAYOUTS: dict[str, LayoutIndexer] = {
+    "wfdb": _wfdb, "synthetic": _synthetic, "ptbxl": _ptbxl, "physionet2021": _physionet2021, "code15": _code15,
+}
+
+
+def index_layout(
+    layout: str, root: Path, *, labels: str | None = None, task: str | None = None, rate: int | None = None
+):
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(sorted(LAYOUTS))}")
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: dataset folder not found")
-    return LAYOUTS[layout](root, labels=labels, task=task)
+    kwargs: dict = {"labels": labels, "task": task}
+    if rate is not None:
+        if "rate" not in inspect.signature(LAYOUTS[layout]).parameters:
+            raise ValueError(f"layout {layout} has no --rate: it is stored at one sampling rate")
+        kwargs["rate"] = rate
+    return LAYOUTS[layout](root, **kwargs)

@@ -10,7 +10,8 @@ import numpy as np
 from medssl.data.cache import ArrayCache, build_array_cache
 from medssl.ecg.leads import MissingLeadsError
 from medssl.ecg.preprocess import EcgPreprocess
-from medssl.ecg.wfdb_reader import EcgReadError, read_wfdb_record
+from medssl.ecg.readers import read_ecg_record
+from medssl.ecg.wfdb_reader import EcgReadError
 
 
 def preprocess_for_encoder(spec_input: dict, **settings) -> EcgPreprocess:
@@ -32,7 +33,7 @@ def ecg_array_cache(
     """
 
     def load(row: dict) -> np.ndarray:
-        return preprocess(read_wfdb_record(row["path"]))
+        return preprocess(read_ecg_record(row["path"]))
 
     return build_array_cache(
         rows, load, settings=preprocess.to_dict(), settings_key=preprocess.cache_key(),
