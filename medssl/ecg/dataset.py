@@ -24,18 +24,28 @@ def preprocess_for_encoder(spec_input: dict, **settings) -> EcgPreprocess:
     )
 
 
+class EcgWindowLoader:
+    """Manifest row -> (n_windows, n_leads, num_samples) float32; picklable for worker processes."""
+
+    def __init__(self, preprocess: EcgPreprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, row: dict) -> np.ndarray:
+        return self.preprocess.windows(read_ecg_record(row["path"]))
+
+
 def ecg_array_cache(
-    rows: Sequence[dict], preprocess: EcgPreprocess, cache_root: str | Path | None = None
+    rows: Sequence[dict], preprocess: EcgPreprocess, cache_root: str | Path | None = None,
+    *, workers: int | None = None,
 ) -> ArrayCache:
-    """Preprocessed (N, n_leads, num_samples) float32 signals for the usable records of `rows`.
+    """Preprocessed (N_windows, n_leads, num_samples) float32 windows of the usable records of `rows`;
+    `.rows` has one manifest row per window (with its `window` number and the record's subject).
 
-    Records that cannot be read, lack leads, or hold NaNs are skipped and listed in `.skipped`.
+    Records that cannot be read, lack leads, hold NaNs, have a flat lead or are shorter than a
+    window are skipped and listed in `.skipped`.
     """
-
-    def load(row: dict) -> np.ndarray:
-        return preprocess(read_ecg_record(row["path"]))
-
     return build_array_cache(
-        rows, load, settings=preprocess.to_dict(), settings_key=preprocess.cache_key(),
+        rows, EcgWindowLoader(preprocess), settings=preprocess.to_dict(), settings_key=preprocess.cache_key(),
         modality="ecg", cache_root=cache_root, errors=(EcgReadError, MissingLeadsError, ValueError, OSError),
+        workers=workers,
     )

@@ -145,7 +145,7 @@ def pretrain(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics.update(steps=int(metrics.pop("train/steps", trainer.global_step)),
                    epochs=int(metrics.pop("train/epochs", trainer.current_epoch)),
-                   n_records=len(used_rows), n_subjects=len({r["subject_id"] for r in used_rows}),
+                   n_records=len({r["record_id"] for r in used_rows}), n_windows=len(used_rows), n_subjects=len({r["subject_id"] for r in used_rows}),
                    n_skipped=len(skipped))
     if trainer.is_global_zero:
         save_checkpoint(encoder, out_dir / "checkpoint", recipe=cfg,

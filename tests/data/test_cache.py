@@ -14,9 +14,9 @@ def test_builds_once_then_reads_the_memory_map(tmp_path):
 
     def load(row):
         calls.append(row["record_id"])
-        return np.full((2, 3), float(row["record_id"][1:]), dtype=np.float32)
+        return np.full((1, 2, 3), float(row["record_id"][1:]), dtype=np.float32)
 
-    kw = dict(settings={"a": 1}, settings_key="k1", modality="ecg", cache_root=tmp_path)
+    kw = dict(settings={"a": 1}, settings_key="k1", modality="ecg", cache_root=tmp_path, workers=1)
     first = build_array_cache(_rows(4), load, **kw)
     assert first.signals.shape == (4, 2, 3) and first.signals[2, 0, 0] == 2
     assert isinstance(first.signals, np.memmap) and not first.signals.flags.writeable
@@ -31,9 +31,10 @@ def test_bad_records_are_skipped_with_reasons(tmp_path):
     def load(row):
         if row["record_id"] == "r1":
             raise ValueError(f"{row['path']}: broken header")
-        return np.zeros((1, 5), dtype=np.float32) if row["record_id"] != "r2" else np.zeros((1, 4), np.float32)
+        return np.zeros((1, 1, 5), dtype=np.float32) if row["record_id"] != "r2" else np.zeros((1, 1, 4), np.float32)
 
-    cache = build_array_cache(_rows(4), load, settings={}, settings_key="k", modality="ecg", cache_root=tmp_path)
+    cache = build_array_cache(_rows(4), load, settings={}, settings_key="k", modality="ecg", cache_root=tmp_path,
+                              workers=1)
     assert [r["record_id"] for r in cache.rows] == ["r0", "r3"]
     reasons = dict(cache.skipped)
     assert "broken header" in reasons["/nowhere/r1"] and "shape" in reasons["/nowhere/r2"]
@@ -44,4 +45,28 @@ def test_nothing_usable_is_an_error(tmp_path):
         raise ValueError("bad")
 
     with pytest.raises(NoUsableRecordsError, match="none of the 2 records"):
-        build_array_cache(_rows(2), load, settings={}, settings_key="k", modality="ecg", cache_root=tmp_path)
+        build_array_cache(_rows(2), load, settings={}, settings_key="k", modality="ecg", cache_root=tmp_path,
+                          workers=1)
+
+
+class WindowsOfRecordNumber:
+    """Picklable loader: record r<i> gives i + 1 windows whose values are the record number."""
+
+    def __call__(self, row):
+        i = int(row["record_id"][1:])
+        if i == 5:
+            raise ValueError(f"{row['path']}: shorter than one window")
+        return np.full((i % 3 + 1, 2, 4), float(i), dtype=np.float32)
+
+
+def test_parallel_build_keeps_manifest_order_and_one_index_row_per_window(tmp_path):
+    rows = _rows(11)
+    cache = build_array_cache(rows, WindowsOfRecordNumber(), settings={}, settings_key="w", modality="ecg",
+                              cache_root=tmp_path, workers=2, chunk_size=3)
+    expected = [(f"r{i}", w) for i in range(11) if i != 5 for w in range(i % 3 + 1)]
+    assert [(r["record_id"], int(r["window"])) for r in cache.rows] == expected
+    assert cache.signals.shape == (len(expected), 2, 4)
+    assert [float(cache.signals[j, 0, 0]) for j in range(len(expected))] == [float(r[1:]) for r, _ in expected]
+    assert all(r["subject_id"] == "S" + r["record_id"][1:] for r in cache.rows)
+    assert cache.skipped == [("/nowhere/r5", "/nowhere/r5: shorter than one window")]
+    assert not list(cache.folder.glob("shard_*"))
