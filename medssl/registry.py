@@ -89,6 +89,8 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
 def _ensure_builtin_encoders() -> None:
     # Importing the modality packages runs their @register_encoder decorators.
     import medssl.ecg.encoders  # noqa: F401
+    import medssl.ecg.encoders_contrastive  # noqa: F401
+    import medssl.ecg.vit  # noqa: F401
 
 
 def list_encoders(modality: str | None = None, pattern: str = "*") -> list[str]:

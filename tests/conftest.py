@@ -9,6 +9,17 @@ import pytest
 SHARED_ECG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test models run faster on one thread, and a loaded machine does not stall them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Keep every test's preprocessed-array cache out of the user's home."""

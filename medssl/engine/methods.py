@@ -21,6 +21,8 @@ def register_method(name: str):
 def _ensure_builtin_methods() -> None:
     # Importing the modality method modules runs their @register_method decorators.
     import medssl.ecg.methods  # noqa: F401
+    import medssl.ecg.methods_contrastive  # noqa: F401
+    import medssl.ecg.methods_masked  # noqa: F401
 
 
 def build_method(cfg: dict) -> tuple[nn.Module, nn.Module]:
