@@ -74,7 +74,8 @@ def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) 
     card = build_card(encoder, **card_fields)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+        # "_orig_mod." is how torch.compile'd submodules name their weights; the card's architecture does not.
+        state = {k.replace("_orig_mod.", ""): v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "encoder": card["encoder"]["name"]})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         if folder.exists():

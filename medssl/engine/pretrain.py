@@ -31,12 +31,17 @@ from medssl.engine.hardware import resolve_accelerator, resolve_precision
 from medssl.engine.methods import build_method
 from medssl.engine.module import SSLModule
 from medssl.io import atomic_write_text
+from medssl.nn.transformer import compile_transformers
 
 log = logging.getLogger(__name__)
 
 
 class ArrayDataset(Dataset):
-    """Rows of a (memory-mapped) array as float32 tensors."""
+    """Rows of a (memory-mapped) array as float32 tensors.
+
+    `__getitems__` lets the DataLoader fetch a whole batch with one fancy-indexed read of the
+    memory map (indices sorted for sequential access) instead of one read per row.
+    """
 
     def __init__(self, array: np.ndarray):
         self.array = array
@@ -46,6 +51,13 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.array[i], dtype=np.float32))
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        idx = np.asarray(indices)
+        order = np.argsort(idx, kind="stable")
+        block = np.empty((len(idx), *self.array.shape[1:]), dtype=np.float32)
+        block[order] = self.array[idx[order]]
+        return list(torch.from_numpy(block))
 
 
 class PretrainData(L.LightningDataModule):
@@ -108,6 +120,8 @@ def pretrain(
         log.warning("skipped %s: %s", path, reason)
 
     o, t = cfg["optim"], cfg["trainer"]
+    if t.get("compile"):
+        compile_transformers(method)
     module = SSLModule(method, o)
     data = PretrainData(arrays, cfg["data"]["batch_size"], cfg.get("seed", 0), cfg["data"].get("num_workers", 0))
     loggers = [CSVLogger(out_dir, name="logs", version="")]

@@ -105,6 +105,15 @@ def init_vit_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def compile_transformers(module: nn.Module) -> None:
+    """Replace every `Transformer` inside `module` by its `torch.compile`d version (dynamic shapes:
+    masks change the token count from step to step). Parameters stay the same objects."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Transformer):
+                setattr(parent, name, torch.compile(child, dynamic=True))
+
+
 def rescale_residual_projections(transformer: Transformer) -> None:
     """Divide each block's output projections by sqrt(2 * layer): the depth-scaled init of
     I-JEPA and the ECG-JEPA release (`fix_init_weight`)."""

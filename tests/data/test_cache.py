@@ -70,3 +70,15 @@ def test_parallel_build_keeps_manifest_order_and_one_index_row_per_window(tmp_pa
     assert all(r["subject_id"] == "S" + r["record_id"][1:] for r in cache.rows)
     assert cache.skipped == [("/nowhere/r5", "/nowhere/r5: shorter than one window")]
     assert not list(cache.folder.glob("shard_*"))
+
+
+def test_batched_fetch_returns_rows_in_the_sampler_order():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from medssl.engine.pretrain import ArrayDataset
+
+    array = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
+    batches = list(DataLoader(ArrayDataset(array), batch_size=4, sampler=[7, 2, 9, 0, 5, 5, 1]))
+    assert torch.equal(batches[0], torch.from_numpy(array[[7, 2, 9, 0]]))
+    assert torch.equal(batches[1], torch.from_numpy(array[[5, 5, 1]]))

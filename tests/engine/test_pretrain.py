@@ -111,3 +111,18 @@ def test_ddp_on_two_cpu_processes(rows, tmp_path):
     # 16 records, 2 ranks of 8, batches of 4: 2 optimiser steps per epoch.
     assert card["training_metrics"]["steps"] == 2
     assert np.isfinite(card["training_metrics"]["train/loss_epoch"])
+
+
+def test_compiled_transformers_save_the_plain_architecture(rows, tmp_path):
+    """trainer.compile wraps transformer stacks in torch.compile; the checkpoint keeps plain keys."""
+    from medssl.checkpoint import save_checkpoint
+    from medssl.engine.methods import build_method
+    from medssl.nn.transformer import compile_transformers
+
+    cfg = resolve_recipe("ecg_jepa", TINY)
+    encoder, method = build_method(cfg)
+    plain = set(encoder.state_dict())
+    compile_transformers(method)
+    assert any("_orig_mod." in k for k in encoder.state_dict())
+    folder = save_checkpoint(encoder, tmp_path / "ck")
+    assert set(load_encoder(folder).state_dict()) == plain
