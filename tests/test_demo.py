@@ -1,0 +1,32 @@
+"""The demo end to end at a tiny size: data -> pretraining -> embeddings -> few-shot -> report."""
+
+from __future__ import annotations
+
+import json
+
+from medssl.demo import run_demo
+
+
+def test_demo_writes_a_report_comparing_pretrained_and_random_init_in_and_out_of_domain(tmp_path):
+    out = run_demo(
+        tmp_path / "demo", subjects_per_site=40, epochs=1, seeds=2, shots=(1, "all"), n_bootstrap=50,
+        overrides=("encoder.overrides.depth=1", "encoder.overrides.embed_dim=32", "encoder.overrides.num_heads=2",
+                   "predictor.dim=16", "predictor.depth=1", "predictor.num_heads=2", "data.batch_size=8"),
+        progress_bar=False,
+    )
+    report = json.loads(out["json"].read_text())
+    results = report["results"]
+    assert {r["encoder"] for r in results} == {"ecg_jepa (pretrained)", "random init"}
+    assert {r["domain"] for r in results} == {"in", "out"}
+    assert {r["shots"] for r in results} == {1, "all"}
+    assert all(r["metric"] == "auroc_macro" for r in results)
+    measured = [r for r in results if r["mean"] is not None]
+    assert len(measured) >= 6
+    assert all(r["ci_low"] <= r["mean"] <= r["ci_high"] for r in measured)
+    assert len(report["comparisons"]) == 4
+    assert sum("pretraining steps" in n for n in report["notes"]) == 2
+    html = out["html"].read_text()
+    assert "random init" in html and "ecg_jepa (pretrained)" in html
+    card = json.loads((out["checkpoint"] / "card.json").read_text())
+    assert card["benchmarks"] and card["benchmarks"][0]["results"]
+    assert not any(s in out["json"].read_text() for s in ("Age:", "Sex:"))
