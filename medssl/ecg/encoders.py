@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from medssl.ecg.cropa import FactorizedCrossPattern, cross_pattern_mask
+from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.ecg.leads import INDEPENDENT_LEADS, parse_lead_set
 from medssl.nn.pos_embed import sincos_1d, sincos_2d
 from medssl.nn.tokens import gather_time_patches
@@ -170,31 +171,13 @@ _ECG_JEPA_SIZES = {
 
 
 def _ecg_jepa(name: str, **overrides) -> EcgPatchTransformer:
-    hparams = dict(
+    defaults = dict(
         leads=list(INDEPENDENT_LEADS), sampling_rate=250.0, num_samples=2500, patch_size=50,
         mlp_ratio=4.0, qkv_bias=False, norm_eps=1e-5, pos_every_block=True, cross_pattern_attention=True,
         cropa_impl="sdpa", **_ECG_JEPA_SIZES[name],
     )
-    unknown = set(overrides) - set(hparams)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(hparams)}")
-    hparams.update(overrides)
-    hparams["leads"] = list(parse_lead_set(hparams["leads"]))
-    spec = EncoderSpec(
-        name=name,
-        modality="ecg",
-        input={
-            "leads": hparams["leads"],
-            "sampling_rate": float(hparams["sampling_rate"]),
-            "num_samples": int(hparams["num_samples"]),
-            "units": "mV",
-            "normalisation": "per-lead zero mean, unit variance after 0.67-40 Hz band-pass",
-            "patch_size": int(hparams["patch_size"]),
-        },
-        embed_dim=int(hparams["embed_dim"]),
-        hparams=hparams,
-        paper=ECG_JEPA_PAPER,
-    )
+    hparams = resolve_hparams(name, defaults, overrides)
+    spec = ecg_encoder_spec(name, hparams, hparams["embed_dim"], ECG_JEPA_PAPER, patch_size=int(hparams["patch_size"]))
     return EcgPatchTransformer(**hparams, spec=spec)
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medssl.ecg.leads import STANDARD_LEADS, parse_lead_set
+from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.registry import EncoderSpec, register_encoder
 
 RESNET1D_PAPER = (
@@ -40,9 +41,6 @@ TS2VEC_PAPER = (
     "Yue Z, Wang Y, Duan J, Yang T, Huang C, Tong Y, Xu B. TS2Vec: Towards Universal "
     "Representation of Time Series. AAAI 2022"
 )
-_NORMALISATION = "per-lead zero mean, unit variance after band-pass"
-
-
 def _check_input(x: Tensor, n_leads: int) -> None:
     if x.ndim != 3 or x.shape[1] != n_leads:
         raise ValueError(f"expected input (batch, {n_leads} leads, samples), got {tuple(x.shape)}")
@@ -204,29 +202,8 @@ class TS2VecEncoder(nn.Module):
         return self.forward_features(x).amax(dim=1)
 
 
-def _spec(name: str, hparams: dict, embed_dim: int, paper: str) -> EncoderSpec:
-    return EncoderSpec(
-        name=name,
-        modality="ecg",
-        input={
-            "leads": hparams["leads"],
-            "sampling_rate": float(hparams["sampling_rate"]),
-            "num_samples": int(hparams["num_samples"]),
-            "units": "mV",
-            "normalisation": _NORMALISATION,
-        },
-        embed_dim=embed_dim,
-        hparams=hparams,
-        paper=paper,
-    )
-
-
 def _resolve(name: str, defaults: dict, overrides: dict) -> dict:
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    hparams = {**defaults, **overrides}
-    hparams["leads"] = list(parse_lead_set(hparams["leads"]))
+    hparams = resolve_hparams(name, defaults, overrides)
     for key in ("stem_widths", "widths", "layers"):
         if key in hparams:
             hparams[key] = [int(v) for v in hparams[key]]
@@ -246,7 +223,7 @@ def _resnet1d(name: str, **overrides) -> EcgResNet1d:
     if hparams["depth"] is not None:  # a uniform depth: `depth` bottleneck blocks in every stage
         hparams["layers"] = [int(hparams["depth"])] * len(hparams["widths"])
     embed_dim = int(hparams["widths"][-1]) * int(hparams["expansion"])
-    return EcgResNet1d(**hparams, spec=_spec(name, hparams, embed_dim, RESNET1D_PAPER))
+    return EcgResNet1d(**hparams, spec=ecg_encoder_spec(name, hparams, embed_dim, RESNET1D_PAPER))
 
 
 @register_encoder(modality="ecg")
@@ -271,7 +248,7 @@ def _ts2vec(name: str, **overrides) -> TS2VecEncoder:
     defaults = dict(leads=list(STANDARD_LEADS), sampling_rate=100.0, num_samples=1000, kernel_size=3,
                     dropout=0.1, **_TS2VEC_SIZES[name])
     hparams = _resolve(name, defaults, overrides)
-    return TS2VecEncoder(**hparams, spec=_spec(name, hparams, int(hparams["embed_dim"]), TS2VEC_PAPER))
+    return TS2VecEncoder(**hparams, spec=ecg_encoder_spec(name, hparams, hparams["embed_dim"], TS2VEC_PAPER))
 
 
 @register_encoder(modality="ecg")

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from medssl.ecg.leads import STANDARD_LEADS, parse_lead_set
 from medssl.nn.pos_embed import sincos_1d
 from medssl.nn.transformer import Transformer, init_vit_weights
+from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.registry import EncoderSpec, register_encoder
 
 ST_MEM_PAPER = (
@@ -152,30 +153,12 @@ _SIZES = {
 
 
 def _ecg_lead_vit(name: str, **overrides) -> EcgLeadViT:
-    hparams = dict(
+    defaults = dict(
         leads=list(STANDARD_LEADS), sampling_rate=250.0, num_samples=2250, patch_size=75,
         mlp_ratio=4.0, **_SIZES[name],
     )
-    unknown = set(overrides) - set(hparams)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(hparams)}")
-    hparams.update(overrides)
-    hparams["leads"] = list(parse_lead_set(hparams["leads"]))
-    spec = EncoderSpec(
-        name=name,
-        modality="ecg",
-        input={
-            "leads": hparams["leads"],
-            "sampling_rate": float(hparams["sampling_rate"]),
-            "num_samples": int(hparams["num_samples"]),
-            "units": "mV",
-            "normalisation": "per-lead zero mean, unit variance after 0.67-40 Hz band-pass",
-            "patch_size": int(hparams["patch_size"]),
-        },
-        embed_dim=int(hparams["embed_dim"]),
-        hparams=hparams,
-        paper=ST_MEM_PAPER,
-    )
+    hparams = resolve_hparams(name, defaults, overrides)
+    spec = ecg_encoder_spec(name, hparams, hparams["embed_dim"], ST_MEM_PAPER, patch_size=int(hparams["patch_size"]))
     return EcgLeadViT(**hparams, spec=spec)
 
 

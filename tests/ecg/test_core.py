@@ -13,15 +13,6 @@ from medssl.ssl.contrastive import ProjectionHead
 from medssl.ssl.mae import PatchDecoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one intra-op thread; two threads on a busy machine stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _core(w_con: float = 1.0, w_rec: float = 1.0, cross_condition: bool = True, seed: int = 0) -> CoReECG:
     torch.manual_seed(0)
     enc = create_encoder("ecg_mae_vit_tiny", depth=1, embed_dim=32, num_heads=2, num_samples=750)

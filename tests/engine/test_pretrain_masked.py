@@ -21,15 +21,6 @@ TINY = [
 EXTRA = {"mae_ecg": [], "core_ecg": ["projector.hidden_dim=16", "projector.out_dim=8"]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one intra-op thread; two threads on a busy machine stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def rows(tiny_cohort_dir):
     rows, skipped = index_layout("synthetic", tiny_cohort_dir)

@@ -11,15 +11,6 @@ from medssl.ssl.mae import MaskedAutoencoder, PatchDecoder, RandomLeadPatchMaske
 TINY = dict(depth=1, embed_dim=32, num_heads=2, num_samples=750)  # 12 leads x 10 patches of 75
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one intra-op thread; two threads on a busy machine stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mae(seed: int = 0, norm_target: bool = False, leads=None) -> MaskedAutoencoder:
     torch.manual_seed(seed)
     enc = create_encoder("ecg_mae_vit_tiny", **TINY, **({"leads": leads} if leads else {}))
