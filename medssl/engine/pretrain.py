@@ -22,7 +22,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medssl.checkpoint import save_checkpoint
 from medssl.data.manifest import manifest_fingerprint
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 class ArrayDataset(Dataset):
     """Rows of a (memory-mapped) array as float32 tensors.
 
-    `__getitems__` lets the DataLoader fetch a whole batch with one fancy-indexed read of the
-    memory map (indices sorted for sequential access) instead of one read per row.
+    `__getitems__` lets the DataLoader fetch a whole batch as one tensor with one fancy-indexed
+    read of the memory map, instead of a read per row and a stack; pair it with `collate_batch`.
     """
 
     def __init__(self, array: np.ndarray):
@@ -52,12 +52,13 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.array[i], dtype=np.float32))
 
-    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
-        idx = np.asarray(indices)
-        order = np.argsort(idx, kind="stable")
-        block = np.empty((len(idx), *self.array.shape[1:]), dtype=np.float32)
-        block[order] = self.array[idx[order]]
-        return list(torch.from_numpy(block))
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.array[np.asarray(indices)], dtype=np.float32))
+
+
+def collate_batch(batch):
+    """A batch `ArrayDataset.__getitems__` already stacked passes through; anything else is collated."""
+    return batch if isinstance(batch, torch.Tensor) else default_collate(batch)
 
 
 class PretrainData(L.LightningDataModule):
@@ -78,7 +79,7 @@ class PretrainData(L.LightningDataModule):
         sampler.skip = trainer.lightning_module.resume_batches_done * self.batch_size
         return DataLoader(
             self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate_batch,
         )
 
 

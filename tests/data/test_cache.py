@@ -76,9 +76,10 @@ def test_batched_fetch_returns_rows_in_the_sampler_order():
     import torch
     from torch.utils.data import DataLoader
 
-    from medssl.engine.pretrain import ArrayDataset
+    from medssl.engine.pretrain import ArrayDataset, collate_batch
 
     array = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
-    batches = list(DataLoader(ArrayDataset(array), batch_size=4, sampler=[7, 2, 9, 0, 5, 5, 1]))
+    loader = DataLoader(ArrayDataset(array), batch_size=4, sampler=[7, 2, 9, 0, 5, 5, 1], collate_fn=collate_batch)
+    batches = list(loader)
     assert torch.equal(batches[0], torch.from_numpy(array[[7, 2, 9, 0]]))
     assert torch.equal(batches[1], torch.from_numpy(array[[5, 5, 1]]))
