@@ -157,6 +157,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from medssl.bench.runner import run_benchmark
+
+    out = Path(args.out) if args.out else Path("outputs") / f"bench_{Path(args.config).stem}"
+    doc = run_benchmark(args.config, out, progress=True)
+    paths = doc["paths"]
+    errors = f" ({len(doc['errors'])} failed run(s): see the notes)" if doc["errors"] else ""
+    print(f"report: {paths['html']}\nresults: {paths['json']}\n         {paths['csv']}{errors}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medssl", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -205,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's budget)")
     de.add_argument("--seeds", type=int, default=5)
     de.set_defaults(func=_cmd_demo)
+
+    be = sub.add_parser("bench", help="benchmark frozen encoders on tasks x protocols (see medssl.bench.config)")
+    be.add_argument("config", help="benchmark YAML (encoders, datasets, tasks, protocols)")
+    be.add_argument("--out", help="output folder (default outputs/bench_<config name>)")
+    be.set_defaults(func=_cmd_bench)
     return p
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "sample_few_shot",
     "linear_probe",
     "few_shot_evaluation",
+    "two_level_bootstrap",
+    "percentile_interval",
     "NO_FINDING",
 ]
 
@@ -249,13 +251,18 @@ def _macro_auroc(Y: np.ndarray, S: np.ndarray, cols: np.ndarray) -> float:
     return float(vals.mean()) if vals.size else float("nan")
 
 
-def _two_level_bootstrap(Y, scores, cols, groups, n_boot, seed) -> np.ndarray:
-    """stat[e, b]: mean over resampled seeds of macro AUROC on resampled subjects.
+def two_level_bootstrap(Y, scores, cols, groups, n_boot, seed, column_stat=None) -> np.ndarray:
+    """stat[e, b]: mean over resampled seeds of a macro metric on resampled subjects.
 
-    scores[e][s]: (n, C) for encoder e, seed s; cols[s]: class columns used for seed s.
+    Y: (n, C) targets of the evaluation rows. scores[e][s]: (n, C) scores (or hard predictions,
+    for threshold metrics) of encoder e, seed s; cols[s]: class columns used for seed s.
+    column_stat(Y (m, K), S (m, K)) -> (K,) per-column metric, NaN where undefined (default:
+    Mann-Whitney AUROC); all encoders and seeds are scored in one call per replicate.
     Subjects resampled with :func:`group_bootstrap_indices` (same seed -> same resamples as
-    :func:`paired_bootstrap_test`); seeds resampled with replacement from an independent stream.
+    :func:`paired_bootstrap_test`); seeds resampled with replacement from an independent stream,
+    the same for every domain with the same number of seeds.
     """
+    column_stat = _rank_auroc if column_stat is None else column_stat
     n_enc, n_seed, n_cls = len(scores), len(scores[0]), Y.shape[1]
     S_all = np.concatenate([scores[e][s] for e in range(n_enc) for s in range(n_seed)], axis=1)
     Y_all = np.tile(Y, (1, n_enc * n_seed))
@@ -266,7 +273,7 @@ def _two_level_bootstrap(Y, scores, cols, groups, n_boot, seed) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for b, idx in enumerate(group_bootstrap_indices(groups, n_boot, seed)):
-            per = _rank_auroc(Y_all[idx], S_all[idx]).reshape(n_enc, n_seed, n_cls)
+            per = column_stat(Y_all[idx], S_all[idx]).reshape(n_enc, n_seed, n_cls)
             per = np.where(use, per, np.nan)  # all-NaN rows -> NaN mean (warning silenced)
             A[:, :, b] = np.nanmean(per, axis=2)
     if n_seed == 1:
@@ -278,12 +285,19 @@ def _two_level_bootstrap(Y, scores, cols, groups, n_boot, seed) -> np.ndarray:
         return np.nanmean(picked, axis=2)
 
 
-def _percentile(stats: np.ndarray, alpha: float) -> tuple[float, float]:
+_two_level_bootstrap = two_level_bootstrap
+
+
+def percentile_interval(stats: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile ``1 - alpha`` interval of bootstrap replicates, NaNs dropped (NaN, NaN if none)."""
     stats = stats[~np.isnan(stats)]
     if stats.size == 0:
         return float("nan"), float("nan")
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+_percentile = percentile_interval
 
 
 def _std(values: np.ndarray) -> float:

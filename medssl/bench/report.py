@@ -25,6 +25,10 @@ The HTML has no external resources (inline CSS and SVG, no JS): per-shots tables
 ``mean [ci_low, ci_high]`` per encoder with the domains side by side and the gap
 (first domain minus each other, e.g. in - out), one SVG chart per domain of AUROC vs shots with CI
 error bars, the comparisons with p-values, the notes and the config. Every string is HTML-escaped.
+An optional ``"ranking"`` list (from :func:`medssl.bench.runner.run_benchmark`) adds a ranking
+section. Rows of :func:`medssl.bench.runner.run_benchmark` also carry ``task``, ``protocol`` and may carry
+``label_fraction`` instead of ``shots``: the page then has one results section (table and charts)
+per task x protocol x metric, and the setting column shows the shots or the label fraction.
 """
 
 from __future__ import annotations
@@ -125,6 +129,11 @@ def _shots_order(values) -> list:
     return ints + [v for v in uniq if v not in ints]
 
 
+def _setting(row: Mapping):
+    """The row's shots, or its label fraction when it has no shots."""
+    return row.get("shots") if row.get("shots") is not None else row.get("label_fraction")
+
+
 def _cell(row: Mapping | None) -> str:
     if row is None:
         return "<td>–</td>"
@@ -132,11 +141,11 @@ def _cell(row: Mapping | None) -> str:
             f"{_num(row.get('ci_high'))}]</span></td>")
 
 
-def _results_table(results: list[dict], domains: list, encoders: list, shots: list) -> str:
-    key = {(r.get("encoder"), r.get("domain"), r.get("shots")): r for r in results}
+def _results_table(results: list[dict], domains: list, encoders: list, shots: list, setting: str = "shots") -> str:
+    key = {(r.get("encoder"), r.get("domain"), _setting(r)): r for r in results}
     head = "".join(f"<th>{_e(d)}</th>" for d in domains)
     head += "".join(f"<th>gap ({_e(domains[0])} − {_e(d)})</th>" for d in domains[1:])
-    out = [f"<table><thead><tr><th>encoder</th><th>shots</th>{head}</tr></thead><tbody>"]
+    out = [f"<table><thead><tr><th>encoder</th><th>{_e(setting)}</th>{head}</tr></thead><tbody>"]
     for e in encoders:
         for s in shots:
             cells = [_cell(key.get((e, d, s))) for d in domains]
@@ -156,7 +165,8 @@ def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int = 520, h: int = 300) -> str:
+def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int = 520, h: int = 300,
+               metric: str = "AUROC", setting: str = "shots (subjects per class)") -> str:
     rows = [r for r in results if r.get("domain") == domain]
     vals = [v for r in rows for v in (r.get("mean"), r.get("ci_low"), r.get("ci_high")) if _finite(v)]
     if not vals:
@@ -164,6 +174,9 @@ def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int 
     lo, hi = max(0.0, min(vals) - 0.05), min(1.0, max(vals) + 0.05)
     if hi - lo < 0.1:
         lo, hi = max(0.0, lo - 0.05), min(1.0, hi + 0.05)
+    if min(vals) < 0 or max(vals) > 1:  # not a [0, 1] metric (e.g. an error in target units)
+        pad = 0.05 * (max(vals) - min(vals) or 1.0)
+        lo, hi = min(vals) - pad, max(vals) + pad
     ml, mr, mt, mb = 50, 130, 25, 40
     pw, ph = w - ml - mr, h - mt - mb
 
@@ -174,8 +187,8 @@ def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int 
         return mt + ph * (1 - (v - lo) / (hi - lo))
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-             f'aria-label="AUROC vs shots, {_e(domain)}">',
-             f'<text x="{ml}" y="15" class=t>{_e(domain)}: AUROC vs shots (95% CI)</text>',
+             f'aria-label="{_e(metric)} vs {_e(setting)}, {_e(domain)}">',
+             f'<text x="{ml}" y="15" class=t>{_e(domain)}: {_e(metric)} (95% CI)</text>',
              f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
     for k in range(6):
         v = lo + (hi - lo) * k / 5
@@ -183,8 +196,8 @@ def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int 
                      f'<text x="{ml - 5}" y="{Yp(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
     for i, s in enumerate(shots):
         parts.append(f'<text x="{X(i):.1f}" y="{mt + ph + 16}" text-anchor="middle">{_e(s)}</text>')
-    parts.append(f'<text x="{ml + pw / 2:.1f}" y="{h - 5}" text-anchor="middle">shots (subjects per class)</text>')
-    key = {(r.get("encoder"), r.get("shots")): r for r in rows}
+    parts.append(f'<text x="{ml + pw / 2:.1f}" y="{h - 5}" text-anchor="middle">{_e(setting)}</text>')
+    key = {(r.get("encoder"), _setting(r)): r for r in rows}
     for j, e in enumerate(encoders):
         color = _COLORS[j % len(_COLORS)]
         dx = (j - (len(encoders) - 1) / 2) * 4  # small offset so error bars do not overlap
@@ -200,7 +213,7 @@ def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int 
                 parts.append(f'<path d="M{x:.1f},{y1:.1f}V{y2:.1f}M{x - 3:.1f},{y1:.1f}h6M{x - 3:.1f},{y2:.1f}h6" '
                              f'stroke="{color}" fill="none"/>')
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{_e(e)}, '
-                         f'{_e(s)} shots: {_num(r["mean"])}</title></circle>')
+                         f'{_e(setting.split(" ")[0])} {_e(s)}: {_num(r["mean"])}</title></circle>')
         if len(pts) > 1:
             parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         ly = mt + 10 + 16 * j
@@ -213,11 +226,13 @@ def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int 
 def _comparisons_table(comps: list[dict]) -> str:
     if not comps:
         return "<p>No comparisons (fewer than two encoders).</p>"
-    out = ["<table><thead><tr><th>domain</th><th>shots</th><th>A</th><th>B</th><th>Δ (A − B)</th>"
-           "<th>95% CI</th><th>p</th><th>method</th></tr></thead><tbody>"]
+    extra = [k for k in ("task", "protocol", "metric") if any(k in c for c in comps)] if _grouped(comps) else []
+    out = ["<table><thead><tr>" + "".join(f"<th>{k}</th>" for k in extra) + "<th>domain</th><th>shots</th>"
+           "<th>A</th><th>B</th><th>Δ (A − B)</th><th>95% CI</th><th>p</th><th>method</th></tr></thead><tbody>"]
     for c in comps:
         out.append(
-            f"<tr><td>{_e(c.get('domain'))}</td><td>{_e(c.get('shots'))}</td><td>{_e(c.get('encoder_a'))}</td>"
+            "<tr>" + "".join(f"<td>{_e(c.get(k))}</td>" for k in extra) +
+            f"<td>{_e(c.get('domain'))}</td><td>{_e(_setting(c))}</td><td>{_e(c.get('encoder_a'))}</td>"
             f"<td>{_e(c.get('encoder_b'))}</td><td>{_num(c.get('delta'))}</td>"
             f"<td>[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]</td><td>{_p(c.get('p_value'))}</td>"
             f"<td>{_e(c.get('method', ''))}</td></tr>")
@@ -226,16 +241,49 @@ def _comparisons_table(comps: list[dict]) -> str:
 
 
 def _runs_table(runs: list[dict]) -> str:
-    out = ["<table><thead><tr><th>encoder</th><th>domain</th><th>shots</th><th>seed</th><th>AUROC</th>"
+    extra = [k for k in ("task", "protocol", "metric") if any(k in r for r in runs)] if _grouped(runs) else []
+    value = "value" if extra else "AUROC"
+    out = ["<table><thead><tr><th>encoder</th>" + "".join(f"<th>{k}</th>" for k in extra) +
+           f"<th>domain</th><th>shots</th><th>seed</th><th>{value}</th>"
            "<th>train subjects</th><th>excluded classes</th><th>warnings</th></tr></thead><tbody>"]
     for r in runs:
         out.append(
-            f"<tr><td>{_e(r.get('encoder'))}</td><td>{_e(r.get('domain'))}</td><td>{_e(r.get('shots'))}</td>"
+            f"<tr><td>{_e(r.get('encoder'))}</td>" + "".join(f"<td>{_e(r.get(k))}</td>" for k in extra) +
+            f"<td>{_e(r.get('domain'))}</td><td>{_e(_setting(r))}</td>"
             f"<td>{_e(r.get('seed'))}</td><td>{_num(r.get('value'))}</td><td>{_num(r.get('n_train_subjects'))}</td>"
             f"<td>{_e(', '.join(map(str, r.get('excluded_classes') or [])))}</td>"
             f"<td>{_e('; '.join(map(str, r.get('warnings') or [])))}</td></tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _grouped(rows: list[dict]) -> bool:
+    """Whether rows come from a multi-task benchmark (they name a task or protocol)."""
+    return any("task" in r or "protocol" in r for r in rows)
+
+
+def _results_sections(results: list[dict]) -> list[str]:
+    """One results table + charts per task x protocol x metric (a single section for plain rows)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r.get("task"), r.get("protocol"), r.get("metric")), []).append(r)
+    body = []
+    for (task, protocol, metric), rows in groups.items():
+        encoders = list(dict.fromkeys(r.get("encoder") for r in rows))
+        domains = list(dict.fromkeys(r.get("domain") for r in rows))
+        shots = _shots_order([_setting(r) for r in rows])
+        fraction = all(r.get("shots") is None and r.get("label_fraction") is not None for r in rows)
+        setting = "label fraction" if fraction else "shots"
+        axis = "label fraction (of training subjects)" if fraction else "shots (subjects per class)"
+        if _grouped(rows):
+            body.append(f"<h3>{_e(task)} — {_e(protocol)} — {_e(metric)}</h3>")
+            chart_metric = str(metric)
+        else:
+            chart_metric = "AUROC"
+        body.append(_results_table(rows, domains, encoders, shots, setting))
+        body.append('<div class="charts">' + "".join(
+            _svg_chart(rows, d, encoders, shots, metric=chart_metric, setting=axis) for d in domains) + "</div>")
+    return body
 
 
 _CSS = """
@@ -251,9 +299,6 @@ def render_html(report: Mapping) -> str:
     """The self-contained HTML page for a schema-1 report dict."""
     report = _jsonable(report)
     results = list(report.get("results") or [])
-    encoders = list(dict.fromkeys(r.get("encoder") for r in results))
-    domains = list(dict.fromkeys(r.get("domain") for r in results))
-    shots = _shots_order([r.get("shots") for r in results])
     metrics = sorted({str(r.get("metric")) for r in results})
     title = report.get("title") or "medssl benchmark"
     body = [f"<h1>{_e(title)}</h1>",
@@ -261,11 +306,19 @@ def render_html(report: Mapping) -> str:
             f"intervals are 95% subject-level bootstrap percentile intervals.</p>"]
     if results:
         body.append("<h2>Results</h2>")
-        body.append(_results_table(results, domains, encoders, shots))
-        body.append('<div class="charts">' + "".join(_svg_chart(results, d, encoders, shots) for d in domains)
-                    + "</div>")
+        body.extend(_results_sections(results))
     else:
         body.append("<p>No results.</p>")
+    if report.get("ranking"):
+        body.append("<h2>Ranking</h2><p>FOMO-style: per domain, encoders ranked on each metric of each "
+                    "task x protocol x setting, ranks averaged over metrics, then over those tasks "
+                    "(1 = best).</p>")
+        for block in report["ranking"]:
+            body.append(f"<h3>{_e(block.get('domain'))} ({_e(block.get('n_tasks'))} tasks)</h3><table><thead><tr>"
+                        "<th>encoder</th><th>position</th><th>mean rank</th></tr></thead><tbody>"
+                        + "".join(f"<tr><td>{_e(r.get('encoder'))}</td><td>{_num(r.get('position'))}</td>"
+                                  f"<td>{_num(r.get('mean_rank'), 2)}</td></tr>" for r in block.get("rows", []))
+                        + "</tbody></table>")
     body.append("<h2>Paired comparisons</h2>")
     body.append(_comparisons_table(list(report.get("comparisons") or [])))
     notes = report.get("notes") or []

@@ -40,7 +40,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
     candidate = RECIPES_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    known = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml"))
+    known = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml") if not q.stem.startswith("bench_"))
     raise ConfigError(f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(known)}")
 
 

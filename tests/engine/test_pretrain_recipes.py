@@ -35,7 +35,8 @@ def ptbxl_train_rows(tmp_path_factory):
 def test_every_recipe_is_covered():
     from medssl.engine.config import RECIPES_DIR
 
-    assert {p.stem for p in RECIPES_DIR.glob("*.yaml")} == set(TINY)
+    # bench_*.yaml are `medssl bench` configs, not pretraining recipes
+    assert {p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("bench_")} == set(TINY)
 
 
 @pytest.mark.parametrize("recipe", sorted(TINY))

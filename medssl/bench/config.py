@@ -1,0 +1,311 @@
+"""The configuration of ``medssl bench CONFIG.yaml``: encoders x datasets x tasks x protocols.
+
+Schema (every key not listed is an error naming it; every error message starts with the config
+path, or ``<config>`` for a dict)::
+
+    title: "My benchmark"                 # optional, report title
+    n_bootstrap: 1000                     # optional (default 1000): subject-bootstrap replicates
+    cache_dir: null                       # optional: preprocessed-array cache (default $MEDSSL_CACHE)
+    encoders:                             # >= 1; the first is the reference of comparisons
+      - name: jepa                        # display name (unique)
+        ref: runs/jepa/checkpoint         # a checkpoint folder (or file an importer claims),
+                                          # random:NAME[:SEED] (random initialisation), or a
+                                          # registry name (built untrained, seed 0: pretraining-free)
+        overrides: {depth: 1}             # optional, random:/registry refs only: factory arguments
+    datasets:                             # name -> one source
+      cohort: {path: data/manifest.csv}   # a manifest CSV, or a folder of WFDB records (+ labels.csv)
+      demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic cohort,
+                                          # written to OUT/data/<name>/ (reused when present)
+    tasks:
+      - name: conditions
+        dataset: demo
+        kind: multilabel                  # binary | multiclass | multilabel | regression
+        labels: [NORM, MI, STTC]          # classification: class names in the manifest `labels`
+                                          # column (";"-joined). binary: one name (present or not);
+                                          # multiclass: rows with not exactly one of them are dropped
+        column: age                       # regression only: numeric manifest column (rows without
+                                          # a number are dropped)
+        metrics: [auroc_macro, auprc]     # optional; classification: auroc_macro, auprc, f1_macro,
+                                          # balanced_accuracy (default [auroc_macro]);
+                                          # regression: mae, pearson_r (default both)
+        train: {site: site_a, split: train}          # row filter: column -> value or list of values
+        eval: {in: {site: site_a, split: test}, out: {site: site_b}}   # domain -> row filter; the
+                                          # first domain is the reference of the in - out gaps
+    protocols:
+      - kind: linear_probe                # linear_probe | knn
+        name: linear_probe                # optional display name (default: kind; must be unique)
+        shots: [1, 5, 10, 50, all]        # k labelled subjects per class ...
+        # label_fractions: [0.01, 0.1, 1.0]   # ... or a fraction of training subjects (one of the two)
+        seeds: 5                          # an int n (seeds 0..n-1) or a list of ints
+        k: 10                             # knn only: neighbours (default 10)
+
+Filters compare manifest values as strings. Relative dataset paths are relative to the config
+file's folder (the current folder for a dict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medssl.bench.column_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from medssl.engine.config import ConfigError
+
+__all__ = [
+    "BenchConfigError", "EncoderEntry", "DatasetEntry", "TaskEntry", "ProtocolEntry", "BenchConfig",
+    "load_bench_config", "TASK_KINDS", "PROTOCOL_KINDS",
+]
+
+TASK_KINDS = ("binary", "multiclass", "multilabel", "regression")
+PROTOCOL_KINDS = ("linear_probe", "knn")
+_TOP = ("title", "n_bootstrap", "cache_dir", "encoders", "datasets", "tasks", "protocols")
+
+
+class BenchConfigError(ConfigError):
+    """A benchmark configuration is invalid; the message starts with the config path."""
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    name: str
+    ref: str
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    path: Path | None = None  # manifest CSV or WFDB folder
+    synthetic: dict | None = None  # {"subjects_per_site": int, "seed": int}
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    dataset: str
+    kind: str
+    labels: tuple[str, ...] | None
+    column: str | None
+    metrics: tuple[str, ...]
+    train: dict[str, tuple[str, ...]]
+    eval: dict[str, dict[str, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    name: str
+    kind: str
+    shots: tuple[int | str, ...] | None
+    label_fractions: tuple[float, ...] | None
+    seeds: tuple[int, ...]
+    k: int | None = None
+
+    @property
+    def settings(self) -> list[tuple[str, int | str | float]]:
+        """[("shots", k) | ("label_fraction", f)] in config order."""
+        if self.shots is not None:
+            return [("shots", s) for s in self.shots]
+        return [("label_fraction", f) for f in self.label_fractions or ()]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    source: str
+    title: str
+    n_bootstrap: int
+    cache_dir: Path | None
+    encoders: tuple[EncoderEntry, ...]
+    datasets: dict[str, DatasetEntry]
+    tasks: tuple[TaskEntry, ...]
+    protocols: tuple[ProtocolEntry, ...]
+    base: Path = field(default_factory=Path.cwd)  # folder relative paths are resolved against
+    raw: dict = field(default_factory=dict)
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, msg: str):
+        raise BenchConfigError(f"{self.source}: {where + ': ' if where else ''}{msg}")
+
+    def mapping(self, value, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+        if not isinstance(value, Mapping):
+            self.fail(where, f"expected a mapping, got {type(value).__name__}")
+        for key in value:
+            if key not in allowed:
+                self.fail(where, f"unknown key {str(key)!r}; known: {', '.join(allowed)}")
+        for key in required:
+            if key not in value:
+                self.fail(where, f"missing key {key!r}")
+        return dict(value)
+
+    def name(self, value, where: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def int_(self, value, where: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(where, f"expected an integer >= {minimum}, got {value!r}")
+        return int(value)
+
+    def list_(self, value, where: str) -> list:
+        if not isinstance(value, list) or not value:
+            self.fail(where, f"expected a non-empty list, got {value!r}")
+        return value
+
+    def filter_(self, value, where: str) -> dict[str, tuple[str, ...]]:
+        if not isinstance(value, Mapping) or not value:
+            self.fail(where, f"expected a non-empty mapping column -> value(s), got {value!r}")
+        out = {}
+        for col, v in value.items():
+            vals = v if isinstance(v, list) else [v]
+            if not vals or any(isinstance(x, (dict, list)) or x is None for x in vals):
+                self.fail(f"{where}.{col}", f"expected a value or a list of values, got {v!r}")
+            out[str(col)] = tuple(str(x) for x in vals)
+        return out
+
+
+def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
+    """Parse and validate a benchmark config (a YAML path or a dict); see the module docstring."""
+    if isinstance(config, Mapping):
+        source, base, raw = "<config>", Path.cwd(), dict(config)
+    else:
+        path = Path(config)
+        source, base = str(path), path.resolve().parent
+        if not path.is_file():
+            raise BenchConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise BenchConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    c = _Checker(source)
+    raw = c.mapping(raw, "", _TOP, required=("encoders", "datasets", "tasks", "protocols"))
+
+    encoders: list[EncoderEntry] = []
+    for i, e in enumerate(c.list_(raw["encoders"], "encoders")):
+        where = f"encoders[{i}]"
+        e = c.mapping(e, where, ("name", "ref", "overrides"), required=("name", "ref"))
+        ref = c.name(e["ref"], f"{where}.ref")
+        overrides = e.get("overrides") or {}
+        if not isinstance(overrides, Mapping):
+            c.fail(f"{where}.overrides", "expected a mapping of factory arguments")
+        encoders.append(EncoderEntry(c.name(e["name"], f"{where}.name"), ref, dict(overrides)))
+    _unique(c, [e.name for e in encoders], "encoders", "encoder name")
+
+    if not isinstance(raw["datasets"], Mapping) or not raw["datasets"]:
+        c.fail("datasets", "expected a non-empty mapping name -> {path: ...} or {synthetic: {...}}")
+    datasets: dict[str, DatasetEntry] = {}
+    for name, d in raw["datasets"].items():
+        where = f"datasets.{name}"
+        d = c.mapping(d, where, ("path", "synthetic"))
+        if ("path" in d) == ("synthetic" in d):
+            c.fail(where, "give exactly one of path or synthetic")
+        if "path" in d:
+            p = Path(c.name(d["path"], f"{where}.path")).expanduser()
+            datasets[str(name)] = DatasetEntry(str(name), path=p if p.is_absolute() else base / p)
+        else:
+            s = c.mapping(d["synthetic"] or {}, f"{where}.synthetic", ("subjects_per_site", "seed"))
+            datasets[str(name)] = DatasetEntry(str(name), synthetic={
+                "subjects_per_site": c.int_(s.get("subjects_per_site", 200), f"{where}.synthetic.subjects_per_site", 2),
+                "seed": c.int_(s.get("seed", 0), f"{where}.synthetic.seed", 0),
+            })
+
+    tasks: list[TaskEntry] = []
+    for i, t in enumerate(c.list_(raw["tasks"], "tasks")):
+        where = f"tasks[{i}]"
+        t = c.mapping(t, where, ("name", "dataset", "kind", "labels", "column", "metrics", "train", "eval"),
+                      required=("name", "dataset", "kind", "train", "eval"))
+        name = c.name(t["name"], f"{where}.name")
+        if t["dataset"] not in datasets:
+            c.fail(f"{where}.dataset", f"unknown dataset {t['dataset']!r}; known: {', '.join(datasets)}")
+        kind = t["kind"]
+        if kind not in TASK_KINDS:
+            c.fail(f"{where}.kind", f"unknown kind {kind!r}; known: {', '.join(TASK_KINDS)}")
+        labels = column = None
+        if kind == "regression":
+            if "labels" in t:
+                c.fail(f"{where}.labels", "a regression task takes `column`, not `labels`")
+            column = c.name(t.get("column"), f"{where}.column")
+            allowed = REGRESSION_METRICS
+        else:
+            if "column" in t:
+                c.fail(f"{where}.column", f"a {kind} task takes `labels`, not `column`")
+            labels = tuple(c.name(x, f"{where}.labels") for x in c.list_(t.get("labels"), f"{where}.labels"))
+            _unique(c, list(labels), f"{where}.labels", "label")
+            if kind == "binary" and len(labels) != 1:
+                c.fail(f"{where}.labels", f"a binary task takes one class name, got {len(labels)}")
+            if kind == "multiclass" and len(labels) < 2:
+                c.fail(f"{where}.labels", "a multiclass task needs at least two classes")
+            allowed = CLASSIFICATION_METRICS
+        metrics = t.get("metrics", list(allowed[:1] if kind != "regression" else allowed))
+        for m in c.list_(metrics, f"{where}.metrics"):
+            if m not in allowed:
+                c.fail(f"{where}.metrics", f"unknown metric {m!r} for a {kind} task; known: {', '.join(allowed)}")
+        train = c.filter_(t["train"], f"{where}.train")
+        if not isinstance(t["eval"], Mapping) or not t["eval"]:
+            c.fail(f"{where}.eval", "expected a mapping domain -> row filter, e.g. {in: {...}, out: {...}}")
+        evals = {str(d): c.filter_(f, f"{where}.eval.{d}") for d, f in t["eval"].items()}
+        tasks.append(TaskEntry(name, str(t["dataset"]), kind, labels, column, tuple(dict.fromkeys(metrics)),
+                               train, evals))
+    _unique(c, [t.name for t in tasks], "tasks", "task name")
+
+    protocols: list[ProtocolEntry] = []
+    for i, p in enumerate(c.list_(raw["protocols"], "protocols")):
+        where = f"protocols[{i}]"
+        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k"), required=("kind",))
+        kind = p["kind"]
+        if kind not in PROTOCOL_KINDS:
+            c.fail(f"{where}.kind", f"unknown protocol {kind!r}; known: {', '.join(PROTOCOL_KINDS)}")
+        if ("shots" in p) == ("label_fractions" in p):
+            c.fail(where, "give exactly one of shots or label_fractions")
+        shots = fractions = None
+        if "shots" in p:
+            shots = []
+            for s in c.list_(p["shots"], f"{where}.shots"):
+                if s != "all":
+                    c.int_(s, f"{where}.shots", 1)
+                shots.append(s)
+            shots = tuple(dict.fromkeys(shots))
+        else:
+            fractions = []
+            for f in c.list_(p["label_fractions"], f"{where}.label_fractions"):
+                if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+                    c.fail(f"{where}.label_fractions", f"expected fractions in (0, 1], got {f!r}")
+                fractions.append(float(f))
+            fractions = tuple(dict.fromkeys(fractions))
+        seeds_raw = p.get("seeds", 5)
+        if isinstance(seeds_raw, list):
+            seeds = tuple(c.int_(s, f"{where}.seeds", 0) for s in c.list_(seeds_raw, f"{where}.seeds"))
+        else:
+            seeds = tuple(range(c.int_(seeds_raw, f"{where}.seeds", 1)))
+        k = None
+        if kind == "knn":
+            k = c.int_(p.get("k", 10), f"{where}.k", 1)
+        elif "k" in p:
+            c.fail(f"{where}.k", "only the knn protocol takes k")
+        name = c.name(p.get("name", kind), f"{where}.name")
+        protocols.append(ProtocolEntry(name, kind, shots, fractions, seeds, k))
+    _unique(c, [p.name for p in protocols], "protocols", "protocol name", "; set `name:` to tell them apart")
+
+    n_boot = c.int_(raw.get("n_bootstrap", 1000), "n_bootstrap", 1)
+    cache_dir = raw.get("cache_dir")
+    if cache_dir is not None:
+        cache_dir = Path(c.name(cache_dir, "cache_dir")).expanduser()
+        cache_dir = cache_dir if cache_dir.is_absolute() else base / cache_dir
+    title = raw.get("title") or "medssl benchmark"
+    return BenchConfig(source, str(title), n_boot, cache_dir, tuple(encoders), datasets, tuple(tasks),
+                       tuple(protocols), base=base, raw=raw)
+
+
+def _unique(c: _Checker, names: list[str], where: str, what: str, hint: str = "") -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            c.fail(where, f"duplicate {what} {n!r}{hint}")
+        seen.add(n)

@@ -1,0 +1,692 @@
+"""`medssl bench`: encoders x datasets x tasks x protocols on frozen embeddings, paired statistics.
+
+:func:`run_benchmark` (config schema: :mod:`medssl.bench.config`)
+
+1. loads every dataset's manifest (a synthetic cohort is generated into ``OUT/data/<name>/``),
+   prepares each task's targets and row masks, and checks every encoder's input contract against
+   each dataset it must read (manifest columns ``leads``, ``sampling_rate``, ``n_samples``):
+   a missing lead (limb leads III/aVR/aVL/aVF count as present when I and II are), a lower
+   sampling rate or shorter records refuse the run with one line saying what differs;
+2. embeds each (encoder, dataset) once through the preprocessed-array cache into
+   ``OUT/embeddings/<encoder>__<dataset>.npz`` (``embeddings`` (N, D), ``record_id``,
+   ``subject_id``, ``fingerprint``); a later run reuses a file whose fingerprint (encoder ref,
+   architecture, weights file stamp, cache key of records + preprocessing) matches;
+3. for each task x protocol x shots|label_fraction x seed draws the training subjects once
+   (:func:`medssl.bench.fewshot.few_shot_draw` / :func:`medssl.bench.protocols.label_fraction_draw`,
+   independent of embeddings) and fits every encoder on that same draw (paired); ``all`` shots and
+   label fraction 1.0 are deterministic and run with the first seed only. A k larger than some
+   class's number of training subjects is skipped with a note; a probe that raises becomes an
+   error row and the run goes on;
+4. scores each eval domain, aggregates over seeds with the two-level (subjects x seeds) bootstrap
+   of :func:`medssl.bench.fewshot.two_level_bootstrap`, with per-column metric kernels from
+   :mod:`medssl.bench.column_metrics`, and writes ``results.json``, ``results.csv`` and
+   ``report.html``.
+
+``results.json`` (``schema_version`` 1)::
+
+    {
+      "schema_version": 1, "title": str, "created": ISO-8601 UTC, "machine": {...}, "config": {...},
+      "encoders": {name: {"ref", "spec": {"name", "embed_dim", "input"}}},
+      "datasets": {name: {"source", "n_records", "n_subjects", "n_embedded"}},
+      "records": [   # one per encoder x task x protocol x setting x seed x domain x metric
+        {"encoder", "task", "dataset", "task_kind", "protocol", "protocol_kind", "k" (knn neighbours or null),
+         "shots" (int | "all" | null), "label_fraction" (float | null), "seed", "domain", "metric",
+         "value" (null if undefined), "n_train_subjects", "n_train_records", "n_eval_subjects",
+         "n_eval_records", "draw" (12-hex hash of the drawn subject ids: equal across encoders),
+         "excluded_classes" [...], "warnings" [...]}],
+      "aggregates": [   # one per encoder x task x protocol x setting x domain x metric
+        {..., "mean" (over seeds), "std", "ci_low", "ci_high", "n_seeds", "n_test_subjects",
+         "n_test_records", "higher_is_better"}],
+      "gaps": [   # reference domain (the task's first eval domain) minus each other domain
+        {..., "domain_ref", "domain", "gap", "ci_low", "ci_high"}],
+      "comparisons": [   # every pair of encoders (config order), same draws and resamples
+        {..., "encoder_a", "encoder_b", "delta" (mean a - mean b), "ci_low", "ci_high", "p_value",
+         "n_seeds", "higher_is_better", "method"}],
+      "errors": [{"encoder", "task", "protocol", "shots", "label_fraction", "seed", "error"}],
+      "ranking": [   # per eval domain name, FOMO-style (medssl.bench.ranking.rank_table): each
+                     # task x protocol x setting is one ranking task, ranked on its metrics' means
+        {"domain", "n_tasks", "rows": [{"encoder", "position", "mean_rank", "task_ranks"}]}],
+      "notes": [str], "timings_s": {...}
+    }
+
+Intervals are 95% percentile intervals of ``n_bootstrap`` replicates resampling the evaluation
+subjects (all their records) and the seeds; p-values invert the paired percentile interval
+(:func:`medssl.bench.metrics.bootstrap_p_value`). NaN/inf become ``null``. ``results.csv`` holds
+the records, one row each, list fields joined by ";".
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medssl.bench.column_metrics import metric_def
+from medssl.bench.config import (
+    BenchConfig,
+    BenchConfigError,
+    EncoderEntry,
+    TaskEntry,
+    load_bench_config,
+)
+from medssl.bench.fewshot import (
+    FewShotWarning,
+    _shots_key,
+    _std,
+    few_shot_draw,
+    percentile_interval,
+    two_level_bootstrap,
+)
+from medssl.bench.metrics import bootstrap_p_value
+from medssl.bench.protocols import (
+    knn_probe,
+    label_fraction_draw,
+    linear_probe,
+    ridge_probe,
+)
+from medssl.bench.report import _jsonable, machine_info, make_report, render_html
+from medssl.data.manifest import split_labels
+
+__all__ = ["run_benchmark", "check_contract", "ContractError", "RECORD_FIELDS", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+ALPHA = 0.05
+BOOTSTRAP_SEED = 0
+RECORD_FIELDS = (
+    "encoder", "task", "dataset", "task_kind", "protocol", "protocol_kind", "k", "shots", "label_fraction",
+    "seed", "domain", "metric", "value", "n_train_subjects", "n_train_records", "n_eval_subjects",
+    "n_eval_records", "draw", "excluded_classes", "warnings",
+)
+_DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.select_leads)
+
+
+class ContractError(BenchConfigError):
+    """An encoder's input contract does not fit a dataset."""
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+def check_contract(spec_input: Mapping, rows: list[dict], *, encoder: str, dataset: str, source: str = "") -> None:
+    """Raise :class:`ContractError` (one line) if ``rows`` cannot give what the encoder reads.
+
+    Checked from manifest columns where present: ``leads`` (";"-joined; every lead the encoder
+    needs, limb leads derivable from I and II counting as present), ``sampling_rate`` (not below
+    the encoder's: upsampling cannot restore the missing band) and ``n_samples`` / rate (records
+    at least the encoder's window long, no zero padding).
+    """
+    problems = []
+    need_leads = list(spec_input.get("leads") or [])
+    lead_values = [r.get("leads") for r in rows if r.get("leads")]
+    if need_leads and lead_values:
+        lacking: dict[tuple[str, ...], int] = {}
+        for value in lead_values:
+            have = set(split_labels(value))
+            miss = tuple(ld for ld in need_leads
+                         if ld not in have and not (ld in _DERIVABLE and {"I", "II"} <= have))
+            if miss:
+                lacking[miss] = lacking.get(miss, 0) + 1
+        if lacking:
+            miss = max(lacking.items(), key=lambda kv: kv[1])[0]
+            n_bad = sum(lacking.values())
+            problems.append(f"leads: {n_bad} of {len(rows)} records lack {', '.join(miss)} "
+                            f"(encoder needs {', '.join(need_leads)})")
+    rate = spec_input.get("sampling_rate")
+    rates = _floats(rows, "sampling_rate")
+    if rate and rates.size:
+        low = rates < float(rate) - 1e-6
+        if low.any():
+            problems.append(f"rate: {int(low.sum())} of {len(rows)} records sampled at {rates[low].min():g} Hz, "
+                            f"below the encoder's {float(rate):g} Hz")
+    n_need = spec_input.get("num_samples")
+    if rate and n_need and rates.size:
+        lengths = _floats(rows, "n_samples")
+        if lengths.size == rates.size:
+            dur = lengths / rates
+            need = float(n_need) / float(rate)
+            short = dur < need - 1.0 / float(rate)
+            if short.any():
+                problems.append(f"length: {int(short.sum())} of {len(rows)} records shorter than the encoder's "
+                                f"{need:g} s window (shortest {dur[short].min():.2f} s)")
+    if problems:
+        prefix = f"{source}: " if source else ""
+        raise ContractError(f"{prefix}encoder {encoder!r} cannot read dataset {dataset!r}: " + "; ".join(problems))
+
+
+def _floats(rows: list[dict], column: str) -> np.ndarray:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r[column]))
+        except (KeyError, TypeError, ValueError):
+            return np.zeros(0)
+    return np.asarray(out)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> tuple[list[dict], str]:
+    from medssl.data.layouts import index_layout
+    from medssl.data.manifest import read_manifest
+
+    entry = cfg.datasets[name]
+    if entry.synthetic is not None:
+        folder = out / "data" / name
+        stamp = folder / "synthetic.json"
+        params = dict(entry.synthetic)
+        if stamp.is_file():
+            if json.loads(stamp.read_text()) != params:
+                raise BenchConfigError(f"{cfg.source}: datasets.{name}: {folder} holds a synthetic cohort made "
+                                       f"with other settings; choose a new output folder")
+        else:
+            from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+            from medssl.io import atomic_write_json
+
+            cohort = generate_cohort(2 * params["subjects_per_site"], records_per_subject=(1, 3), seed=params["seed"])
+            write_wfdb_cohort(cohort, folder)
+            atomic_write_json(stamp, params)
+        rows, skipped = index_layout("synthetic", folder)
+        source = f"synthetic cohort ({params['subjects_per_site']} subjects per site, seed {params['seed']})"
+    else:
+        p = entry.path
+        if p.is_dir():
+            labels = p / "labels.csv"
+            rows, skipped = index_layout("wfdb", p, labels=str(labels) if labels.is_file() else None)
+        elif p.is_file():
+            rows, skipped = read_manifest(p), []
+        else:
+            raise BenchConfigError(f"{cfg.source}: datasets.{name}.path: {p} not found")
+        source = str(p)
+    if skipped:
+        notes.append(f"dataset {name}: {len(skipped)} record(s) skipped while indexing")
+    if not rows:
+        raise BenchConfigError(f"{cfg.source}: datasets.{name}: no usable records")
+    return rows, source
+
+
+def _build_encoder(cfg: BenchConfig, e: EncoderEntry):
+    from medssl.checkpoint import clone_random_encoder, load_encoder
+    from medssl.registry import list_encoders
+
+    where = f"{cfg.source}: encoder {e.name!r}"
+    try:
+        if e.ref.startswith("random:"):
+            parts = e.ref.split(":")
+            if len(parts) not in (2, 3) or not parts[1]:
+                raise ValueError(f"ref {e.ref!r}: expected random:NAME or random:NAME:SEED")
+            try:
+                seed = int(parts[2]) if len(parts) == 3 else 0
+            except ValueError:
+                raise ValueError(f"ref {e.ref!r}: SEED must be an integer") from None
+            return clone_random_encoder(parts[1], seed=seed, **e.overrides), None
+        path = Path(e.ref).expanduser()
+        if not path.is_absolute() and (cfg.base / path).exists():
+            path = cfg.base / path
+        if path.exists():
+            if e.overrides:
+                raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
+            return load_encoder(path), path
+        if e.ref in list_encoders():
+            return clone_random_encoder(e.ref, seed=0, **e.overrides), None
+        raise ValueError(f"ref {e.ref!r} is neither a checkpoint path, random:NAME[:SEED] nor a registered "
+                         f"encoder (see `medssl encoders`)")
+    except (ValueError, TypeError, KeyError, OSError) as ex:
+        msg = str(ex.args[0]) if isinstance(ex, KeyError) and ex.args else str(ex)
+        raise BenchConfigError(f"{where}: {msg.splitlines()[0] if msg else type(ex).__name__}") from None
+
+
+def _file_slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "encoder"
+
+
+def _embed(cfg, e: EncoderEntry, model, ckpt: Path | None, ds: str, rows: list[dict], out: Path,
+           progress: bool, notes: list[str]) -> dict[str, np.ndarray]:
+    from medssl.data.cache import cache_key
+    from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
+    from medssl.engine.embed import embed_arrays
+    from medssl.io import atomic_write
+
+    spec = model.spec
+    if spec.modality != "ecg":
+        raise BenchConfigError(f"{cfg.source}: encoder {e.name!r}: modality {spec.modality!r} is not supported yet")
+    pre = preprocess_for_encoder(spec.input)
+    stamp = ""
+    if ckpt is not None:
+        files = [ckpt] if ckpt.is_file() else sorted(q for q in ckpt.iterdir() if q.is_file())
+        stamp = "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files)
+    fingerprint = hashlib.sha256(json.dumps(
+        {"ref": e.ref, "overrides": e.overrides, "spec": _jsonable(spec.to_dict()), "weights": stamp,
+         "data": cache_key(rows, pre.cache_key())}, sort_keys=True, default=str).encode()).hexdigest()
+    path = out / "embeddings" / f"{_file_slug(e.name)}__{_file_slug(ds)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == fingerprint:
+                _say(progress, f"reusing {path.name}")
+                return {k: z[k] for k in ("embeddings", "record_id", "subject_id")}
+        notes.append(f"{path.name}: encoder or data changed since it was written; embedded again")
+    _say(progress, f"embedding {ds} ({len(rows)} records) with {e.name}")
+    cache = ecg_array_cache(rows, pre, cfg.cache_dir)
+    if cache.skipped:
+        notes.append(f"{e.name} on {ds}: {len(cache.skipped)} record(s) could not be preprocessed and are left out")
+    emb = embed_arrays(model, cache.signals)
+    data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
+            "subject_id": np.array([r["subject_id"] for r in cache.rows])}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, fingerprint=np.array(fingerprint), **data)
+
+    atomic_write(path, write)
+    return data
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass
+class _TaskData:
+    task: TaskEntry
+    record_ids: np.ndarray  # (N,)
+    subjects: np.ndarray  # (N,)
+    Y: np.ndarray  # (N, C) bool, or (N, 1) float for regression
+    class_names: list[str]
+    train: np.ndarray  # (N,) bool
+    domains: dict[str, np.ndarray]  # name -> (N,) bool
+
+
+def _matches(rows: list[dict], filt: dict[str, tuple[str, ...]]) -> np.ndarray:
+    return np.array([all(str(r.get(c, "")) in vals for c, vals in filt.items()) for r in rows], dtype=bool)
+
+
+def _prepare_task(cfg: BenchConfig, i: int, t: TaskEntry, rows: list[dict], notes: list[str]) -> _TaskData:
+    where = f"{cfg.source}: tasks[{i}] ({t.name})"
+    columns = set().union(*(r.keys() for r in rows))
+    for part, filt in [("train", t.train)] + [(f"eval.{d}", f) for d, f in t.eval.items()]:
+        for col in filt:
+            if col not in columns:
+                raise BenchConfigError(f"{where}.{part}: column {col!r} not in dataset {t.dataset!r} "
+                                       f"(columns: {', '.join(sorted(columns))})")
+    keep = np.ones(len(rows), dtype=bool)
+    if t.kind == "regression":
+        if t.column not in columns:
+            raise BenchConfigError(f"{where}.column: {t.column!r} not in dataset {t.dataset!r}")
+        y = np.full(len(rows), np.nan)
+        for j, r in enumerate(rows):
+            try:
+                y[j] = float(r.get(t.column))
+            except (TypeError, ValueError):
+                pass
+        keep = np.isfinite(y)
+        Y, names = y[:, None], [t.column]
+        dropped = "without a numeric value"
+    else:
+        names = list(t.labels)
+        index = {c: k for k, c in enumerate(names)}
+        Y = np.zeros((len(rows), len(names)), dtype=bool)
+        for j, r in enumerate(rows):
+            for lab in split_labels(r.get("labels", "")):
+                if lab in index:
+                    Y[j, index[lab]] = True
+        absent = [c for c, present in zip(names, Y.any(axis=0)) if not present]
+        if absent:
+            raise BenchConfigError(f"{where}.labels: {', '.join(map(repr, absent))} never occur(s) in the labels "
+                                   f"of dataset {t.dataset!r}")
+        if t.kind == "multiclass":
+            keep = Y.sum(axis=1) == 1
+        dropped = "without exactly one of the classes"
+    train = _matches(rows, t.train) & keep
+    domains = {d: _matches(rows, f) & keep for d, f in t.eval.items()}
+    used = train | np.logical_or.reduce(list(domains.values()))
+    n_drop = int((~keep & (_matches(rows, t.train) | np.logical_or.reduce(
+        [_matches(rows, f) for f in t.eval.values()]))).sum())
+    if n_drop:
+        notes.append(f"task {t.name}: {n_drop} selected record(s) {dropped} left out")
+    subjects = np.array([r["subject_id"] for r in rows])
+    if not train.any():
+        raise BenchConfigError(f"{where}.train: the filter selects no usable records")
+    train_subjects = set(subjects[train].tolist())
+    for d, m in domains.items():
+        if not m.any():
+            raise BenchConfigError(f"{where}.eval.{d}: the filter selects no usable records")
+        leaked = train_subjects.intersection(subjects[m].tolist())
+        if leaked:
+            raise BenchConfigError(f"{where}.eval.{d}: {len(leaked)} subject(s) are also in the training rows")
+    idx = np.flatnonzero(used)
+    return _TaskData(t, np.array([rows[j]["record_id"] for j in idx]), subjects[idx], Y[idx], names, train[idx],
+                     {d: m[idx] for d, m in domains.items()})
+
+
+def _draw_hash(subjects: np.ndarray) -> str:
+    return hashlib.sha256("\n".join(sorted(map(str, subjects))).encode()).hexdigest()[:12]
+
+
+def _draw(td: _TaskData, kind: str, setting, seed: int):
+    """(row indices into the training rows, drawn subjects, warnings) or a skip message (str)."""
+    train_rows = np.flatnonzero(td.train)
+    subj, Y = td.subjects[train_rows], td.Y[train_rows]
+    regression = td.task.kind == "regression"
+    if kind == "shots":
+        if regression:
+            return "shots need classes; use label_fractions for a regression task"
+        if setting != "all":
+            # Only the task's classes count: a short no-finding pool is a warning of the draw.
+            sizes = [len(set(subj[Y[:, c]].tolist())) for c in range(Y.shape[1])]
+            short = [(c, n) for c, n in zip(td.class_names, sizes) if n < setting]
+            if short:
+                what = ", ".join(f"{c!r} has {n}" for c, n in short)
+                return f"k={setting} skipped: fewer than {setting} training subjects per class ({what})"
+        labels = Y.argmax(axis=1) if td.task.kind == "multiclass" else Y
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FewShotWarning)
+            d = few_shot_draw(subj, labels, setting, seed)
+        return d.indices, d.subjects, list(d.warnings)
+    d = label_fraction_draw(subj, Y, setting, seed, regression=regression)
+    return d.indices, d.subjects, list(d.warnings)
+
+
+def _probe(protocol, td: _TaskData, Xtr, ytr, Xte, groups, seed) -> np.ndarray:
+    if td.task.kind == "regression":
+        if protocol.kind == "knn":
+            s = knn_probe(Xtr, ytr[:, 0], Xte, protocol.k, regression=True)
+        else:
+            s = ridge_probe(Xtr, ytr[:, 0], Xte, groups=groups)
+        return np.asarray(s, dtype=np.float64).reshape(-1, 1)
+    if protocol.kind == "knn":
+        return knn_probe(Xtr, ytr, Xte, protocol.k)
+    return linear_probe(Xtr, ytr, Xte, seed=seed, groups=groups)
+
+
+def _macro(values: np.ndarray, use: np.ndarray) -> float:
+    v = values[use]
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: dict[str, list],
+              notes: list[str], progress: bool) -> None:
+    task, kind = td.task, td.task.kind
+    names = list(X)
+    train_rows = np.flatnonzero(td.train)
+    all_eval = np.flatnonzero(np.logical_or.reduce(list(td.domains.values())))
+    dom_rows = {d: np.flatnonzero(m) for d, m in td.domains.items()}
+    pos = {d: np.searchsorted(all_eval, r) for d, r in dom_rows.items()}
+    metrics = [metric_def(m, kind) for m in task.metrics]
+    ref_domain = next(iter(td.domains))
+    for proto in cfg.protocols:
+        for skind, setting in proto.settings:
+            if skind == "shots":
+                setting = _shots_key(setting)
+            once = setting == "all" or (skind == "label_fraction" and setting >= 1.0)
+            seeds = proto.seeds[:1] if once else proto.seeds
+            base = {"task": task.name, "dataset": task.dataset, "task_kind": kind, "protocol": proto.name,
+                    "protocol_kind": proto.kind, "k": proto.k,
+                    "shots": setting if skind == "shots" else None,
+                    "label_fraction": setting if skind == "label_fraction" else None}
+            label = f"{task.name} / {proto.name} / {skind}={setting}"
+            first = _draw(td, skind, setting, seeds[0])
+            if isinstance(first, str):
+                notes.append(f"task {task.name}, protocol {proto.name}: {first}")
+                _say(progress, f"{label}: skipped ({first})")
+                continue
+            _say(progress, f"{label}: {len(seeds)} seed(s) x {len(names)} encoder(s)")
+            # scores[e][si]: (n_eval_all, C) or None when the probe raised
+            scores = {e: [None] * len(seeds) for e in names}
+            run_info = []
+            for si, seed in enumerate(seeds):
+                drawn = first if si == 0 else _draw(td, skind, setting, seed)
+                idx, subj, warns = drawn
+                rows = train_rows[idx]
+                ytr = td.Y[rows]
+                trainable = (np.ones(ytr.shape[1], bool) if kind == "regression"
+                             else ytr.any(axis=0) & ~ytr.all(axis=0))
+                run_info.append((seed, rows, subj, warns, trainable))
+                for e in names:
+                    try:
+                        scores[e][si] = _probe(proto, td, X[e][rows], ytr, X[e][all_eval], td.subjects[rows], seed)
+                    except Exception as ex:  # noqa: BLE001 - recorded, the benchmark goes on
+                        msg = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
+                        out["errors"].append({"kind": "error", "encoder": e, **base, "seed": int(seed), "error": msg})
+                        notes.append(f"{e} failed on {label}, seed {seed}: {msg}")
+            for d, rd in dom_rows.items():
+                Yd = td.Y[rd]
+                groups = td.subjects[rd]
+                n_subj = int(np.unique(groups).size)
+                for m in metrics:
+                    defined = m.defined(Yd, kind)
+                    cols = [np.flatnonzero(info[4] & defined) for info in run_info]
+                    per_run = {}  # e -> list of per-seed score/prediction arrays (or None)
+                    values = {}
+                    for e in names:
+                        per_run[e], values[e] = [], []
+                        for si, (seed, rows, subj, warns, trainable) in enumerate(run_info):
+                            s = scores[e][si]
+                            if s is None:
+                                per_run[e].append(None)
+                                continue
+                            sd = s[pos[d]]
+                            arr = _as_kernel_input(m, sd, kind)
+                            per_run[e].append(arr)
+                            use = np.zeros(Yd.shape[1], bool)
+                            use[cols[si]] = True
+                            value = _macro(m.kernel(Yd, arr), use)
+                            values[e].append(value)
+                            excluded = ([] if kind == "regression"
+                                        else [td.class_names[c] for c in np.flatnonzero(~use)])
+                            out["records"].append({
+                                "kind": "run", "encoder": e, **base, "seed": int(seed), "domain": d,
+                                "metric": m.name, "value": value, "n_train_subjects": len(subj),
+                                "n_train_records": int(rows.size), "n_eval_subjects": n_subj,
+                                "n_eval_records": int(rd.size), "draw": _draw_hash(subj),
+                                "excluded_classes": excluded, "warnings": list(warns),
+                            })
+                    stats = _bootstrap_stats(m, Yd, per_run, cols, groups, cfg.n_bootstrap)
+                    out["_stats"][(task.name, proto.name, str(setting), d, m.name)] = (stats, values)
+                    for e in names:
+                        v = np.asarray(values[e], dtype=np.float64)
+                        finite = v[~np.isnan(v)]
+                        lo, hi = (percentile_interval(stats[e], ALPHA) if stats.get(e) is not None
+                                  else (float("nan"), float("nan")))
+                        out["aggregates"].append({
+                            "kind": "aggregate", "encoder": e, **base, "domain": d, "metric": m.name,
+                            "mean": float(finite.mean()) if finite.size else float("nan"), "std": _std(finite),
+                            "ci_low": lo, "ci_high": hi, "n_seeds": int(finite.size), "n_test_subjects": n_subj,
+                            "n_test_records": int(rd.size), "higher_is_better": m.higher_is_better,
+                        })
+                    full = [e for e in names if all(a is not None for a in per_run[e])]
+                    for a_i, a in enumerate(full):
+                        for b in full[a_i + 1:]:
+                            deltas = stats[a] - stats[b]
+                            lo, hi = percentile_interval(deltas, ALPHA)
+                            out["comparisons"].append({
+                                "kind": "comparison", **base, "domain": d, "metric": m.name, "encoder_a": a,
+                                "encoder_b": b, "delta": _mean(values[a]) - _mean(values[b]), "ci_low": lo,
+                                "ci_high": hi, "p_value": bootstrap_p_value(deltas), "n_seeds": len(seeds),
+                                "higher_is_better": m.higher_is_better,
+                                "method": "paired two-level bootstrap (subjects, seeds)",
+                            })
+            for m in metrics:
+                ref_stats, ref_vals = out["_stats"][(task.name, proto.name, str(setting), ref_domain, m.name)]
+                for d in dom_rows:
+                    if d == ref_domain:
+                        continue
+                    st, vals = out["_stats"][(task.name, proto.name, str(setting), d, m.name)]
+                    for e in names:
+                        if ref_stats.get(e) is None or st.get(e) is None:
+                            continue
+                        lo, hi = percentile_interval(ref_stats[e] - st[e], ALPHA)
+                        out["gaps"].append({
+                            "kind": "gap", "encoder": e, **base, "metric": m.name, "domain_ref": ref_domain,
+                            "domain": d, "gap": _mean(ref_vals[e]) - _mean(vals[e]), "ci_low": lo, "ci_high": hi,
+                        })
+
+
+def _mean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _as_kernel_input(m, scores: np.ndarray, kind: str) -> np.ndarray:
+    from medssl.bench.column_metrics import hard_predictions
+
+    return hard_predictions(scores, kind) if m.uses_predictions else scores
+
+
+def _bootstrap_stats(m, Yd, per_run: dict[str, list], cols, groups, n_boot) -> dict[str, np.ndarray | None]:
+    """Encoder -> (B,) two-level bootstrap replicates over its successful seeds (None if none).
+
+    Encoders that succeeded on every seed share one call (paired: same resamples, same seed picks);
+    an encoder with failed seeds gets its own call on the seeds it has.
+    """
+    out: dict[str, np.ndarray | None] = {}
+    full = [e for e, runs in per_run.items() if all(a is not None for a in runs)]
+    if full:
+        stats = two_level_bootstrap(Yd, [per_run[e] for e in full], cols, groups, n_boot, BOOTSTRAP_SEED,
+                                    column_stat=m.kernel)
+        out.update({e: stats[i] for i, e in enumerate(full)})
+    for e, runs in per_run.items():
+        if e in out:
+            continue
+        ok = [i for i, a in enumerate(runs) if a is not None]
+        out[e] = (two_level_bootstrap(Yd, [[runs[i] for i in ok]], [cols[i] for i in ok], groups, n_boot,
+                                      BOOTSTRAP_SEED, column_stat=m.kernel)[0] if ok else None)
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _rankings(aggregates: list[dict]) -> list[dict]:
+    """Per eval domain, :func:`medssl.bench.ranking.rank_table` (FOMO-style mean rank) of the encoders,
+    each task x protocol x setting counting as one ranking task scored on its metrics' means."""
+    from medssl.bench.ranking import rank_table
+
+    out = []
+    for d in dict.fromkeys(a["domain"] for a in aggregates):
+        entries, direction = [], {}
+        for a in aggregates:
+            if a["domain"] != d:
+                continue
+            setting = f"shots={a['shots']}" if a["shots"] is not None else f"label_fraction={a['label_fraction']:g}"
+            entries.append({"encoder": a["encoder"], "task": f"{a['task']} / {a['protocol']} / {setting}",
+                            "metric": a["metric"], "value": a["mean"]})
+            direction[a["metric"]] = a["higher_is_better"]
+        if len({e["encoder"] for e in entries}) < 2:
+            continue
+        rows = rank_table(entries, direction)
+        out.append({"domain": d, "n_tasks": len({e["task"] for e in entries}),
+                    "rows": [{k: r[k] for k in ("encoder", "position", "mean_rank", "task_ranks")} for r in rows]})
+    return out
+
+
+
+def _csv_text(records: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(RECORD_FIELDS), lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in _jsonable(records):
+        w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else "" if v is None else v)
+                    for k, v in r.items() if k in RECORD_FIELDS})
+    return buf.getvalue()
+
+
+def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, progress: bool = True) -> dict:
+    """Run the benchmark of ``config`` into ``out_dir``; returns the results dict (see module doc)
+    with ``paths`` added ({"json", "csv", "html", "embeddings"})."""
+    from medssl.io import atomic_write_text
+
+    t0 = time.perf_counter()
+    cfg = load_bench_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+
+    used = list(dict.fromkeys(t.dataset for t in cfg.tasks))
+    rows, sources = {}, {}
+    for ds in used:
+        _say(progress, f"loading dataset {ds}")
+        rows[ds], sources[ds] = _load_dataset(cfg, ds, out, notes)
+    tasks = [_prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
+    models = {e.name: _build_encoder(cfg, e) for e in cfg.encoders}
+    for e in cfg.encoders:
+        for ds in used:
+            check_contract(models[e.name][0].spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source)
+    timings["data_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    emb = {(e.name, ds): _embed(cfg, e, models[e.name][0], models[e.name][1], ds, rows[ds], out, progress, notes)
+           for e in cfg.encoders for ds in used}
+    timings["embed_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results: dict[str, list] = {"records": [], "aggregates": [], "gaps": [], "comparisons": [], "errors": [],
+                                "_stats": {}}
+    n_embedded = {}
+    for td in tasks:
+        ds = td.task.dataset
+        common = set(td.record_ids.tolist())
+        for e in cfg.encoders:
+            common &= set(emb[(e.name, ds)]["record_id"].tolist())
+        keep = np.array([r in common for r in td.record_ids])
+        if not keep.all():
+            notes.append(f"task {td.task.name}: {int((~keep).sum())} record(s) without an embedding from every "
+                         f"encoder left out (all encoders are scored on the same records)")
+        td = _TaskData(td.task, td.record_ids[keep], td.subjects[keep], td.Y[keep], td.class_names, td.train[keep],
+                       {d: m[keep] for d, m in td.domains.items()})
+        n_embedded[ds] = len(common)
+        X = {}
+        for e in cfg.encoders:
+            z = emb[(e.name, ds)]
+            where = {r: i for i, r in enumerate(z["record_id"].tolist())}
+            X[e.name] = np.asarray(z["embeddings"], dtype=np.float64)[[where[r] for r in td.record_ids]]
+        _run_task(cfg, td, X, results, notes, progress)
+    results.pop("_stats")
+    timings["evaluate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    doc = {
+        "schema_version": SCHEMA_VERSION, "title": cfg.title,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+        "config": cfg.raw,
+        "encoders": {e.name: {"ref": e.ref, "spec": {"name": models[e.name][0].spec.name,
+                                                     "embed_dim": models[e.name][0].spec.embed_dim,
+                                                     "input": models[e.name][0].spec.input}}
+                     for e in cfg.encoders},
+        "datasets": {ds: {"source": sources[ds], "n_records": len(rows[ds]),
+                          "n_subjects": len({r["subject_id"] for r in rows[ds]}), "n_embedded": n_embedded.get(ds)}
+                     for ds in used},
+        **{k: results[k] for k in ("records", "aggregates", "gaps", "comparisons", "errors")},
+        "ranking": _rankings(results["aggregates"]),
+        "notes": notes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    doc = _jsonable(doc)
+    json_path = atomic_write_text(out / "results.json", json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    csv_path = atomic_write_text(out / "results.csv", _csv_text(results["records"]))
+    report = make_report(results["records"] + results["aggregates"] + results["comparisons"], title=cfg.title,
+                         config={**cfg.raw, "n_bootstrap": cfg.n_bootstrap, "timings_s": doc["timings_s"]},
+                         notes=notes)
+    report["ranking"] = doc["ranking"]
+    html_path = atomic_write_text(out / "report.html", render_html(report))
+    doc["paths"] = {"json": json_path, "csv": csv_path, "html": html_path, "embeddings": out / "embeddings"}
+    _say(progress, f"wrote {json_path}, {csv_path}, {html_path} in {timings['total_s']:.0f} s")
+    return doc
