@@ -44,10 +44,30 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
     if not rows:
         print(f"medssl: error: {args.root}: no usable records", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.physio_targets:
+        from medssl.ecg.targets import add_physiological_targets
+
+        rows = add_physiological_targets(rows)
     write_manifest(rows, args.out)
+    if skipped:
+        _write_skipped(skipped, Path(args.out).with_suffix(".skipped.csv"))
     n_subjects = len({r["subject_id"] for r in rows})
-    print(f"wrote {args.out}: {len(rows)} records of {n_subjects} subjects ({len(skipped)} skipped)")
+    print(f"wrote {args.out}: {len(rows)} records of {n_subjects} subjects ({len(skipped)} skipped"
+          f"{', listed in ' + str(Path(args.out).with_suffix('.skipped.csv')) if skipped else ''})")
     return 0
+
+
+def _write_skipped(skipped: Sequence[tuple[str, str]], path: Path) -> None:
+    import csv
+    import io
+
+    from medssl.io import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows(skipped)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -186,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--labels", help="labels CSV (wfdb layout): record, labels[, subject_id, site, split]")
     di.add_argument("--task", help="label task of the layout, where it has several")
     di.add_argument("--rate", type=int, choices=[100, 500], help="sampling rate to index (ptbxl: 100 or 500 Hz)")
+    di.add_argument("--physio-targets", action="store_true",
+                    help="add heart_rate_bpm and qrs_duration_ms columns measured with NeuroKit2 (slow)")
     di.set_defaults(func=_cmd_data_index)
     ds = dsub.add_parser("synth", help="write a synthetic two-site 12-lead ECG cohort (WFDB + labels.csv)")
     ds.add_argument("--out", required=True)

@@ -162,7 +162,9 @@ def test_index_wfdb_skips_bad_records_and_says_why(bad_wfdb_folder, tmp_path, ca
     assert set(skipped) == {str(bad_wfdb_folder / "nodat"), str(bad_wfdb_folder / "badhdr")}
     assert "signal file nodat.dat not found" in skipped[str(bad_wfdb_folder / "nodat")]
     assert "header does not parse" in skipped[str(bad_wfdb_folder / "badhdr")]
-    assert "(2 skipped)" in out.out
+    assert "(2 skipped, listed in" in out.out
+    _, listed = _read_csv(manifest.with_suffix(".skipped.csv"))
+    assert {r["path"] for r in listed} == set(skipped)
     assert _snapshot(bad_wfdb_folder) == before
 
 
@@ -348,3 +350,16 @@ def test_pretrain_keeps_lightning_info_off_the_terminal(small_cohort, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "checkpoint: " in proc.stdout
     assert "GPU available" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_index_lists_skipped_records_next_to_the_manifest_and_adds_physiological_targets(tiny_cohort_dir, tmp_path):
+    import csv
+
+    out = tmp_path / "m.csv"
+    assert main(["data", "index", "--layout", "synthetic", "--root", str(tiny_cohort_dir), "--out", str(out),
+                 "--physio-targets"]) == 0
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    rates = [float(r["heart_rate_bpm"]) for r in rows if r["heart_rate_bpm"]]
+    assert len(rates) >= len(rows) - 1 and all(35 < hr < 200 for hr in rates)
+    assert not out.with_suffix(".skipped.csv").exists()
