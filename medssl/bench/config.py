@@ -32,12 +32,21 @@ path, or ``<config>`` for a dict)::
         eval: {in: {site: site_a, split: test}, out: {site: site_b}}   # domain -> row filter; the
                                           # first domain is the reference of the in - out gaps
     protocols:
-      - kind: linear_probe                # linear_probe | knn
+      - kind: linear_probe                # linear_probe | knn | finetune
         name: linear_probe                # optional display name (default: kind; must be unique)
         shots: [1, 5, 10, 50, all]        # k labelled subjects per class ...
         # label_fractions: [0.01, 0.1, 1.0]   # ... or a fraction of training subjects (one of the two)
         seeds: 5                          # an int n (seeds 0..n-1) or a list of ints
         k: 10                             # knn only: neighbours (default 10)
+      - kind: finetune                    # end-to-end fine-tuning, linear head, layer-wise lr decay
+        shots: [all]                      # (medssl.bench.finetune); the keys below are finetune-only
+        seeds: 1
+        epochs: 10                        # passes over the drawn training records (default 10)
+        lr: 0.001                         # AdamW base learning rate of the head and last block (1e-3)
+        layer_decay: 0.75                 # lr x layer_decay per layer below the top (0.75)
+        mode: full                        # full | last_blocks (only the last n_last blocks + head)
+        # n_last: 1                       # mode last_blocks only: trainable blocks (default 1)
+        batch_size: 32                    # (default 32)
 
 Filters compare manifest values as strings. Relative dataset paths are relative to the config
 file's folder (the current folder for a dict).
@@ -61,7 +70,8 @@ __all__ = [
 ]
 
 TASK_KINDS = ("binary", "multiclass", "multilabel", "regression")
-PROTOCOL_KINDS = ("linear_probe", "knn")
+PROTOCOL_KINDS = ("linear_probe", "knn", "finetune")
+_FINETUNE_KEYS = ("epochs", "lr", "layer_decay", "mode", "n_last", "batch_size")
 _TOP = ("title", "n_bootstrap", "cache_dir", "encoders", "datasets", "tasks", "protocols")
 
 
@@ -103,6 +113,7 @@ class ProtocolEntry:
     label_fractions: tuple[float, ...] | None
     seeds: tuple[int, ...]
     k: int | None = None
+    finetune: dict | None = None  # finetune only: {epochs, lr, layer_decay, mode, n_last, batch_size}
 
     @property
     def settings(self) -> list[tuple[str, int | str | float]]:
@@ -258,7 +269,8 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
     protocols: list[ProtocolEntry] = []
     for i, p in enumerate(c.list_(raw["protocols"], "protocols")):
         where = f"protocols[{i}]"
-        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k"), required=("kind",))
+        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k", *_FINETUNE_KEYS),
+                      required=("kind",))
         kind = p["kind"]
         if kind not in PROTOCOL_KINDS:
             c.fail(f"{where}.kind", f"unknown protocol {kind!r}; known: {', '.join(PROTOCOL_KINDS)}")
@@ -289,8 +301,15 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
             k = c.int_(p.get("k", 10), f"{where}.k", 1)
         elif "k" in p:
             c.fail(f"{where}.k", "only the knn protocol takes k")
+        finetune = None
+        if kind == "finetune":
+            finetune = _finetune_settings(c, p, where)
+        else:
+            for key in _FINETUNE_KEYS:
+                if key in p:
+                    c.fail(f"{where}.{key}", f"only the finetune protocol takes {key}")
         name = c.name(p.get("name", kind), f"{where}.name")
-        protocols.append(ProtocolEntry(name, kind, shots, fractions, seeds, k))
+        protocols.append(ProtocolEntry(name, kind, shots, fractions, seeds, k, finetune))
     _unique(c, [p.name for p in protocols], "protocols", "protocol name", "; set `name:` to tell them apart")
 
     n_boot = c.int_(raw.get("n_bootstrap", 1000), "n_bootstrap", 1)
@@ -309,3 +328,23 @@ def _unique(c: _Checker, names: list[str], where: str, what: str, hint: str = ""
         if n in seen:
             c.fail(where, f"duplicate {what} {n!r}{hint}")
         seen.add(n)
+
+
+def _finetune_settings(c: _Checker, p: dict, where: str) -> dict:
+    def positive(key: str, default: float) -> float:
+        v = p.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            c.fail(f"{where}.{key}", f"expected a positive number, got {v!r}")
+        return float(v)
+
+    mode = p.get("mode", "full")
+    if mode not in ("full", "last_blocks"):
+        c.fail(f"{where}.mode", f"unknown mode {mode!r}; known: full, last_blocks")
+    if "n_last" in p and mode != "last_blocks":
+        c.fail(f"{where}.n_last", "n_last applies to mode: last_blocks")
+    decay = positive("layer_decay", 0.75)
+    if decay > 1:
+        c.fail(f"{where}.layer_decay", f"expected a number in (0, 1], got {decay!r}")
+    return {"epochs": c.int_(p.get("epochs", 10), f"{where}.epochs", 1), "lr": positive("lr", 1e-3),
+            "layer_decay": decay, "mode": mode, "n_last": c.int_(p.get("n_last", 1), f"{where}.n_last", 0),
+            "batch_size": c.int_(p.get("batch_size", 32), f"{where}.batch_size", 1)}

@@ -14,9 +14,11 @@
 3. for each task x protocol x shots|label_fraction x seed draws the training subjects once
    (:func:`medssl.bench.fewshot.few_shot_draw` / :func:`medssl.bench.protocols.label_fraction_draw`,
    independent of embeddings) and fits every encoder on that same draw (paired); ``all`` shots and
-   label fraction 1.0 are deterministic and run with the first seed only. A k larger than some
-   class's number of training subjects is skipped with a note; a probe that raises becomes an
-   error row and the run goes on;
+   label fraction 1.0 are deterministic and run with the first seed only. A ``finetune`` protocol
+   instead fine-tunes a copy of each encoder end to end on the drawn records' preprocessed windows
+   (:mod:`medssl.bench.finetune`). A k larger than some class's number of training subjects is
+   skipped with a note; a probe or fine-tuning run that raises becomes an error row and the run
+   goes on;
 4. scores each eval domain, aggregates over seeds with the two-level (subjects x seeds) bootstrap
    of :func:`medssl.bench.fewshot.two_level_bootstrap`, with per-column metric kernels from
    :mod:`medssl.bench.column_metrics`, and writes ``results.json``, ``results.csv`` and
@@ -421,8 +423,26 @@ def _macro(values: np.ndarray, use: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
+def _finetune(protocol, td: _TaskData, inputs, rows: np.ndarray, ytr: np.ndarray, eval_rows: np.ndarray,
+              seed: int) -> np.ndarray:
+    """Fine-tune ``inputs`` = (encoder, preprocessed signals, row -> signal index) on the drawn
+    training rows; scores (n_eval, C) like the probes'."""
+    from medssl.bench.finetune import finetune_classifier, predict
+
+    encoder, signals, index = inputs
+    tr, ev = index[rows], index[eval_rows]
+    if (tr < 0).any() or (ev < 0).any():
+        raise ValueError("some records have no preprocessed signal in the array cache")
+    f = protocol.finetune
+    model = finetune_classifier(encoder, signals[tr], ytr.astype(np.float32), kind=td.task.kind,
+                                epochs=f["epochs"], batch_size=f["batch_size"], base_lr=f["lr"],
+                                decay=f["layer_decay"], seed=int(seed), mode=f["mode"], n_last=f["n_last"])
+    return predict(model, signals[ev])
+
+
 def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: dict[str, list],
-              notes: list[str], progress: bool) -> None:
+              notes: list[str], progress: bool, inputs: dict | None = None) -> None:
+    """``inputs`` (finetune protocols only): encoder name -> (encoder, signals, td row -> signal index)."""
     task, kind = td.task, td.task.kind
     names = list(X)
     train_rows = np.flatnonzero(td.train)
@@ -461,7 +481,11 @@ def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: di
                 run_info.append((seed, rows, subj, warns, trainable))
                 for e in names:
                     try:
-                        scores[e][si] = _probe(proto, td, X[e][rows], ytr, X[e][all_eval], td.subjects[rows], seed)
+                        if proto.kind == "finetune":
+                            scores[e][si] = _finetune(proto, td, inputs[e], rows, ytr, all_eval, seed)
+                        else:
+                            scores[e][si] = _probe(proto, td, X[e][rows], ytr, X[e][all_eval], td.subjects[rows],
+                                                   seed)
                     except Exception as ex:  # noqa: BLE001 - recorded, the benchmark goes on
                         msg = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
                         out["errors"].append({"kind": "error", "encoder": e, **base, "seed": int(seed), "error": msg})
@@ -637,6 +661,14 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     emb = {(e.name, ds): _embed(cfg, e, models[e.name][0], models[e.name][1], ds, rows[ds], out, progress, notes)
            for e in cfg.encoders for ds in used}
     timings["embed_s"] = time.perf_counter() - t
+    signals = {}  # (encoder, dataset) -> (preprocessed windows, record_id -> row), finetune protocols only
+    if any(p.kind == "finetune" for p in cfg.protocols):
+        from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
+
+        for e in cfg.encoders:
+            for ds in used:
+                cache = ecg_array_cache(rows[ds], preprocess_for_encoder(models[e.name][0].spec.input), cfg.cache_dir)
+                signals[(e.name, ds)] = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
 
     t = time.perf_counter()
     results: dict[str, list] = {"records": [], "aggregates": [], "gaps": [], "comparisons": [], "errors": [],
@@ -659,7 +691,11 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
             z = emb[(e.name, ds)]
             where = {r: i for i, r in enumerate(z["record_id"].tolist())}
             X[e.name] = np.asarray(z["embeddings"], dtype=np.float64)[[where[r] for r in td.record_ids]]
-        _run_task(cfg, td, X, results, notes, progress)
+        inputs = {}  # finetune: encoder name -> (encoder, signals, td row -> signal row or -1)
+        for e in (e for e in cfg.encoders if (e.name, ds) in signals):
+            sig, row_of = signals[(e.name, ds)]
+            inputs[e.name] = (models[e.name][0], sig, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64))
+        _run_task(cfg, td, X, results, notes, progress, inputs)
     results.pop("_stats")
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
