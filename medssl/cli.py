@@ -188,6 +188,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import medssl.engine.pretrain  # noqa: F401  (imports Lightning, whose import resets its log levels)
+    from medssl.privacy.audit import run_audit
+
+    _quiet_lightning(args.debug)
+    population = _load_rows(args.population) if args.population else None
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "privacy_audit"
+    result = run_audit(args.checkpoint, _load_rows(args.members), _load_rows(args.nonmembers), threat=args.threat,
+                       attack=args.attack, n_refs=args.refs, n_queries=args.queries, aggregate=args.aggregate,
+                       population_rows=population, out_dir=out, seed=args.seed)
+    tpr = result["tpr_at_fpr"]["0.01"]
+    print(f"AUC {result['auc']:.3f} [{result['auc_ci'][0]:.3f}, {result['auc_ci'][1]:.3f}], TPR@1%FPR "
+          f"{tpr['value']:.3f}{'' if tpr['achievable'] else ' (not achievable)'}; null check AUC "
+          f"{result['null_check']['auc']:.3f}\nreport: {out / 'report.html'}\n        {out / 'audit.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medssl", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -243,6 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("config", help="benchmark YAML (encoders, datasets, tasks, protocols)")
     be.add_argument("--out", help="output folder (default outputs/bench_<config name>)")
     be.set_defaults(func=_cmd_bench)
+
+    au = sub.add_parser("audit", help="membership-inference audit of a checkpoint (subject level)")
+    au.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    au.add_argument("--members", required=True, help="manifest (or WFDB folder) of training subjects")
+    au.add_argument("--nonmembers", required=True, help="manifest (or WFDB folder) of held-out subjects")
+    au.add_argument("--threat", choices=["score", "embedding"], default="score")
+    au.add_argument("--attack", choices=["loss", "lira", "rmia"], default="loss")
+    au.add_argument("--refs", type=int, default=0, help="reference models for lira/rmia")
+    au.add_argument("--population", help="manifest the reference models train on (lira/rmia)")
+    au.add_argument("--queries", type=_positive_int, default=4, help="mask draws / augmented views per window")
+    au.add_argument("--aggregate", choices=["mean", "max"], default="mean")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--out", help="output folder (default: privacy_audit next to the checkpoint folder)")
+    au.set_defaults(func=_cmd_audit)
     return p
 
 

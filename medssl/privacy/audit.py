@@ -1,0 +1,390 @@
+"""Subject-level membership-inference audit of a medssl checkpoint: ``audit.json`` + ``report.html``.
+
+Threat models
+  * ``score``: the attacker can evaluate the SSL method's own loss on a record (white-box: the
+    checkpoint's recipe rebuilt with :func:`medssl.engine.methods.build_method`). The
+    checkpoint folder stores the encoder only; when the pretraining run's
+    ``lightning/last.ckpt`` sits next to it *and* its encoder weights equal the checkpoint's,
+    the full method (predictor / heads included) is loaded from it. Otherwise the method's other
+    parts keep the recipe's seeded initialisation and a warning says the loss signal is weaker.
+    For JEPA methods without that state the target encoder is set to the encoder for scoring
+    (the EMA target is not stored in the checkpoint folder; at the end of training, with the
+    momentum near 1, it is close to the encoder); with it, the trained EMA target is used, i.e.
+    the exact training loss.
+    Signal: :func:`medssl.privacy.signals.ssl_loss_signal`, ``n_queries`` mask draws per window,
+    all models scored with the target recipe's seed so every model sees the same masks.
+  * ``embedding``: the attacker only has the released encoder (black-box embeddings).
+    Signal: :func:`medssl.privacy.signals.augmentation_consistency` over ``n_queries`` (>= 2)
+    augmented views (the recipe's ``augment`` list when it keeps the window shape, else
+    gaussian noise + amplitude scaling + time-out).
+
+Attacks: ``loss`` (threshold on the signal, no references), ``lira`` and ``rmia`` (with
+``n_refs`` reference models from :mod:`medssl.privacy.references` trained on
+``population_rows``). LiRA is *online* when every audited subject is IN for at least one and
+OUT for at least one reference (i.e. the population contains the audited subjects), else
+*offline* (OUT references only). RMIA is offline; its population samples z are windows of a
+quarter of the population subjects held out of every reference model. Both are refused, before
+any reference is trained, when some audited window would have no OUT reference (one reference
+trained on a population that holds audited subjects). Window scores are pooled
+per subject (``aggregate`` = mean | max) before the metrics.
+
+Membership verification. The card stores only a SHA-256 of the training manifest (one row per
+window), so a *subset* of the training data cannot be checked against it. When the members
+passed are the whole training manifest, their fingerprint equals the card's and the report
+says "verified"; otherwise it warns that membership could not be verified (a mislabelled
+"member" makes the attack look weaker than it is).
+
+Null check: the same attack scores of the non-members, split into two disjoint random halves
+(one half labelled "members"); AUC ~ 0.5 and TPR ~ FPR are expected, anything else points to a
+bias in the pipeline rather than leakage.
+
+``audit.json`` schema (``schema_version`` 1; no subject or record identifiers, only counts)::
+
+    {
+      "schema_version": 1, "created": ISO-8601 UTC,
+      "checkpoint": str, "encoder": str, "method": str,
+      "threat": "score" | "embedding", "attack": "loss" | "lira" | "rmia",
+      "mode": "online" | "offline" | null,      # null for the loss attack
+      "aggregate": "mean" | "max", "n_queries": int, "n_reference_models": int,
+      "n_members": int, "n_nonmembers": int,        # subjects
+      "n_member_windows": int, "n_nonmember_windows": int,
+      "membership_verified": bool,
+      "auc": float, "auc_ci": [low, high],
+      "tpr_at_fpr": {"0.001": {"value", "ci_low", "ci_high", "achievable", "fpr_realised"},
+                     "0.01": {...}, "0.1": {...}},
+      "roc": {"fpr": [...], "tpr": [...]},
+      "null_check": {"n_members": int, "n_nonmembers": int, "auc": float, "auc_ci": [low, high],
+                     "tpr_at_fpr": {same as above}},
+      "warnings": [str]
+    }
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import logging
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medssl.checkpoint import load_encoder, read_card, update_card
+from medssl.data.manifest import manifest_fingerprint
+from medssl.io import atomic_write_json, atomic_write_text
+from medssl.privacy.aggregate import aggregate_by_subject
+from medssl.privacy.attacks import lira_offline, lira_online, loss_attack, rmia
+from medssl.privacy.metrics import (
+    auc_with_ci,
+    check_fpr_feasible,
+    min_nonmembers_for_fpr,
+    roc_curve_points,
+    roc_loglog_svg,
+    tpr_at_fpr,
+)
+from medssl.privacy.signals import augmentation_consistency, ssl_loss_signal
+
+__all__ = ["FPRS", "MIN_SUBJECTS", "run_audit"]
+
+log = logging.getLogger(__name__)
+
+FPRS = (0.001, 0.01, 0.1)
+MIN_SUBJECTS = 10
+THREATS = ("score", "embedding")
+ATTACKS = ("loss", "lira", "rmia")
+_DEFAULT_VIEW_AUGMENT = [
+    {"name": "gaussian_noise", "std": 0.05}, {"name": "amplitude_scale", "magnitude": [0.8, 1.25]},
+    {"name": "time_out", "ratio": [0.1, 0.2]},
+]
+
+
+def _subjects(rows: Sequence[dict]) -> set[str]:
+    return {str(r["subject_id"]) for r in rows}
+
+
+def _load_method(checkpoint: Path, cfg: dict, warnings: list[str]):
+    """(encoder, method) of the checkpoint, method in eval mode with the checkpoint's encoder."""
+    from medssl.engine.methods import build_method
+
+    trained = load_encoder(checkpoint)
+    with torch.random.fork_rng(devices=[]):  # seeded init of the parts not in the checkpoint
+        torch.manual_seed(int(cfg.get("seed", 0)))
+        encoder, method = build_method(cfg)
+    enc_state = trained.state_dict()
+    loaded_full = False
+    last = checkpoint.parent / "lightning" / "last.ckpt"
+    if last.is_file():
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+            mstate = {k.removeprefix("method."): v for k, v in state.items() if k.startswith("method.")}
+            same = all(torch.equal(mstate.get(f"encoder.{k}", torch.empty(0)), v) for k, v in enc_state.items())
+            if same:
+                method.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in mstate.items()}, strict=True)
+                loaded_full = True
+        except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as e:  # unreadable/foreign: encoder only
+            log.warning("could not load %s (%s); using the encoder weights only", last, e)
+    if not loaded_full:
+        warnings.append(
+            "the full SSL method state (predictor/heads) was not available: the loss signal uses the "
+            "checkpoint's encoder with the recipe's seeded initialisation of the other parts, a weaker attacker"
+        )
+    method.encoder.load_state_dict(enc_state, strict=True)
+    if hasattr(method, "target_encoder") and not loaded_full:
+        method.target_encoder.load_state_dict(enc_state, strict=True)  # JEPA: target := encoder for scoring
+    encoder = method.encoder
+    encoder.spec = trained.spec
+    return encoder, method.eval()
+
+
+def _arrays(cfg: dict, rows: Sequence[dict], encoder) -> tuple[np.ndarray, list[dict]]:
+    from medssl.engine.pretrain import load_training_arrays
+
+    signals, used, skipped = load_training_arrays(cfg, rows, encoder)
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    return np.array(signals, dtype=np.float32), used  # a writable copy of the memory map
+
+
+def _signal(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray, n_queries: int, seed: int,
+            score_seed: int, warnings: list[str], batch: int = 64) -> np.ndarray:
+    """Per-window signal: loss (W, Q) for threat=score, consistency (W,) for threat=embedding."""
+    encoder, method = _load_method(checkpoint, cfg, warnings)
+    t = torch.from_numpy(x)
+    if threat == "score":
+        if hasattr(method, "seed"):
+            method.seed = score_seed  # same masks for target and reference models
+        return np.concatenate([ssl_loss_signal(method, t[i:i + batch], n_queries, seed)
+                               for i in range(0, len(t), batch)])
+    from medssl.ecg.augment import build_augment
+
+    specs = cfg.get("augment") if isinstance(cfg.get("augment"), list) else None
+    augment = build_augment(specs or _DEFAULT_VIEW_AUGMENT, sampling_rate=encoder.spec.input.get("sampling_rate"))
+    probe = augment(t[:1], torch.Generator().manual_seed(0))
+    if probe.shape != t[:1].shape:
+        augment = build_augment(_DEFAULT_VIEW_AUGMENT)
+    out = []
+    for i in range(0, len(t), batch):
+        gen = torch.Generator().manual_seed(hash((seed, i)) & 0x7FFF_FFFF)
+        out.append(augmentation_consistency(encoder, t[i:i + batch], augment, max(n_queries, 2), gen))
+    return np.concatenate(out)
+
+
+def _fpr_table(scores: np.ndarray, labels: np.ndarray) -> dict:
+    out = {}
+    for f in FPRS:
+        r = tpr_at_fpr(scores, labels, f)
+        out[f"{f:g}"] = {k: r[k] for k in ("value", "ci_low", "ci_high", "achievable", "fpr_realised")}
+    return out
+
+
+def _metrics(scores: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+    ci = auc_with_ci(scores, labels, seed=seed)
+    return {"n_members": ci["n_members"], "n_nonmembers": ci["n_nonmembers"], "auc": ci["auc"],
+            "auc_ci": [ci["ci_low"], ci["ci_high"]], "tpr_at_fpr": _fpr_table(scores, labels)}
+
+
+def run_audit(
+    checkpoint: str | Path,
+    members_rows: Sequence[dict],
+    nonmembers_rows: Sequence[dict],
+    *,
+    threat: str = "score",
+    attack: str = "loss",
+    n_refs: int = 0,
+    n_queries: int = 4,
+    aggregate: str = "mean",
+    population_rows: Sequence[dict] | None = None,
+    out_dir: str | Path,
+    seed: int = 0,
+) -> dict:
+    """Audit ``checkpoint`` for membership leakage of ``members_rows`` vs ``nonmembers_rows``
+    (manifest rows; membership per subject). Writes ``out_dir/audit.json`` and
+    ``out_dir/report.html`` (see the module docstring), appends a summary to the card's
+    ``privacy`` section, and returns the audit dict. Bad settings raise ValueError."""
+    checkpoint = Path(checkpoint)
+    out_dir = Path(out_dir)
+    if threat not in THREATS:
+        raise ValueError(f"threat must be one of {THREATS}, got {threat!r}")
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
+    if aggregate not in ("mean", "max"):
+        raise ValueError(f"aggregate must be mean or max, got {aggregate!r}")
+    if n_queries < 1:
+        raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+    mem_s, non_s = _subjects(members_rows), _subjects(nonmembers_rows)
+    overlap = mem_s & non_s
+    if overlap:
+        raise ValueError(f"{len(overlap)} subject(s) are both members and non-members; "
+                         "make the member and non-member manifests subject-disjoint")
+    for side, s in (("members", mem_s), ("non-members", non_s)):
+        if len(s) < MIN_SUBJECTS:
+            raise ValueError(f"{len(s)} {side} subjects: an audit needs at least {MIN_SUBJECTS} subjects per side")
+    if attack in ("lira", "rmia"):
+        if n_refs < 1:
+            raise ValueError(f"attack {attack} needs reference models: set n_refs >= 1 (e.g. --refs 4)")
+        if not population_rows:
+            raise ValueError(f"attack {attack} needs population rows to train reference models on (--population)")
+    card = read_card(checkpoint)
+    cfg = card.get("recipe") or {}
+    if not cfg.get("method"):
+        raise ValueError(f"{checkpoint}: the card has no training recipe; the audit rebuilds the method from it")
+
+    warnings: list[str] = []
+    for f in FPRS:
+        try:
+            check_fpr_feasible(len(non_s), f)
+        except ValueError:  # reported, not refused: the figure is then a lower bound
+            warnings.append(f"TPR at FPR {f:g} is not achievable with {len(non_s)} non-member subjects "
+                            f"(needs >= {min_nonmembers_for_fpr(f)}); the figure is the TPR at 0 false positives")
+    # the arrays, and the membership check against the card's fingerprint
+    enc_probe = load_encoder(checkpoint)
+    x_mem, used_mem = _arrays(cfg, members_rows, enc_probe)
+    x_non, used_non = _arrays(cfg, nonmembers_rows, enc_probe)
+    recorded = (card.get("data") or {}).get("manifest_sha256")
+    verified = bool(recorded) and manifest_fingerprint(used_mem) == recorded
+    if not verified:
+        warnings.append(
+            "membership could not be verified: the members are not the checkpoint's whole recorded training "
+            "manifest (the card keeps only its SHA-256, so a subset cannot be checked)" if recorded else
+            "membership could not be verified: the card records no training-manifest fingerprint")
+    x = np.concatenate([x_mem, x_non])
+    win_subjects = np.array([str(r["subject_id"]) for r in [*used_mem, *used_non]])
+    score_seed = int(cfg.get("seed", 0))
+    target = _signal(threat, cfg, checkpoint, x, n_queries, seed, score_seed, warnings)
+
+    mode = None
+    n_ref_used = 0
+    if attack == "loss":
+        win_scores = loss_attack(target) if threat == "score" else np.asarray(target, dtype=np.float64)
+    else:
+        from medssl.privacy.references import membership_matrix, train_reference_models
+
+        pop_subjects = sorted(_subjects(population_rows))
+        rng = np.random.default_rng(seed)
+        z_subjects = set()
+        if attack == "rmia":
+            z_subjects = set(rng.choice(pop_subjects, max(1, len(pop_subjects) // 4), replace=False).tolist())
+        ref_rows = [r for r in population_rows if str(r["subject_id"]) not in z_subjects]
+        # which references will train on each audited window, known before training anything
+        pool = sorted(_subjects(ref_rows))
+        planned = membership_matrix(n_refs, len(pool), seed)[:, np.searchsorted(pool, win_subjects).clip(0, len(pool) - 1)]
+        planned &= np.isin(win_subjects, pool)[None]
+        if not (~planned).any(axis=0).all() and (attack == "rmia" or not planned.any(axis=0).all()):
+            raise ValueError(
+                f"{attack}: {int((~(~planned).any(axis=0)).sum())} audited window(s) would have no OUT reference "
+                "model; use more reference models (--refs >= 2) or a population disjoint from the audited subjects")
+        refs = train_reference_models(cfg, ref_rows, n_refs, out_dir / "references", seed)
+        n_ref_used = len(refs)
+        ref_sig = np.stack([_signal(threat, cfg, r.checkpoint, x, n_queries, seed, score_seed, []) for r in refs])
+        ref_in = np.stack([r.membership(win_subjects) for r in refs])  # (R, W)
+        if attack == "lira":
+            t_sig, r_sig = (-target, -ref_sig) if threat == "score" else ((1 + target) / 2, (1 + ref_sig) / 2)
+            tr = None if threat == "score" else "logit"
+            if ref_in.any(axis=0).all() and (~ref_in).any(axis=0).all():
+                mode, win_scores = "online", lira_online(t_sig, r_sig, ref_in, transform=tr)
+            else:
+                mode, win_scores = "offline", lira_offline(t_sig, r_sig, ref_in, transform=tr)
+        else:
+            z_rows = [r for r in population_rows if str(r["subject_id"]) in z_subjects]
+            x_z, _ = _arrays(cfg, z_rows, enc_probe)
+            z_t = _signal(threat, cfg, checkpoint, x_z, n_queries, seed, score_seed, [])
+            z_r = np.stack([_signal(threat, cfg, r.checkpoint, x_z, n_queries, seed, score_seed, []) for r in refs])
+
+            def prob(s):
+                return np.exp(-np.asarray(s).mean(axis=-1)) if threat == "score" else np.clip((1 + s) / 2, 1e-6, 1)
+
+            mode = "offline"
+            win_scores = rmia(prob(target), prob(ref_sig), prob(z_t), prob(z_r), reference_in=ref_in, offline=True)
+
+    subjects, subj_scores = aggregate_by_subject(win_scores, win_subjects, aggregate)
+    labels = np.isin(subjects, sorted(mem_s))
+    main = _metrics(subj_scores, labels, seed)
+    fpr, tpr, _ = roc_curve_points(subj_scores, labels)
+
+    # null check: two random halves of the non-members
+    non_scores = subj_scores[~labels]
+    null_labels = np.zeros(non_scores.size, dtype=bool)
+    null_labels[np.random.default_rng(seed + 1).permutation(non_scores.size)[: non_scores.size // 2]] = True
+    null = _metrics(non_scores, null_labels, seed)
+
+    result = {
+        "schema_version": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": str(checkpoint), "encoder": card["encoder"]["name"], "method": cfg.get("method"),
+        "threat": threat, "attack": attack, "mode": mode, "aggregate": aggregate, "n_queries": n_queries,
+        "n_reference_models": n_ref_used,
+        "n_members": int(labels.sum()), "n_nonmembers": int((~labels).sum()),
+        "n_member_windows": len(used_mem), "n_nonmember_windows": len(used_non),
+        "membership_verified": verified,
+        "auc": main["auc"], "auc_ci": main["auc_ci"], "tpr_at_fpr": main["tpr_at_fpr"],
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+        "null_check": null, "warnings": warnings,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "audit.json", result)
+    atomic_write_text(out_dir / "report.html", render_html(result))
+    update_card(checkpoint, "privacy", {
+        "kind": "membership_inference", "created": result["created"], "audit": str(out_dir / "audit.json"),
+        **{k: result[k] for k in ("threat", "attack", "mode", "n_members", "n_nonmembers", "auc", "auc_ci",
+                                  "n_reference_models", "membership_verified")},
+        "tpr_at_fpr": {k: v["value"] for k, v in result["tpr_at_fpr"].items()},
+        "null_check_auc": null["auc"],
+    })
+    return result
+
+
+_THREAT_TEXT = {
+    "score": "The attacker can run the model's self-supervised training objective (white-box access to the "
+             "SSL method) and reads its loss on each record window: training records tend to get a lower loss.",
+    "embedding": "The attacker only queries the released encoder for embeddings and measures how consistent "
+                 "the embeddings of augmented views of a record are: training records tend to be more consistent.",
+}
+
+
+def _fpr_rows(table: dict) -> str:
+    rows = []
+    for f, r in table.items():
+        ok = "" if r["achievable"] else " (not achievable: TPR at 0 false positives)"
+        rows.append(f"<tr><td>{html.escape(f)}</td><td>{r['value']:.3f}</td>"
+                    f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td><td>{html.escape(ok)}</td></tr>")
+    return "".join(rows)
+
+
+def render_html(result: dict) -> str:
+    """Self-contained HTML page of an audit dict (inline CSS + SVG, every string escaped)."""
+    e = html.escape
+    null = result["null_check"]
+    attack = result["attack"] + (f" ({result['mode']}, {result['n_reference_models']} reference models)"
+                                 if result["mode"] else "")
+    svg = roc_loglog_svg(result["roc"]["fpr"], result["roc"]["tpr"], label=f"{result['attack']} attack")
+    warn = "".join(f"<li>{e(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
+    head = "<tr><th>FPR</th><th>TPR</th><th>95% CI (Clopper-Pearson)</th><th></th></tr>"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>medssl membership-inference audit</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}.warn{{color:#a04000}}</style>
+</head><body>
+<h1>Membership-inference audit</h1>
+<p>Checkpoint encoder <b>{e(str(result['encoder']))}</b>, method <b>{e(str(result['method']))}</b>.</p>
+<h2>Threat model</h2>
+<p>{e(_THREAT_TEXT[result['threat']])} Attack: {e(attack)}. Window scores are pooled per subject
+({e(result['aggregate'])}); membership is decided per subject.</p>
+<p>{result['n_members']} member subjects ({result['n_member_windows']} windows) and {result['n_nonmembers']}
+non-member subjects ({result['n_nonmember_windows']} windows). Membership verified against the card:
+{'yes' if result['membership_verified'] else 'no'}.</p>
+<h2>Results</h2>
+<p>AUC {result['auc']:.3f} (95% bootstrap CI over subjects [{result['auc_ci'][0]:.3f}, {result['auc_ci'][1]:.3f}])</p>
+<table>{head}{_fpr_rows(result['tpr_at_fpr'])}</table>
+<h3>ROC (log-log)</h3>
+{svg}
+<h2>Null check</h2>
+<p>The same scores, non-members only, split into two random halves ({null['n_members']} vs {null['n_nonmembers']}
+subjects): expected AUC near 0.5 and TPR near FPR. AUC {null['auc']:.3f}
+[{null['auc_ci'][0]:.3f}, {null['auc_ci'][1]:.3f}].</p>
+<table>{head}{_fpr_rows(null['tpr_at_fpr'])}</table>
+<h2>Warnings</h2>
+<ul class="warn">{warn}</ul>
+</body></html>
+"""
