@@ -225,19 +225,14 @@ def _load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> t
 
 def _build_encoder(cfg: BenchConfig, e: EncoderEntry):
     from medssl.checkpoint import clone_random_encoder, load_encoder
+    from medssl.engine.embed import parse_random_ref
     from medssl.registry import list_encoders
 
     where = f"{cfg.source}: encoder {e.name!r}"
     try:
-        if e.ref.startswith("random:"):
-            parts = e.ref.split(":")
-            if len(parts) not in (2, 3) or not parts[1]:
-                raise ValueError(f"ref {e.ref!r}: expected random:NAME or random:NAME:SEED")
-            try:
-                seed = int(parts[2]) if len(parts) == 3 else 0
-            except ValueError:
-                raise ValueError(f"ref {e.ref!r}: SEED must be an integer") from None
-            return clone_random_encoder(parts[1], seed=seed, **e.overrides), None
+        random_ref = parse_random_ref(e.ref)
+        if random_ref is not None:
+            return clone_random_encoder(random_ref[0], seed=random_ref[1], **e.overrides), None
         path = Path(e.ref).expanduser()
         if not path.is_absolute() and (cfg.base / path).exists():
             path = cfg.base / path

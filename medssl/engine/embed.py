@@ -12,19 +12,26 @@ from medssl.checkpoint import clone_random_encoder, load_encoder
 from medssl.engine.hardware import autocast_context
 
 
+def parse_random_ref(ref: str) -> tuple[str, int] | None:
+    """(encoder name, seed) of a `random:NAME[:SEED]` reference; None for any other reference."""
+    if not ref.startswith("random:"):
+        return None
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
+    try:
+        return parts[1], int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise ValueError(f"{ref!r}: SEED must be an integer, got {parts[2]!r}") from None
+
+
 def resolve_encoder(ref: str | Path) -> tuple[nn.Module, str]:
     """An encoder from a checkpoint folder or from `random:NAME[:SEED]` (random initialisation,
     the control every comparison needs). Returns (encoder in eval mode, a display name)."""
     ref = str(ref)
-    if ref.startswith("random:"):
-        parts = ref.split(":")
-        if len(parts) not in (2, 3) or not parts[1]:
-            raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
-        try:
-            seed = int(parts[2]) if len(parts) == 3 else 0
-        except ValueError:
-            raise ValueError(f"{ref!r}: SEED must be an integer, got {parts[2]!r}") from None
-        return clone_random_encoder(parts[1], seed=seed), ref
+    random_ref = parse_random_ref(ref)
+    if random_ref is not None:
+        return clone_random_encoder(random_ref[0], seed=random_ref[1]), ref
     return load_encoder(ref), Path(ref).name
 
 
