@@ -163,6 +163,22 @@ def pretrain(
                    n_records=len({r["record_id"] for r in used_rows}), n_windows=len(used_rows), n_subjects=len({r["subject_id"] for r in used_rows}),
                    n_skipped=len(skipped))
     if trainer.is_global_zero:
-        save_checkpoint(encoder, out_dir / "checkpoint", recipe=cfg,
-                        data_fingerprint=manifest_fingerprint(used_rows), metrics=metrics)
+        folder = save_checkpoint(encoder, out_dir / "checkpoint", recipe=cfg,
+                                 data_fingerprint=manifest_fingerprint(used_rows), metrics=metrics)
+        save_method_state(method, folder)
     return out_dir / "checkpoint"
+
+
+METHOD_WEIGHTS_FILE = "method.safetensors"
+
+
+def save_method_state(method, folder: Path) -> Path:
+    """The whole SSL method (predictor, heads, EMA target...) beside the encoder, as safetensors:
+    what a white-box privacy audit needs to compute the training loss, without any pickle."""
+    from safetensors.torch import save_file
+
+    from medssl.io import atomic_write
+
+    state = {k.replace("_orig_mod.", ""): v.detach().cpu().clone().contiguous()
+             for k, v in method.state_dict().items()}
+    return atomic_write(folder / METHOD_WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))

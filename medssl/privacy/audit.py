@@ -2,14 +2,13 @@
 
 Threat models
   * ``score``: the attacker can evaluate the SSL method's own loss on a record (white-box: the
-    checkpoint's recipe rebuilt with :func:`medssl.engine.methods.build_method`). The
-    checkpoint folder stores the encoder only; when the pretraining run's
-    ``lightning/last.ckpt`` sits next to it *and* its encoder weights equal the checkpoint's,
-    the full method (predictor / heads included) is loaded from it. Otherwise the method's other
-    parts keep the recipe's seeded initialisation and a warning says the loss signal is weaker.
+    checkpoint's recipe rebuilt with :func:`medssl.engine.methods.build_method`). A checkpoint
+    written by ``medssl pretrain`` holds the whole method beside the encoder
+    (``method.safetensors``: predictor, heads, EMA target); when its encoder weights equal the
+    checkpoint's, the full method is loaded from it. Otherwise the method's other parts keep the
+    recipe's seeded initialisation and a warning says the loss signal is weaker.
     For JEPA methods without that state the target encoder is set to the encoder for scoring
-    (the EMA target is not stored in the checkpoint folder; at the end of training, with the
-    momentum near 1, it is close to the encoder); with it, the trained EMA target is used, i.e.
+    (at the end of training, with the momentum near 1, the EMA target is close to the encoder); with it, the trained EMA target is used, i.e.
     the exact training loss.
     Signal: :func:`medssl.privacy.signals.ssl_loss_signal`, ``n_queries`` mask draws per window,
     all models scored with the target recipe's seed so every model sees the same masks.
@@ -64,15 +63,16 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import logging
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from medssl.checkpoint import load_encoder, read_card, update_card
 from medssl.data.manifest import manifest_fingerprint
+from medssl.engine.pretrain import METHOD_WEIGHTS_FILE
 from medssl.io import atomic_write_json, atomic_write_text
 from medssl.privacy.aggregate import aggregate_by_subject
 from medssl.privacy.attacks import lira_offline, lira_online, loss_attack, rmia
@@ -114,17 +114,15 @@ def _load_method(checkpoint: Path, cfg: dict, warnings: list[str]):
         encoder, method = build_method(cfg)
     enc_state = trained.state_dict()
     loaded_full = False
-    last = checkpoint.parent / "lightning" / "last.ckpt"
-    if last.is_file():
-        try:
-            state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-            mstate = {k.removeprefix("method."): v for k, v in state.items() if k.startswith("method.")}
-            same = all(torch.equal(mstate.get(f"encoder.{k}", torch.empty(0)), v) for k, v in enc_state.items())
-            if same:
-                method.load_state_dict({k.replace("_orig_mod.", ""): v for k, v in mstate.items()}, strict=True)
-                loaded_full = True
-        except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as e:  # unreadable/foreign: encoder only
-            log.warning("could not load %s (%s); using the encoder weights only", last, e)
+    full = checkpoint / METHOD_WEIGHTS_FILE
+    if full.is_file():
+        mstate = load_file(str(full))
+        same = all(torch.equal(mstate.get(f"encoder.{k}", torch.empty(0)), v) for k, v in enc_state.items())
+        if same:
+            method.load_state_dict(mstate, strict=True)
+            loaded_full = True
+        else:
+            log.warning("%s does not hold this checkpoint's encoder; using the encoder weights only", full)
     if not loaded_full:
         warnings.append(
             "the full SSL method state (predictor/heads) was not available: the loss signal uses the "

@@ -6,7 +6,7 @@ Layout under ``out_dir``::
     refs-<key>/                  key = sha256(recipe, population manifest fingerprint, n_refs, seed)[:16]
       ref_000/                   a `medssl.engine.pretrain.pretrain` run folder
         checkpoint/              model.safetensors + card.json
-        lightning/last.ckpt      full method state (encoder + predictor / heads)
+        checkpoint/method.safetensors  full method state (encoder + predictor / heads)
         membership.json          {"population_sha256", "n_subjects", "in": [bool, ...]}
       ref_001/ ...
 

@@ -73,7 +73,7 @@ def test_audit_json_schema_null_check_and_no_identifiers(cohort, tmp_path):
     assert set(null["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"} and 0.0 <= null["auc"] <= 1.0
     # the whole training manifest was passed as members: verified against the card's fingerprint
     assert doc["membership_verified"] is True
-    # the run's lightning/last.ckpt matched the checkpoint: the full method (predictor too) was scored
+    # the checkpoint's method.safetensors matched its encoder: the full method (predictor too) was scored
     assert not any("full SSL method state" in w for w in doc["warnings"])
     page = (tmp_path / "report.html").read_text()
     assert "<svg" in page and "Null check" in page and "Threat model" in page
@@ -91,10 +91,11 @@ def test_subset_of_members_is_flagged_as_unverified(cohort, tmp_path):
     assert any("membership could not be verified" in w for w in doc["warnings"])
 
 
-def test_checkpoint_without_its_run_warns_that_the_predictor_is_missing(cohort, tmp_path):
+def test_checkpoint_without_its_method_state_warns_that_the_predictor_is_missing(cohort, tmp_path):
     import shutil
 
     alone = shutil.copytree(cohort["ckpt"], tmp_path / "alone" / "checkpoint")
+    (alone / "method.safetensors").unlink()  # an encoder-only checkpoint, e.g. one shared publicly
     doc = run_audit(alone, cohort["members"], cohort["nonmembers"], n_queries=1, out_dir=tmp_path / "out")
     assert any("full SSL method state" in w for w in doc["warnings"])
     assert read_card(alone)["privacy"][-1]["auc"] == doc["auc"]  # the audited folder's card
