@@ -9,12 +9,15 @@
    encoders) trained on site A; macro AUROC over the six conditions on site A's test subjects
    (in-domain) and on every site B subject (out-of-domain), with bootstrap intervals over
    subjects and paired comparisons.
-6. Write report.json and report.html.
+6. A subject-level membership-inference audit (LOSS attack) of the pretrained encoder: its
+   training subjects against site A subjects it never saw, in `audit/`.
+7. Write report.json and report.html.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from medssl.engine.embed import embed_arrays
 from medssl.engine.pretrain import pretrain
 
 IN_SITE, OUT_SITE = "site_a", "site_b"
+log = logging.getLogger(__name__)
 
 
 def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.ndarray:
@@ -58,6 +62,33 @@ def comparison_notes(results: list[dict], steps: int | None) -> list[str]:
             f"p = {row['p_value']:.3f}) after {steps} pretraining steps on a CPU budget."
         )
     return notes
+
+
+def demo_audit(ckpt: Path, rows: list[dict], pretrain_rows: list[dict], out: Path) -> dict | None:
+    """LOSS membership audit of the pretrained encoder: its training subjects against the
+    subjects of the same site it never saw (same source, disjoint subjects). None when the
+    cohort is too small to audit."""
+    from medssl.privacy.audit import run_audit
+
+    members = {r["subject_id"] for r in pretrain_rows}
+    nonmembers = [r for r in rows if r["site"] == IN_SITE and r["subject_id"] not in members]
+    try:
+        return run_audit(ckpt, pretrain_rows, nonmembers, threat="score", attack="loss", n_queries=2, out_dir=out)
+    except ValueError as e:
+        log.warning("privacy audit skipped: %s", e)
+        return None
+
+
+def audit_notes(audit: dict | None) -> list[str]:
+    if audit is None:
+        return ["Privacy audit skipped: too few subjects."]
+    tpr = audit["tpr_at_fpr"]["0.1"]
+    return [
+        f"Privacy (LOSS attack on the SSL loss, {audit['n_members']} member vs {audit['n_nonmembers']} "
+        f"non-member subjects): AUC {audit['auc']:.3f} [{audit['auc_ci'][0]:.3f}, {audit['auc_ci'][1]:.3f}], "
+        f"TPR at 10% FPR {tpr['value']:.3f} [{tpr['ci_low']:.3f}, {tpr['ci_high']:.3f}]; null check AUC "
+        f"{audit['null_check']['auc']:.3f}. Full audit: audit/report.html."
+    ]
 
 
 def run_demo(
@@ -121,11 +152,15 @@ def run_demo(
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
+    t = time.perf_counter()
+    audit = demo_audit(ckpt, rows, pretrain_rows, out / "audit")
+    timings["audit_s"] = time.perf_counter() - t
     card = json.loads((Path(ckpt) / "card.json").read_text())
     notes = [
         "Synthetic data (medssl.ecg.synthetic): the numbers show the pipeline works end to end; "
         "they say nothing about real ECGs.",
         *comparison_notes(results, card["training_metrics"].get("steps")),
+        *audit_notes(audit),
         f"{len(skipped) + len(cache.skipped)} records skipped.",
     ]
     report = make_report(

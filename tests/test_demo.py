@@ -25,6 +25,8 @@ def test_demo_writes_a_report_comparing_pretrained_and_random_init_in_and_out_of
     assert all(r["ci_low"] <= r["mean"] <= r["ci_high"] for r in measured)
     assert len(report["comparisons"]) == 4
     assert sum("pretraining steps" in n for n in report["notes"]) == 2
+    assert any(n.startswith("Privacy (LOSS attack") for n in report["notes"])
+    assert (out["json"].parent / "audit" / "audit.json").is_file()
     html = out["html"].read_text()
     assert "random init" in html and "ecg_jepa (pretrained)" in html
     card = json.loads((out["checkpoint"] / "card.json").read_text())
