@@ -36,6 +36,7 @@ from medssl.engine.pretrain import pretrain
 
 IN_SITE, OUT_SITE = "site_a", "site_b"
 log = logging.getLogger(__name__)
+DOMAIN_WORDS = {"in": "In-domain", "out": "Out-of-domain"}
 
 
 def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.ndarray:
@@ -57,7 +58,7 @@ def comparison_notes(results: list[dict], steps: int | None) -> list[str]:
             continue
         verdict = "better than" if row["ci_low"] > 0 else "worse than" if row["ci_high"] < 0 else "not distinguishable from"
         notes.append(
-            f"{row['domain']}-domain, all labels: {row['encoder_a']} is {verdict} {row['encoder_b']} "
+            f"{DOMAIN_WORDS.get(row['domain'], row['domain'])}, all labels: {row['encoder_a']} is {verdict} {row['encoder_b']} "
             f"(AUROC difference {row['delta']:+.3f}, 95% CI [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
             f"p = {row['p_value']:.3f}) after {steps} pretraining steps on a CPU budget."
         )
@@ -150,11 +151,11 @@ def run_demo(
         class_names=CONDITIONS,
     )
     timings["evaluate_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     audit = demo_audit(ckpt, rows, pretrain_rows, out / "audit")
     timings["audit_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
     card = json.loads((Path(ckpt) / "card.json").read_text())
     notes = [
         "Synthetic data (medssl.ecg.synthetic): the numbers show the pipeline works end to end; "
