@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medssl.data.manifest import join_labels
-from medssl.ecg.layouts import LayoutError, subject_split
+from medssl.ecg.layouts import LayoutError, integer_text, subject_split
 from medssl.ecg.record import EcgRecord
 from medssl.ecg.wfdb_reader import EcgReadError
 
@@ -87,8 +87,8 @@ def index_code15(
             raise LayoutError(f"{csv_path}: lacks column(s) {', '.join(missing)}")
         for line, raw in enumerate(reader, start=2):
             where = f"{csv_path}:{line}"
-            exam_id = _int_text(raw.get("exam_id"))
-            patient = _int_text(raw.get("patient_id"))
+            exam_id = integer_text(raw.get("exam_id"))
+            patient = integer_text(raw.get("patient_id"))
             if exam_id is None or patient is None:
                 skipped.append((where, "exam_id or patient_id is not an integer"))
                 continue
@@ -205,13 +205,3 @@ def read_code15_record(path: str | Path) -> EcgRecord:
         metadata={"exam_id": exam_id, "padding": (start, signal.shape[1] - stop), "units": "mV",
                   "ignored_channels": [], "n_samples_stored": signal.shape[1]},
     )
-
-
-def _int_text(value: str | None) -> str | None:
-    try:
-        number = float((value or "").strip())
-    except ValueError:
-        return None
-    if not np.isfinite(number) or number != int(number):
-        return None
-    return str(int(number))

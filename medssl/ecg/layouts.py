@@ -18,6 +18,8 @@ Splits are made by subject, never by record, so that no person's ECGs are in two
 
 from __future__ import annotations
 
+import math
+
 import csv
 import hashlib
 from collections.abc import Sequence
@@ -238,3 +240,14 @@ def _check_subject_splits(rows: Sequence[dict], csv_path: Path) -> None:
                 f"{csv_path}: a subject has records in both {first!r} and {row['split']!r} "
                 f"(record {row['record_id']}); all records of a subject must share a split"
             )
+
+
+def integer_text(value: str | None) -> str | None:
+    """An id written as an integer or a float ("15709.0" -> "15709"); None when not an integer."""
+    try:
+        number = float((value or "").strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number != int(number):
+        return None
+    return str(int(number))

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import ast
 import csv
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
 from medssl.data.manifest import join_labels
-from medssl.ecg.layouts import LayoutError
+from medssl.ecg.layouts import LayoutError, integer_text
 from medssl.ecg.leads import canonical_lead_name
 from medssl.ecg.physionet2021 import signal_file_problem
 
@@ -131,18 +130,18 @@ def index_ptbxl(
             raise LayoutError(f"{db_path}: lacks column(s) {', '.join(missing)}")
         for line, raw in enumerate(reader, start=2):
             where = f"{db_path}:{line}"
-            ecg_id = _int_text(raw.get("ecg_id"))
+            ecg_id = integer_text(raw.get("ecg_id"))
             if ecg_id is None:
                 skipped.append((where, f"ecg_id {raw.get('ecg_id')!r} is not an integer"))
                 continue
             if ecg_id in seen_ids:
                 raise LayoutError(f"{db_path}: line {line} repeats ecg_id {ecg_id}")
             seen_ids.add(ecg_id)
-            patient = _int_text(raw.get("patient_id"))
+            patient = integer_text(raw.get("patient_id"))
             if patient is None:
                 skipped.append((where, f"record {ecg_id} has no usable patient_id"))
                 continue
-            fold = _int_text(raw.get("strat_fold"))
+            fold = integer_text(raw.get("strat_fold"))
             if fold is None or not 1 <= int(fold) <= 10:
                 skipped.append((where, f"record {ecg_id} has strat_fold {raw.get('strat_fold')!r}, not 1..10"))
                 continue
@@ -181,7 +180,7 @@ def index_ptbxl(
                 "path": str(base),
                 "split": split,
                 "labels": join_labels(labels),
-                "site": _int_text(raw.get("site")) or (raw.get("site") or "").strip(),
+                "site": integer_text(raw.get("site")) or (raw.get("site") or "").strip(),
                 "sampling_rate": info["sampling_rate"],
                 "n_samples": info["n_samples"],
                 "leads": info["leads"],
@@ -220,14 +219,3 @@ def _is_one(value: str) -> bool:
         return float(value) == 1.0
     except (TypeError, ValueError):
         return False
-
-
-def _int_text(value: str | None) -> str | None:
-    """"15709.0" -> "15709" (PTB-XL stores ids as floats); None when not an integer."""
-    try:
-        number = float((value or "").strip())
-    except ValueError:
-        return None
-    if not math.isfinite(number) or number != int(number):
-        return None
-    return str(int(number))
