@@ -450,8 +450,10 @@ def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: di
         for skind, setting in proto.settings:
             if skind == "shots":
                 setting = _shots_key(setting)
-            once = setting == "all" or (skind == "label_fraction" and setting >= 1.0)
-            seeds = proto.seeds[:1] if once else proto.seeds
+            # Probes on the whole training set are deterministic: one seed suffices. Fine-tuning is
+            # not (initialisation of the head, batch order), so it keeps every seed.
+            every_row = setting == "all" or (skind == "label_fraction" and setting >= 1.0)
+            seeds = proto.seeds[:1] if every_row and proto.kind != "finetune" else proto.seeds
             base = {"task": task.name, "dataset": task.dataset, "task_kind": kind, "protocol": proto.name,
                     "protocol_kind": proto.kind, "k": proto.k,
                     "shots": setting if skind == "shots" else None,

@@ -161,3 +161,14 @@ def test_a_failing_finetune_run_is_an_error_row(bench_config, tmp_path, monkeypa
     assert all("injected failure" in e["error"] for e in data["errors"])
     assert not [r for r in data["records"] if r["protocol"] == "finetune"]
     assert {r["encoder"] for r in data["records"] if r["protocol"] == "linear_probe"} == {"rand0", "rand1"}
+
+
+def test_finetune_keeps_every_seed_with_all_labels_while_probes_run_once(bench_config, tmp_path):
+    from medssl.bench.runner import run_benchmark
+
+    protocols = [{"kind": "linear_probe", "shots": ["all"], "seeds": 2},
+                 {"kind": "finetune", "shots": ["all"], "seeds": 2, "epochs": 1, "batch_size": 8}]
+    run_benchmark(bench_config(protocols=protocols, n_bootstrap=20), tmp_path / "b", progress=False)
+    records = json.loads((tmp_path / "b" / "results.json").read_text())["records"]
+    seeds = {p: {r["seed"] for r in records if r["protocol"] == p} for p in ("linear_probe", "finetune")}
+    assert len(seeds["linear_probe"]) == 1 and len(seeds["finetune"]) == 2
