@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medssl.io import make_temp_dir
 from medssl.registry import EncoderSpec, encoder_entry
 
 CARD_SCHEMA_VERSION = 1
@@ -72,7 +72,7 @@ def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     card = build_card(encoder, **card_fields)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = make_temp_dir(folder)
     try:
         # "_orig_mod." is how torch.compile'd submodules name their weights; the card's architecture does not.
         state = {k.replace("_orig_mod.", ""): v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}

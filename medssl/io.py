@@ -9,14 +9,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(target: Path) -> Path:
+    """A hidden temporary folder beside `target`, with the permissions a plain mkdir would give
+    (tempfile's are private, 0700), to be renamed onto `target` when complete."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` and move the result onto `path` in one rename."""
+    """Call `write(tmp_path)` and move the result onto `path` in one rename. The file gets the
+    permissions a plain open() would give, not tempfile's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

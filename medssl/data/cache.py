@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from medssl.data.manifest import manifest_fingerprint, manifest_to_csv, read_manifest
+from medssl.io import make_temp_dir
 
 # load(row) -> (n_windows, *item_shape) float32; must be picklable to run in worker processes.
 WindowLoader = Callable[[dict], np.ndarray]
@@ -140,7 +140,7 @@ def build_array_cache(
         return load_cache(folder)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = make_temp_dir(folder)
     try:
         chunks = [list(rows[i:i + chunk_size]) for i in range(0, len(rows), chunk_size)]
         paths = [tmp / f"shard_{i:06d}.npy" for i in range(len(chunks))]

@@ -83,3 +83,20 @@ def test_batched_fetch_returns_rows_in_the_sampler_order():
     batches = list(loader)
     assert torch.equal(batches[0], torch.from_numpy(array[[7, 2, 9, 0]]))
     assert torch.equal(batches[1], torch.from_numpy(array[[5, 5, 1]]))
+
+
+def test_outputs_get_ordinary_permissions_not_tempfile_private_ones(tmp_path):
+    import os
+    import stat
+
+    from medssl.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "report.json", "{}")
+        cache = build_array_cache(_rows(2), WindowsOfRecordNumber(), settings={}, settings_key="p", modality="ecg",
+                                  cache_root=tmp_path / "c", workers=1)
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(cache.folder.stat().st_mode) == 0o755
