@@ -183,6 +183,23 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, seed: int) -> dict:
             "auc_ci": [ci["ci_low"], ci["ci_high"]], "tpr_at_fpr": _fpr_table(scores, labels)}
 
 
+def source_mismatch_warnings(members_rows: Sequence[dict], nonmembers_rows: Sequence[dict]) -> list[str]:
+    """A warning when non-members come from sources (the manifests' `site` column) that no member
+    comes from: the attack may then detect the dataset shift, not membership."""
+    def sources(rows):
+        return {str(r.get("site") or "") for r in rows}
+
+    foreign = sources(nonmembers_rows) - sources(members_rows)
+    if not foreign:
+        return []
+    return [
+        f"{len(foreign)} non-member source(s) hold no member: differences between datasets (scanner, "
+        "site, preprocessing) can be mistaken for membership. Check by running the same attack between "
+        "two non-member groups, one from the members' source and one from the other source(s): an AUC "
+        "far from 0.5 there measures the shift, not leakage."
+    ]
+
+
 def run_audit(
     checkpoint: str | Path,
     members_rows: Sequence[dict],
@@ -236,6 +253,7 @@ def run_audit(
         except ValueError:  # reported, not refused: the figure is then a lower bound
             warnings.append(f"TPR at FPR {f:g} is not achievable with {len(non_s)} non-member subjects "
                             f"(needs >= {min_nonmembers_for_fpr(f)}); the figure is the TPR at 0 false positives")
+    warnings += source_mismatch_warnings(members_rows, nonmembers_rows)
     # the arrays, and the membership check against the card's fingerprint
     enc_probe = load_encoder(checkpoint)
     x_mem, used_mem = _arrays(cfg, members_rows, enc_probe)

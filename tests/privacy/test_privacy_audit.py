@@ -170,3 +170,14 @@ def test_rmia_holds_population_samples_out_of_every_reference(cohort, tmp_path):
     saved = [json.loads((r / "membership.json").read_text()) for r in refs]
     assert len(refs) == 2 and {s["n_subjects"] for s in saved} == {9}  # 12 minus 3 held out as z samples
     assert 0.0 <= doc["auc"] <= 1.0
+
+
+def test_non_members_from_another_source_are_warned_about():
+    from medssl.privacy.audit import source_mismatch_warnings
+
+    members = [{"subject_id": "a", "site": "site_a"}]
+    same = [{"subject_id": "b", "site": "site_a"}]
+    other = [{"subject_id": "c", "site": "site_b"}]
+    assert source_mismatch_warnings(members, same) == []
+    (warning,) = source_mismatch_warnings(members, same + other)
+    assert "mistaken for membership" in warning and "site_b" not in warning
