@@ -37,7 +37,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from medssl.ssl.contrastive import NTXentLoss
-from medssl.ssl.mae import PatchDecoder, PatchMask, masked_patch_loss, step_generator
+from medssl.ssl.mae import PatchDecoder, PatchMask, masked_patch_loss
+from medssl.ssl.random import step_generator
 
 
 class CoReECG(nn.Module):

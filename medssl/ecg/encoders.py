@@ -23,7 +23,11 @@ from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.ecg.leads import INDEPENDENT_LEADS, parse_lead_set
 from medssl.nn.pos_embed import sincos_1d, sincos_2d
 from medssl.nn.tokens import gather_time_patches
-from medssl.nn.transformer import Transformer, init_vit_weights, rescale_residual_projections
+from medssl.nn.transformer import (
+    Transformer,
+    init_vit_weights,
+    rescale_residual_projections,
+)
 from medssl.registry import EncoderSpec, register_encoder
 
 ECG_JEPA_PAPER = (

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medssl.ecg.leads import STANDARD_LEADS, parse_lead_set
 from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
+from medssl.ecg.leads import STANDARD_LEADS, parse_lead_set
 from medssl.registry import EncoderSpec, register_encoder
 
 RESNET1D_PAPER = (

@@ -18,10 +18,9 @@ Splits are made by subject, never by record, so that no person's ECGs are in two
 
 from __future__ import annotations
 
-import math
-
 import csv
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.ecg.leads import STANDARD_LEADS, parse_lead_set
 from medssl.nn.pos_embed import sincos_1d
 from medssl.nn.transformer import Transformer, init_vit_weights
-from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.registry import EncoderSpec, register_encoder
 
 ST_MEM_PAPER = (

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from medssl.nn.ema import ema_update
 from medssl.nn.tokens import gather_time_patches
+from medssl.ssl.random import step_generator
 
 
 class JEPA(nn.Module):
@@ -36,8 +37,7 @@ class JEPA(nn.Module):
     def sample_masks(self, batch_size: int, step: int = 0, rank: int = 0) -> tuple[Tensor, Tensor]:
         """(keep_time, mask_time), each (B, K) long: a pure function of (seed, step, rank), so a
         resumed run draws the masks the uninterrupted run would have drawn."""
-        generator = torch.Generator().manual_seed(hash((self.seed, step, rank)) & 0x7FFF_FFFF_FFFF)
-        return self.masker(batch_size, self.encoder.n_time, generator)
+        return self.masker(batch_size, self.encoder.n_time, step_generator(self.seed, step, rank))
 
     def forward(self, x: Tensor, masks: tuple[Tensor, Tensor] | None = None, *, step: int = 0, rank: int = 0) -> Tensor:
         keep_time, mask_time = masks if masks is not None else self.sample_masks(x.shape[0], step, rank)

@@ -32,12 +32,7 @@ from torch import Tensor, nn
 
 from medssl.nn.pos_embed import sincos_1d
 from medssl.nn.transformer import Transformer, init_vit_weights
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """A CPU generator that is a pure function of (seed, step, rank): a resumed run redraws the
-    masks and augmentations the uninterrupted run drew."""
-    return torch.Generator().manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF)
+from medssl.ssl.random import step_generator
 
 
 class PatchMask(NamedTuple):

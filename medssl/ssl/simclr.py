@@ -11,10 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """A CPU generator that is a pure function of (seed, step, rank)."""
-    return torch.Generator().manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF)
+from medssl.ssl.random import step_generator
 
 
 class SimCLR(nn.Module):

@@ -23,7 +23,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from medssl.ssl.simclr import step_generator
+from medssl.ssl.random import step_generator
 
 
 def sample_crops(length: int, batch_size: int, generator: torch.Generator, temporal_unit: int = 0) -> dict[str, Tensor | int]:
