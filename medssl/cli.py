@@ -39,7 +39,11 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
     from medssl.data.layouts import index_layout
     from medssl.data.manifest import write_manifest
 
-    rows, skipped = index_layout(args.layout, Path(args.root), labels=args.labels, task=args.task, rate=args.rate)
+    options = dict(_key_value(o, "--option") for o in args.option)
+    if args.fov:
+        options["fov"] = args.fov
+    rows, skipped = index_layout(args.layout, Path(args.root), labels=args.labels, task=args.task, rate=args.rate,
+                                 **options)
     _report_skipped(skipped)
     if not rows:
         print(f"medssl: error: {args.root}: no usable records", file=sys.stderr)
@@ -55,6 +59,13 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(rows)} records of {n_subjects} subjects ({len(skipped)} skipped"
           f"{', listed in ' + str(Path(args.out).with_suffix('.skipped.csv')) if skipped else ''})")
     return 0
+
+
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
 
 
 def _write_skipped(skipped: Sequence[tuple[str, str]], path: Path) -> None:
@@ -217,12 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="datasets: index a layout into a manifest, write a synthetic cohort")
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("index", help="build the manifest of a dataset layout")
-    di.add_argument("--layout", required=True, help="wfdb | synthetic | ptbxl | physionet2021 | code15")
+    di.add_argument("--layout", required=True,
+                    help="wfdb | synthetic | ptbxl | physionet2021 | code15 | fomo60k | fomo-task | octa500 | "
+                         "image-folder | dicom (see `medssl.data.layouts`)")
     di.add_argument("--root", required=True, help="dataset folder (read only)")
     di.add_argument("--out", required=True, help="manifest CSV to write")
     di.add_argument("--labels", help="labels CSV (wfdb layout): record, labels[, subject_id, site, split]")
     di.add_argument("--task", help="label task of the layout, where it has several")
     di.add_argument("--rate", type=int, choices=[100, 500], help="sampling rate to index (ptbxl: 100 or 500 Hz)")
+    di.add_argument("--fov", help="field of view to index (octa500: 3mm or 6mm)")
+    di.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a layout-specific option, repeatable")
     di.add_argument("--physio-targets", action="store_true",
                     help="add heart_rate_bpm and qrs_duration_ms columns measured with NeuroKit2 (slow)")
     di.set_defaults(func=_cmd_data_index)

@@ -86,11 +86,28 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
     return wrap(fn) if fn is not None else wrap
 
 
+_BUILTIN_ENCODER_MODULES = (
+    "medssl.ecg.encoders", "medssl.ecg.encoders_contrastive", "medssl.ecg.vit",
+    "medssl.mri.encoders", "medssl.retina.encoders", "medssl.ct.encoders",
+)
+
+
+def import_optional_modules(names: tuple[str, ...]) -> None:
+    """Import each module, skipping only those that do not exist (a modality not installed yet);
+    an import error inside an existing module is raised."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise
+
+
 def _ensure_builtin_encoders() -> None:
     # Importing the modality packages runs their @register_encoder decorators.
-    import medssl.ecg.encoders  # noqa: F401
-    import medssl.ecg.encoders_contrastive  # noqa: F401
-    import medssl.ecg.vit  # noqa: F401
+    import_optional_modules(_BUILTIN_ENCODER_MODULES)
 
 
 def list_encoders(modality: str | None = None, pattern: str = "*") -> list[str]:

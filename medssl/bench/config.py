@@ -14,8 +14,10 @@ path, or ``<config>`` for a dict)::
         overrides: {depth: 1}             # optional, random:/registry refs only: factory arguments
     datasets:                             # name -> one source
       cohort: {path: data/manifest.csv}   # a manifest CSV, or a folder of WFDB records (+ labels.csv)
-      demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic cohort,
-                                          # written to OUT/data/<name>/ (reused when present)
+      demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic ECG cohort,
+                                          # written to OUT/data/<name>/ (reused when present);
+                                          # `modality: mri|retina|ct` + that modality's settings
+                                          # (its ModalityData.write_synthetic) for the others
     tasks:
       - name: conditions
         dataset: demo
@@ -90,7 +92,7 @@ class EncoderEntry:
 class DatasetEntry:
     name: str
     path: Path | None = None  # manifest CSV or WFDB folder
-    synthetic: dict | None = None  # {"subjects_per_site": int, "seed": int}
+    synthetic: dict | None = None  # {"modality": str, **settings of the modality's write_synthetic}
 
 
 @dataclass(frozen=True)
@@ -221,11 +223,16 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
             p = Path(c.name(d["path"], f"{where}.path")).expanduser()
             datasets[str(name)] = DatasetEntry(str(name), path=p if p.is_absolute() else base / p)
         else:
-            s = c.mapping(d["synthetic"] or {}, f"{where}.synthetic", ("subjects_per_site", "seed"))
-            datasets[str(name)] = DatasetEntry(str(name), synthetic={
-                "subjects_per_site": c.int_(s.get("subjects_per_site", 200), f"{where}.synthetic.subjects_per_site", 2),
-                "seed": c.int_(s.get("seed", 0), f"{where}.synthetic.seed", 0),
-            })
+            s = d["synthetic"] or {}
+            if not isinstance(s, Mapping):
+                c.fail(f"{where}.synthetic", "expected a mapping of generator settings")
+            modality = s.get("modality", "ecg")
+            if modality == "ecg":  # the other modalities' settings are checked against their writer
+                s = c.mapping(s, f"{where}.synthetic", ("modality", "subjects_per_site", "seed"))
+                s = {"subjects_per_site": c.int_(s.get("subjects_per_site", 200),
+                                                 f"{where}.synthetic.subjects_per_site", 2),
+                     "seed": c.int_(s.get("seed", 0), f"{where}.synthetic.seed", 0)}
+            datasets[str(name)] = DatasetEntry(str(name), synthetic={"modality": modality, **s})
 
     tasks: list[TaskEntry] = []
     for i, t in enumerate(c.list_(raw["tasks"], "tasks")):

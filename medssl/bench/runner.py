@@ -61,14 +61,10 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
-import sys
 import time
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,28 +73,31 @@ import numpy as np
 from medssl.bench.column_metrics import metric_def
 from medssl.bench.config import (
     BenchConfig,
-    BenchConfigError,
-    EncoderEntry,
-    TaskEntry,
     load_bench_config,
 )
 from medssl.bench.fewshot import (
-    FewShotWarning,
     _shots_key,
     _std,
-    few_shot_draw,
     percentile_interval,
     two_level_bootstrap,
+)
+from medssl.bench.inputs import (
+    ContractError,
+    build_encoder,
+    check_contract,
+    embed_dataset,
+    load_dataset,
+    model_inputs,
+    say,
 )
 from medssl.bench.metrics import bootstrap_p_value
 from medssl.bench.protocols import (
     knn_probe,
-    label_fraction_draw,
     linear_probe,
     ridge_probe,
 )
 from medssl.bench.report import _jsonable, machine_info, make_report, render_html
-from medssl.data.manifest import split_labels
+from medssl.bench.tasks import TaskData, draw, draw_hash, prepare_task
 
 __all__ = ["run_benchmark", "check_contract", "ContractError", "RECORD_FIELDS", "SCHEMA_VERSION"]
 
@@ -110,297 +109,9 @@ RECORD_FIELDS = (
     "seed", "domain", "metric", "value", "n_train_subjects", "n_train_records", "n_eval_subjects",
     "n_eval_records", "draw", "excluded_classes", "warnings",
 )
-_DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.select_leads)
 
 
-class ContractError(BenchConfigError):
-    """An encoder's input contract does not fit a dataset."""
-
-
-# --------------------------------------------------------------------------- contracts
-
-
-def check_contract(spec_input: Mapping, rows: list[dict], *, encoder: str, dataset: str, source: str = "") -> None:
-    """Raise :class:`ContractError` (one line) if ``rows`` cannot give what the encoder reads.
-
-    Checked from manifest columns where present: ``leads`` (";"-joined; every lead the encoder
-    needs, limb leads derivable from I and II counting as present), ``sampling_rate`` (not below
-    the encoder's: upsampling cannot restore the missing band) and ``n_samples`` / rate (records
-    at least the encoder's window long, no zero padding).
-    """
-    problems = []
-    need_leads = list(spec_input.get("leads") or [])
-    lead_values = [r.get("leads") for r in rows if r.get("leads")]
-    if need_leads and lead_values:
-        lacking: dict[tuple[str, ...], int] = {}
-        for value in lead_values:
-            have = set(split_labels(value))
-            miss = tuple(ld for ld in need_leads
-                         if ld not in have and not (ld in _DERIVABLE and {"I", "II"} <= have))
-            if miss:
-                lacking[miss] = lacking.get(miss, 0) + 1
-        if lacking:
-            miss = max(lacking.items(), key=lambda kv: kv[1])[0]
-            n_bad = sum(lacking.values())
-            problems.append(f"leads: {n_bad} of {len(rows)} records lack {', '.join(miss)} "
-                            f"(encoder needs {', '.join(need_leads)})")
-    rate = spec_input.get("sampling_rate")
-    rates = _floats(rows, "sampling_rate")
-    if rate and rates.size:
-        low = rates < float(rate) - 1e-6
-        if low.any():
-            problems.append(f"rate: {int(low.sum())} of {len(rows)} records sampled at {rates[low].min():g} Hz, "
-                            f"below the encoder's {float(rate):g} Hz")
-    n_need = spec_input.get("num_samples")
-    if rate and n_need and rates.size:
-        lengths = _floats(rows, "n_samples")
-        if lengths.size == rates.size:
-            dur = lengths / rates
-            need = float(n_need) / float(rate)
-            short = dur < need - 1.0 / float(rate)
-            if short.any():
-                problems.append(f"length: {int(short.sum())} of {len(rows)} records shorter than the encoder's "
-                                f"{need:g} s window (shortest {dur[short].min():.2f} s)")
-    if problems:
-        prefix = f"{source}: " if source else ""
-        raise ContractError(f"{prefix}encoder {encoder!r} cannot read dataset {dataset!r}: " + "; ".join(problems))
-
-
-def _floats(rows: list[dict], column: str) -> np.ndarray:
-    out = []
-    for r in rows:
-        try:
-            out.append(float(r[column]))
-        except (KeyError, TypeError, ValueError):
-            return np.zeros(0)
-    return np.asarray(out)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _say(progress: bool, msg: str) -> None:
-    if progress:
-        print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def _load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> tuple[list[dict], str]:
-    from medssl.data.layouts import index_layout
-    from medssl.data.manifest import read_manifest
-
-    entry = cfg.datasets[name]
-    if entry.synthetic is not None:
-        folder = out / "data" / name
-        stamp = folder / "synthetic.json"
-        params = dict(entry.synthetic)
-        if stamp.is_file():
-            if json.loads(stamp.read_text()) != params:
-                raise BenchConfigError(f"{cfg.source}: datasets.{name}: {folder} holds a synthetic cohort made "
-                                       f"with other settings; choose a new output folder")
-        else:
-            from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
-            from medssl.io import atomic_write_json
-
-            cohort = generate_cohort(2 * params["subjects_per_site"], records_per_subject=(1, 3), seed=params["seed"])
-            write_wfdb_cohort(cohort, folder)
-            atomic_write_json(stamp, params)
-        rows, skipped = index_layout("synthetic", folder)
-        source = f"synthetic cohort ({params['subjects_per_site']} subjects per site, seed {params['seed']})"
-    else:
-        p = entry.path
-        if p.is_dir():
-            labels = p / "labels.csv"
-            rows, skipped = index_layout("wfdb", p, labels=str(labels) if labels.is_file() else None)
-        elif p.is_file():
-            rows, skipped = read_manifest(p), []
-        else:
-            raise BenchConfigError(f"{cfg.source}: datasets.{name}.path: {p} not found")
-        source = str(p)
-    if skipped:
-        notes.append(f"dataset {name}: {len(skipped)} record(s) skipped while indexing")
-    if not rows:
-        raise BenchConfigError(f"{cfg.source}: datasets.{name}: no usable records")
-    return rows, source
-
-
-def _build_encoder(cfg: BenchConfig, e: EncoderEntry):
-    from medssl.checkpoint import clone_random_encoder, load_encoder
-    from medssl.engine.embed import parse_random_ref
-    from medssl.registry import list_encoders
-
-    where = f"{cfg.source}: encoder {e.name!r}"
-    try:
-        random_ref = parse_random_ref(e.ref)
-        if random_ref is not None:
-            return clone_random_encoder(random_ref[0], seed=random_ref[1], **e.overrides), None
-        path = Path(e.ref).expanduser()
-        if not path.is_absolute() and (cfg.base / path).exists():
-            path = cfg.base / path
-        if path.exists():
-            if e.overrides:
-                raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
-            return load_encoder(path), path
-        if e.ref in list_encoders():
-            return clone_random_encoder(e.ref, seed=0, **e.overrides), None
-        raise ValueError(f"ref {e.ref!r} is neither a checkpoint path, random:NAME[:SEED] nor a registered "
-                         f"encoder (see `medssl encoders`)")
-    except (ValueError, TypeError, KeyError, OSError) as ex:
-        msg = str(ex.args[0]) if isinstance(ex, KeyError) and ex.args else str(ex)
-        raise BenchConfigError(f"{where}: {msg.splitlines()[0] if msg else type(ex).__name__}") from None
-
-
-def _file_slug(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "encoder"
-
-
-def _embed(cfg, e: EncoderEntry, model, ckpt: Path | None, ds: str, rows: list[dict], out: Path,
-           progress: bool, notes: list[str]) -> dict[str, np.ndarray]:
-    from medssl.data.cache import cache_key
-    from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
-    from medssl.engine.embed import embed_arrays
-    from medssl.io import atomic_write
-
-    spec = model.spec
-    if spec.modality != "ecg":
-        raise BenchConfigError(f"{cfg.source}: encoder {e.name!r}: modality {spec.modality!r} is not supported yet")
-    pre = preprocess_for_encoder(spec.input)
-    stamp = ""
-    if ckpt is not None:
-        files = [ckpt] if ckpt.is_file() else sorted(q for q in ckpt.iterdir() if q.is_file())
-        stamp = "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files)
-    fingerprint = hashlib.sha256(json.dumps(
-        {"ref": e.ref, "overrides": e.overrides, "spec": _jsonable(spec.to_dict()), "weights": stamp,
-         "data": cache_key(rows, pre.cache_key())}, sort_keys=True, default=str).encode()).hexdigest()
-    path = out / "embeddings" / f"{_file_slug(e.name)}__{_file_slug(ds)}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fingerprint:
-                _say(progress, f"reusing {path.name}")
-                return {k: z[k] for k in ("embeddings", "record_id", "subject_id")}
-        notes.append(f"{path.name}: encoder or data changed since it was written; embedded again")
-    _say(progress, f"embedding {ds} ({len(rows)} records) with {e.name}")
-    cache = ecg_array_cache(rows, pre, cfg.cache_dir)
-    if cache.skipped:
-        notes.append(f"{e.name} on {ds}: {len(cache.skipped)} record(s) could not be preprocessed and are left out")
-    emb = embed_arrays(model, cache.signals)
-    data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
-            "subject_id": np.array([r["subject_id"] for r in cache.rows])}
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.savez(f, fingerprint=np.array(fingerprint), **data)
-
-    atomic_write(path, write)
-    return data
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-@dataclass
-class _TaskData:
-    task: TaskEntry
-    record_ids: np.ndarray  # (N,)
-    subjects: np.ndarray  # (N,)
-    Y: np.ndarray  # (N, C) bool, or (N, 1) float for regression
-    class_names: list[str]
-    train: np.ndarray  # (N,) bool
-    domains: dict[str, np.ndarray]  # name -> (N,) bool
-
-
-def _matches(rows: list[dict], filt: dict[str, tuple[str, ...]]) -> np.ndarray:
-    return np.array([all(str(r.get(c, "")) in vals for c, vals in filt.items()) for r in rows], dtype=bool)
-
-
-def _prepare_task(cfg: BenchConfig, i: int, t: TaskEntry, rows: list[dict], notes: list[str]) -> _TaskData:
-    where = f"{cfg.source}: tasks[{i}] ({t.name})"
-    columns = set().union(*(r.keys() for r in rows))
-    for part, filt in [("train", t.train)] + [(f"eval.{d}", f) for d, f in t.eval.items()]:
-        for col in filt:
-            if col not in columns:
-                raise BenchConfigError(f"{where}.{part}: column {col!r} not in dataset {t.dataset!r} "
-                                       f"(columns: {', '.join(sorted(columns))})")
-    keep = np.ones(len(rows), dtype=bool)
-    if t.kind == "regression":
-        if t.column not in columns:
-            raise BenchConfigError(f"{where}.column: {t.column!r} not in dataset {t.dataset!r}")
-        y = np.full(len(rows), np.nan)
-        for j, r in enumerate(rows):
-            try:
-                y[j] = float(r.get(t.column))
-            except (TypeError, ValueError):
-                pass
-        keep = np.isfinite(y)
-        Y, names = y[:, None], [t.column]
-        dropped = "without a numeric value"
-    else:
-        names = list(t.labels)
-        index = {c: k for k, c in enumerate(names)}
-        Y = np.zeros((len(rows), len(names)), dtype=bool)
-        for j, r in enumerate(rows):
-            for lab in split_labels(r.get("labels", "")):
-                if lab in index:
-                    Y[j, index[lab]] = True
-        absent = [c for c, present in zip(names, Y.any(axis=0)) if not present]
-        if absent:
-            raise BenchConfigError(f"{where}.labels: {', '.join(map(repr, absent))} never occur(s) in the labels "
-                                   f"of dataset {t.dataset!r}")
-        if t.kind == "multiclass":
-            keep = Y.sum(axis=1) == 1
-        dropped = "without exactly one of the classes"
-    train = _matches(rows, t.train) & keep
-    domains = {d: _matches(rows, f) & keep for d, f in t.eval.items()}
-    used = train | np.logical_or.reduce(list(domains.values()))
-    n_drop = int((~keep & (_matches(rows, t.train) | np.logical_or.reduce(
-        [_matches(rows, f) for f in t.eval.values()]))).sum())
-    if n_drop:
-        notes.append(f"task {t.name}: {n_drop} selected record(s) {dropped} left out")
-    subjects = np.array([r["subject_id"] for r in rows])
-    if not train.any():
-        raise BenchConfigError(f"{where}.train: the filter selects no usable records")
-    train_subjects = set(subjects[train].tolist())
-    for d, m in domains.items():
-        if not m.any():
-            raise BenchConfigError(f"{where}.eval.{d}: the filter selects no usable records")
-        leaked = train_subjects.intersection(subjects[m].tolist())
-        if leaked:
-            raise BenchConfigError(f"{where}.eval.{d}: {len(leaked)} subject(s) are also in the training rows")
-    idx = np.flatnonzero(used)
-    return _TaskData(t, np.array([rows[j]["record_id"] for j in idx]), subjects[idx], Y[idx], names, train[idx],
-                     {d: m[idx] for d, m in domains.items()})
-
-
-def _draw_hash(subjects: np.ndarray) -> str:
-    return hashlib.sha256("\n".join(sorted(map(str, subjects))).encode()).hexdigest()[:12]
-
-
-def _draw(td: _TaskData, kind: str, setting, seed: int):
-    """(row indices into the training rows, drawn subjects, warnings) or a skip message (str)."""
-    train_rows = np.flatnonzero(td.train)
-    subj, Y = td.subjects[train_rows], td.Y[train_rows]
-    regression = td.task.kind == "regression"
-    if kind == "shots":
-        if regression:
-            return "shots need classes; use label_fractions for a regression task"
-        if setting != "all":
-            # Only the task's classes count: a short no-finding pool is a warning of the draw.
-            sizes = [len(set(subj[Y[:, c]].tolist())) for c in range(Y.shape[1])]
-            short = [(c, n) for c, n in zip(td.class_names, sizes) if n < setting]
-            if short:
-                what = ", ".join(f"{c!r} has {n}" for c, n in short)
-                return f"k={setting} skipped: fewer than {setting} training subjects per class ({what})"
-        labels = Y.argmax(axis=1) if td.task.kind == "multiclass" else Y
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FewShotWarning)
-            d = few_shot_draw(subj, labels, setting, seed)
-        return d.indices, d.subjects, list(d.warnings)
-    d = label_fraction_draw(subj, Y, setting, seed, regression=regression)
-    return d.indices, d.subjects, list(d.warnings)
-
-
-def _probe(protocol, td: _TaskData, Xtr, ytr, Xte, groups, seed) -> np.ndarray:
+def _probe(protocol, td: TaskData, Xtr, ytr, Xte, groups, seed) -> np.ndarray:
     if td.task.kind == "regression":
         if protocol.kind == "knn":
             s = knn_probe(Xtr, ytr[:, 0], Xte, protocol.k, regression=True)
@@ -418,7 +129,7 @@ def _macro(values: np.ndarray, use: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def _finetune(protocol, td: _TaskData, inputs, rows: np.ndarray, ytr: np.ndarray, eval_rows: np.ndarray,
+def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray, eval_rows: np.ndarray,
               seed: int) -> np.ndarray:
     """Fine-tune ``inputs`` = (encoder, preprocessed signals, row -> signal index) on the drawn
     training rows; scores (n_eval, C) like the probes'."""
@@ -435,7 +146,7 @@ def _finetune(protocol, td: _TaskData, inputs, rows: np.ndarray, ytr: np.ndarray
     return predict(model, signals[ev])
 
 
-def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: dict[str, list],
+def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dict[str, list],
               notes: list[str], progress: bool, inputs: dict | None = None) -> None:
     """``inputs`` (finetune protocols only): encoder name -> (encoder, signals, td row -> signal index)."""
     task, kind = td.task, td.task.kind
@@ -459,17 +170,17 @@ def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: di
                     "shots": setting if skind == "shots" else None,
                     "label_fraction": setting if skind == "label_fraction" else None}
             label = f"{task.name} / {proto.name} / {skind}={setting}"
-            first = _draw(td, skind, setting, seeds[0])
+            first = draw(td, skind, setting, seeds[0])
             if isinstance(first, str):
                 notes.append(f"task {task.name}, protocol {proto.name}: {first}")
-                _say(progress, f"{label}: skipped ({first})")
+                say(progress, f"{label}: skipped ({first})")
                 continue
-            _say(progress, f"{label}: {len(seeds)} seed(s) x {len(names)} encoder(s)")
+            say(progress, f"{label}: {len(seeds)} seed(s) x {len(names)} encoder(s)")
             # scores[e][si]: (n_eval_all, C) or None when the probe raised
             scores = {e: [None] * len(seeds) for e in names}
             run_info = []
             for si, seed in enumerate(seeds):
-                drawn = first if si == 0 else _draw(td, skind, setting, seed)
+                drawn = first if si == 0 else draw(td, skind, setting, seed)
                 idx, subj, warns = drawn
                 rows = train_rows[idx]
                 ytr = td.Y[rows]
@@ -516,7 +227,7 @@ def _run_task(cfg: BenchConfig, td: _TaskData, X: dict[str, np.ndarray], out: di
                                 "kind": "run", "encoder": e, **base, "seed": int(seed), "domain": d,
                                 "metric": m.name, "value": value, "n_train_subjects": len(subj),
                                 "n_train_records": int(rows.size), "n_eval_subjects": n_subj,
-                                "n_eval_records": int(rd.size), "draw": _draw_hash(subj),
+                                "n_eval_records": int(rd.size), "draw": draw_hash(subj),
                                 "excluded_classes": excluded, "warnings": list(warns),
                             })
                     stats = _bootstrap_stats(m, Yd, per_run, cols, groups, cfg.n_bootstrap)
@@ -645,26 +356,26 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     used = list(dict.fromkeys(t.dataset for t in cfg.tasks))
     rows, sources = {}, {}
     for ds in used:
-        _say(progress, f"loading dataset {ds}")
-        rows[ds], sources[ds] = _load_dataset(cfg, ds, out, notes)
-    tasks = [_prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
-    models = {e.name: _build_encoder(cfg, e) for e in cfg.encoders}
+        say(progress, f"loading dataset {ds}")
+        rows[ds], sources[ds] = load_dataset(cfg, ds, out, notes)
+    tasks = [prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
+    models = {e.name: build_encoder(cfg, e) for e in cfg.encoders}
     for e in cfg.encoders:
         for ds in used:
-            check_contract(models[e.name][0].spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source)
+            spec = models[e.name][0].spec
+            check_contract(spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source,
+                           modality=spec.modality)
     timings["data_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    emb = {(e.name, ds): _embed(cfg, e, models[e.name][0], models[e.name][1], ds, rows[ds], out, progress, notes)
+    emb = {(e.name, ds): embed_dataset(cfg, e, models[e.name][0], models[e.name][1], ds, rows[ds], out, progress, notes)
            for e in cfg.encoders for ds in used}
     timings["embed_s"] = time.perf_counter() - t
-    signals = {}  # (encoder, dataset) -> (preprocessed windows, record_id -> row), finetune protocols only
+    signals = {}  # (encoder, dataset) -> (preprocessed inputs, record_id -> row), finetune protocols only
     if any(p.kind == "finetune" for p in cfg.protocols):
-        from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
-
         for e in cfg.encoders:
             for ds in used:
-                cache = ecg_array_cache(rows[ds], preprocess_for_encoder(models[e.name][0].spec.input), cfg.cache_dir)
+                cache = model_inputs(cfg, models[e.name][0], rows[ds])
                 signals[(e.name, ds)] = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
 
     t = time.perf_counter()
@@ -680,7 +391,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
         if not keep.all():
             notes.append(f"task {td.task.name}: {int((~keep).sum())} record(s) without an embedding from every "
                          f"encoder left out (all encoders are scored on the same records)")
-        td = _TaskData(td.task, td.record_ids[keep], td.subjects[keep], td.Y[keep], td.class_names, td.train[keep],
+        td = TaskData(td.task, td.record_ids[keep], td.subjects[keep], td.Y[keep], td.class_names, td.train[keep],
                        {d: m[keep] for d, m in td.domains.items()})
         n_embedded[ds] = len(common)
         X = {}
@@ -721,5 +432,5 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     report["ranking"] = doc["ranking"]
     html_path = atomic_write_text(out / "report.html", render_html(report))
     doc["paths"] = {"json": json_path, "csv": csv_path, "html": html_path, "embeddings": out / "embeddings"}
-    _say(progress, f"wrote {json_path}, {csv_path}, {html_path} in {timings['total_s']:.0f} s")
+    say(progress, f"wrote {json_path}, {csv_path}, {html_path} in {timings['total_s']:.0f} s")
     return doc

@@ -59,19 +59,45 @@ def _code15(root: Path, labels: str | None = None, task: str | None = None):
 LAYOUTS: dict[str, LayoutIndexer] = {
     "wfdb": _wfdb, "synthetic": _synthetic, "ptbxl": _ptbxl, "physionet2021": _physionet2021, "code15": _code15,
 }
+# Image modalities register their layouts when their `modality` module is imported.
+_LAYOUT_MODULES = ("medssl.mri.modality", "medssl.retina.modality", "medssl.ct.modality")
+
+
+def register_layout(name: str, indexer: LayoutIndexer) -> LayoutIndexer:
+    """Add a layout: `indexer(root, labels=None, task=None, **options) -> (rows, skipped)`; options
+    are the keyword arguments it declares (e.g. `fov`), given on the command line as `--option K=V`."""
+    LAYOUTS[name] = indexer
+    return indexer
+
+
+def known_layouts() -> list[str]:
+    from medssl.registry import import_optional_modules
+
+    import_optional_modules(_LAYOUT_MODULES)
+    return sorted(LAYOUTS)
 
 
 def index_layout(
-    layout: str, root: Path, *, labels: str | None = None, task: str | None = None, rate: int | None = None
+    layout: str, root: Path, *, labels: str | None = None, task: str | None = None, rate: int | None = None,
+    **options,
 ):
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(sorted(LAYOUTS))}")
+    """(rows, skipped) of the dataset at `root` read as `layout`; options the layout does not take
+    are refused by name."""
+    if layout not in known_layouts():
+        raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(known_layouts())}")
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: dataset folder not found")
+    indexer = LAYOUTS[layout]
+    accepted = inspect.signature(indexer).parameters
     kwargs: dict = {"labels": labels, "task": task}
     if rate is not None:
-        if "rate" not in inspect.signature(LAYOUTS[layout]).parameters:
+        if "rate" not in accepted:
             raise ValueError(f"layout {layout} has no --rate: it is stored at one sampling rate")
         kwargs["rate"] = rate
-    return LAYOUTS[layout](root, **kwargs)
+    for key, value in options.items():
+        if key not in accepted:
+            known = [k for k in accepted if k not in ("root", "labels", "task")]
+            raise ValueError(f"layout {layout} has no option {key!r}; its options: {', '.join(known) or 'none'}")
+        kwargs[key] = value
+    return indexer(root, **kwargs)

@@ -18,11 +18,17 @@ def register_method(name: str):
     return wrap
 
 
+_BUILTIN_METHOD_MODULES = (
+    "medssl.ecg.methods", "medssl.ecg.methods_contrastive", "medssl.ecg.methods_masked",
+    "medssl.mri.methods", "medssl.retina.methods", "medssl.ct.methods",
+)
+
+
 def _ensure_builtin_methods() -> None:
     # Importing the modality method modules runs their @register_method decorators.
-    import medssl.ecg.methods  # noqa: F401
-    import medssl.ecg.methods_contrastive  # noqa: F401
-    import medssl.ecg.methods_masked  # noqa: F401
+    from medssl.registry import import_optional_modules
+
+    import_optional_modules(_BUILTIN_METHOD_MODULES)
 
 
 def build_method(cfg: dict) -> tuple[nn.Module, nn.Module]:

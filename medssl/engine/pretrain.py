@@ -84,15 +84,11 @@ class PretrainData(L.LightningDataModule):
 
 
 def load_training_arrays(cfg: dict, rows: Sequence[dict], encoder) -> tuple[np.ndarray, list[dict], list]:
-    """The preprocessed training arrays for this encoder's input contract, from the cache."""
-    if encoder.spec.modality != "ecg":
-        raise NotImplementedError(f"pretraining data for modality {encoder.spec.modality!r}")
-    from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
+    """The preprocessed training arrays for this encoder's input contract, from the cache of its
+    modality's data hook (:mod:`medssl.data.modalities`), with the recipe's `data` settings."""
+    from medssl.data.modalities import encoder_inputs
 
-    d = cfg["data"]
-    low, high = d.get("bandpass") or (None, None)
-    prep = preprocess_for_encoder(encoder.spec.input, bandpass_low=low, bandpass_high=high, notch_hz=d.get("notch_hz"))
-    cache = ecg_array_cache(rows, prep, d.get("cache_dir"))
+    cache = encoder_inputs(rows, encoder.spec, cfg["data"], cfg["data"].get("cache_dir"))
     return cache.signals, cache.rows, cache.skipped
 
 

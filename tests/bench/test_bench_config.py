@@ -51,7 +51,7 @@ def test_regression_defaults_and_synthetic_dataset():
         datasets={"s": {"synthetic": {"subjects_per_site": 20}}},
         tasks=[{"name": "age", "dataset": "s", "kind": "regression", "column": "age", "train": {"split": "train"},
                 "eval": {"test": {"split": "test"}}}]))
-    assert c.datasets["s"].synthetic == {"subjects_per_site": 20, "seed": 0}
+    assert c.datasets["s"].synthetic == {"modality": "ecg", "subjects_per_site": 20, "seed": 0}
     assert c.tasks[0].metrics == ("mae", "pearson_r") and c.tasks[0].column == "age"
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medssl.bench import runner
+from medssl.bench.config import BenchConfigError
 from medssl.bench.runner import ContractError, check_contract, run_benchmark
 
 
@@ -181,5 +182,5 @@ def test_binary_and_multiclass_tasks(bench_config, tmp_path):
 
 def test_bad_encoder_ref_names_the_encoder(bench_config, tmp_path):
     cfg = bench_config(encoders=[{"name": "x", "ref": "random:no_such_encoder"}])
-    with pytest.raises(runner.BenchConfigError, match=r"^<config>: encoder 'x': .*no_such_encoder"):
+    with pytest.raises(BenchConfigError, match=r"^<config>: encoder 'x': .*no_such_encoder"):
         run_benchmark(cfg, tmp_path / "b", progress=False)

@@ -1,0 +1,172 @@
+"""What a benchmark reads: datasets, encoders, their input contracts, and embeddings cached once.
+
+Every modality goes through its data hooks (:mod:`medssl.data.modalities`): the hooks turn
+manifest rows into model-ready arrays for an encoder's input contract and say what rows lack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from medssl.bench.config import BenchConfig, BenchConfigError, EncoderEntry
+from medssl.bench.report import _jsonable
+
+
+class ContractError(BenchConfigError):
+    """An encoder's input contract does not fit a dataset."""
+
+
+def say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def check_contract(spec_input: Mapping, rows: list[dict], *, encoder: str, dataset: str, source: str = "",
+                   modality: str = "ecg") -> None:
+    """Raise :class:`ContractError` (one line) if ``rows`` cannot give what the encoder reads, as the
+    modality's ``contract_problems`` hook finds it (ECG: leads, sampling rate, record length; images:
+    channels/sequences, spacing)."""
+    from medssl.data.modalities import modality_data
+
+    hook = modality_data(modality).contract_problems
+    problems = hook(spec_input, rows) if hook is not None else []
+    if problems:
+        prefix = f"{source}: " if source else ""
+        raise ContractError(f"{prefix}encoder {encoder!r} cannot read dataset {dataset!r}: " + "; ".join(problems))
+
+
+def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> tuple[list[dict], str]:
+    """(manifest rows, a description of the source) of dataset ``name``; a synthetic dataset is
+    written to ``out/data/<name>/`` once and reused while its settings are unchanged."""
+    from medssl.data.layouts import index_layout
+    from medssl.data.manifest import read_manifest
+
+    entry = cfg.datasets[name]
+    where = f"{cfg.source}: datasets.{name}"
+    if entry.synthetic is not None:
+        from medssl.data.modalities import modality_data
+        from medssl.io import atomic_write_json
+
+        params = dict(entry.synthetic)
+        modality = params.pop("modality", "ecg")
+        try:
+            writer = modality_data(modality).write_synthetic
+        except ValueError as e:
+            raise BenchConfigError(f"{where}.synthetic.modality: {e}") from None
+        if writer is None:
+            raise BenchConfigError(f"{where}.synthetic: modality {modality!r} has no synthetic data")
+        accepted = inspect.signature(writer).parameters
+        unknown = [k for k in params if k not in accepted]
+        if unknown:
+            known = [k for k in accepted if k != "folder"]
+            raise BenchConfigError(f"{where}.synthetic: unknown setting(s) {', '.join(unknown)} for modality "
+                                   f"{modality}; known: {', '.join(known)}")
+        folder = out / "data" / name
+        stamp = folder / "synthetic.json"
+        if stamp.is_file() and json.loads(stamp.read_text()) != entry.synthetic:
+            raise BenchConfigError(f"{where}: {folder} holds a synthetic dataset made with other settings; "
+                                   f"choose a new output folder")
+        rows, skipped = writer(folder, **params)
+        atomic_write_json(stamp, entry.synthetic)
+        settings = ", ".join(f"{k} {v}" for k, v in params.items())
+        source = f"synthetic {modality} data ({settings})"
+    else:
+        p = entry.path
+        if p.is_dir():
+            labels = p / "labels.csv"
+            rows, skipped = index_layout("wfdb", p, labels=str(labels) if labels.is_file() else None)
+        elif p.is_file():
+            rows, skipped = read_manifest(p), []
+        else:
+            raise BenchConfigError(f"{where}.path: {p} not found")
+        source = str(p)
+    if skipped:
+        notes.append(f"dataset {name}: {len(skipped)} record(s) skipped while indexing")
+    if not rows:
+        raise BenchConfigError(f"{where}: no usable records")
+    return rows, source
+
+
+def build_encoder(cfg: BenchConfig, e: EncoderEntry):
+    """(encoder in eval mode, checkpoint path or None) of a config entry."""
+    from medssl.checkpoint import clone_random_encoder, load_encoder
+    from medssl.engine.embed import parse_random_ref
+    from medssl.registry import list_encoders
+
+    where = f"{cfg.source}: encoder {e.name!r}"
+    try:
+        random_ref = parse_random_ref(e.ref)
+        if random_ref is not None:
+            return clone_random_encoder(random_ref[0], seed=random_ref[1], **e.overrides), None
+        path = Path(e.ref).expanduser()
+        if not path.is_absolute() and (cfg.base / path).exists():
+            path = cfg.base / path
+        if path.exists():
+            if e.overrides:
+                raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
+            return load_encoder(path), path
+        if e.ref in list_encoders():
+            return clone_random_encoder(e.ref, seed=0, **e.overrides), None
+        raise ValueError(f"ref {e.ref!r} is neither a checkpoint path, random:NAME[:SEED] nor a registered "
+                         f"encoder (see `medssl encoders`)")
+    except (ValueError, TypeError, KeyError, OSError) as ex:
+        msg = str(ex.args[0]) if isinstance(ex, KeyError) and ex.args else str(ex)
+        raise BenchConfigError(f"{where}: {msg.splitlines()[0] if msg else type(ex).__name__}") from None
+
+
+def file_slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "encoder"
+
+
+def model_inputs(cfg: BenchConfig, model, rows: list[dict]):
+    """The preprocessed-array cache of ``rows`` for ``model``'s input contract (an ArrayCache)."""
+    from medssl.data.modalities import encoder_inputs
+
+    return encoder_inputs(rows, model.spec, cache_root=cfg.cache_dir)
+
+
+def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, ds: str, rows: list[dict], out: Path,
+                  progress: bool, notes: list[str]) -> dict[str, np.ndarray]:
+    """{"embeddings" (N, D), "record_id", "subject_id"} of ``model`` on dataset ``ds``, cached in
+    ``out/embeddings/<encoder>__<dataset>.npz`` under a fingerprint of the encoder reference,
+    architecture, weight files and the preprocessed data; a stale file is recomputed."""
+    from medssl.engine.embed import embed_arrays
+    from medssl.io import atomic_write
+
+    spec = model.spec
+    cache = model_inputs(cfg, model, rows)
+    stamp = ""
+    if ckpt is not None:
+        files = [ckpt] if ckpt.is_file() else sorted(q for q in ckpt.iterdir() if q.is_file())
+        stamp = "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files)
+    fingerprint = hashlib.sha256(json.dumps(
+        {"ref": e.ref, "overrides": e.overrides, "spec": _jsonable(spec.to_dict()), "weights": stamp,
+         "data": cache.folder.name}, sort_keys=True, default=str).encode()).hexdigest()
+    path = out / "embeddings" / f"{file_slug(e.name)}__{file_slug(ds)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == fingerprint:
+                say(progress, f"reusing {path.name}")
+                return {k: z[k] for k in ("embeddings", "record_id", "subject_id")}
+        notes.append(f"{path.name}: encoder or data changed since it was written; embedded again")
+    say(progress, f"embedding {ds} ({len(rows)} records) with {e.name}")
+    if cache.skipped:
+        notes.append(f"{e.name} on {ds}: {len(cache.skipped)} record(s) could not be preprocessed and are left out")
+    emb = embed_arrays(model, cache.signals)
+    data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
+            "subject_id": np.array([r["subject_id"] for r in cache.rows])}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, fingerprint=np.array(fingerprint), **data)
+
+    atomic_write(path, write)
+    return data

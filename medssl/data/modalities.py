@@ -1,0 +1,82 @@
+"""What each modality tells the engine, the benchmark and the audit: one small registry.
+
+A modality (ecg, mri, retina, ct) registers a :class:`ModalityData` once, in its package. Pretraining,
+embedding, fine-tuning, segmentation and membership scoring all go through it, so none of them
+imports a modality package by name.
+
+Contracts (shapes in the encoder's input layout, float32):
+  inputs(rows, spec_input, data_cfg, cache_root) -> ArrayCache
+      model-ready arrays (N_items, *input_shape) for an encoder's input contract (`EncoderSpec.input`),
+      from the preprocessed cache; `.rows` has one manifest row per item (ECG: one per window),
+      `.skipped` lists (path, reason) of records that could not be used. data_cfg carries the
+      recipe's optional preprocessing settings (the `data` section).
+  masks(rows, spec_input, data_cfg, cache_root) -> ArrayCache                      (optional)
+      segmentation targets (N_items, 1, *spatial) in {0, 1}, item for item aligned with `inputs`
+      of the same rows (same geometry, nearest-neighbour resampling), read from each row's
+      `mask_path`. Set for modalities with segmentation tasks.
+  contract_problems(spec_input, rows) -> list[str]                                  (optional)
+      what the rows lack for the encoder (missing leads, channels, too coarse spacing...), each
+      problem one short phrase; empty when the encoder can read them.
+  write_synthetic(folder, **params) -> (rows, skipped)                              (optional)
+      write a synthetic dataset with ground truth to `folder` and index it; used by
+      `medssl bench` datasets given as `{synthetic: {modality: NAME, ...}}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medssl.data.cache import ArrayCache
+
+InputsFn = Callable[[Sequence[dict], Mapping[str, Any], Mapping[str, Any], "str | Path | None"], ArrayCache]
+
+
+@dataclass(frozen=True)
+class ModalityData:
+    inputs: InputsFn
+    masks: InputsFn | None = None
+    contract_problems: Callable[[Mapping[str, Any], Sequence[dict]], list[str]] | None = None
+    write_synthetic: Callable[..., tuple[list[dict], list[tuple[str, str]]]] | None = None
+
+
+_MODALITIES: dict[str, ModalityData] = {}
+_BUILTIN_PACKAGES = {"ecg": "medssl.ecg.modality", "mri": "medssl.mri.modality", "retina": "medssl.retina.modality",
+                     "ct": "medssl.ct.modality"}
+
+
+def register_modality(name: str, data: ModalityData) -> ModalityData:
+    _MODALITIES[name] = data
+    return data
+
+
+def modality_data(name: str) -> ModalityData:
+    """The registered data hooks of modality `name`, importing its package on first use."""
+    if name not in _MODALITIES and name in _BUILTIN_PACKAGES:
+        import importlib
+
+        try:
+            importlib.import_module(_BUILTIN_PACKAGES[name])
+        except ModuleNotFoundError as e:
+            if e.name != _BUILTIN_PACKAGES[name]:
+                raise
+    if name not in _MODALITIES:
+        raise ValueError(f"modality {name!r} has no data hooks; known: {', '.join(sorted(_MODALITIES)) or 'none'}")
+    return _MODALITIES[name]
+
+
+def encoder_inputs(rows: Sequence[dict], spec, data_cfg: Mapping[str, Any] | None = None,
+                   cache_root: str | Path | None = None) -> ArrayCache:
+    """Model-ready arrays of `rows` for an encoder with spec `spec` (an `EncoderSpec`)."""
+    return modality_data(spec.modality).inputs(rows, spec.input, data_cfg or {}, cache_root)
+
+
+def segmentation_masks(rows: Sequence[dict], spec, data_cfg: Mapping[str, Any] | None = None,
+                       cache_root: str | Path | None = None) -> ArrayCache:
+    """Segmentation targets of `rows`, aligned with :func:`encoder_inputs` of the same rows."""
+    hooks = modality_data(spec.modality)
+    if hooks.masks is None:
+        raise ValueError(f"modality {spec.modality!r} has no segmentation targets")
+    return hooks.masks(rows, spec.input, data_cfg or {}, cache_root)

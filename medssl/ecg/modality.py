@@ -1,0 +1,94 @@
+"""The ECG modality's data hooks (see `medssl.data.modalities`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medssl.data.cache import ArrayCache
+from medssl.data.manifest import split_labels
+from medssl.data.modalities import ModalityData, register_modality
+
+_DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.select_leads)
+
+
+def ecg_inputs(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: Mapping[str, Any],
+               cache_root: str | Path | None) -> ArrayCache:
+    """(N_windows, n_leads, num_samples) float32 windows for an ECG encoder's contract; the recipe's
+    `bandpass` and `notch_hz` data settings apply when given."""
+    from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
+
+    low, high = data_cfg.get("bandpass") or (None, None)
+    prep = preprocess_for_encoder(dict(spec_input), bandpass_low=low, bandpass_high=high,
+                                  notch_hz=data_cfg.get("notch_hz"))
+    return ecg_array_cache(rows, prep, data_cfg.get("cache_dir") or cache_root)
+
+
+def _floats(rows: Sequence[dict], column: str) -> np.ndarray:
+    """The column as floats; empty unless every row has a number there."""
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r[column]))
+        except (KeyError, TypeError, ValueError):
+            return np.zeros(0)
+    return np.asarray(out)
+
+
+def ecg_contract_problems(spec_input: Mapping[str, Any], rows: Sequence[dict]) -> list[str]:
+    """What ``rows`` lack for the encoder, from manifest columns where present: ``leads``
+    (";"-joined; limb leads derivable from I and II count as present), ``sampling_rate`` (not below
+    the encoder's: upsampling cannot restore the missing band) and ``n_samples`` / rate (records at
+    least the encoder's window long, no zero padding)."""
+    problems = []
+    need_leads = list(spec_input.get("leads") or [])
+    lead_values = [r.get("leads") for r in rows if r.get("leads")]
+    if need_leads and lead_values:
+        lacking: dict[tuple[str, ...], int] = {}
+        for value in lead_values:
+            have = set(split_labels(value))
+            miss = tuple(ld for ld in need_leads
+                         if ld not in have and not (ld in _DERIVABLE and {"I", "II"} <= have))
+            if miss:
+                lacking[miss] = lacking.get(miss, 0) + 1
+        if lacking:
+            miss = max(lacking.items(), key=lambda kv: kv[1])[0]
+            problems.append(f"leads: {sum(lacking.values())} of {len(rows)} records lack {', '.join(miss)} "
+                            f"(encoder needs {', '.join(need_leads)})")
+    rate = spec_input.get("sampling_rate")
+    rates = _floats(rows, "sampling_rate")
+    if rate and rates.size:
+        low = rates < float(rate) - 1e-6
+        if low.any():
+            problems.append(f"rate: {int(low.sum())} of {len(rows)} records sampled at {rates[low].min():g} Hz, "
+                            f"below the encoder's {float(rate):g} Hz")
+    n_need = spec_input.get("num_samples")
+    if rate and n_need and rates.size:
+        lengths = _floats(rows, "n_samples")
+        if lengths.size == rates.size:
+            dur = lengths / rates
+            need = float(n_need) / float(rate)
+            short = dur < need - 1.0 / float(rate)
+            if short.any():
+                problems.append(f"length: {int(short.sum())} of {len(rows)} records shorter than the encoder's "
+                                f"{need:g} s window (shortest {dur[short].min():.2f} s)")
+    return problems
+
+
+def write_synthetic_ecg(folder: str | Path, *, subjects_per_site: int = 200, seed: int = 0):
+    """The two-site synthetic 12-lead cohort (medssl.ecg.synthetic) as WFDB + labels.csv, indexed."""
+    from medssl.data.layouts import index_layout
+    from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+
+    folder = Path(folder)
+    if not (folder / "labels.csv").is_file():
+        write_wfdb_cohort(generate_cohort(2 * subjects_per_site, records_per_subject=(1, 3), seed=seed), folder)
+    return index_layout("synthetic", folder)
+
+
+ECG = register_modality("ecg", ModalityData(
+    inputs=ecg_inputs, contract_problems=ecg_contract_problems, write_synthetic=write_synthetic_ecg,
+))

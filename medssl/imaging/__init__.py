@@ -1,0 +1,1 @@
+"""Volumes and images shared by the MRI, CT and retina modalities."""
