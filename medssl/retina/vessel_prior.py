@@ -131,6 +131,40 @@ def _guo_hall_tables() -> tuple[np.ndarray, np.ndarray]:
 _DELETE_FIRST, _DELETE_SECOND = _guo_hall_tables()
 
 
+def _simple_table() -> np.ndarray:
+    """Codes of simple points (Hilditch crossing number 1, which preserves 8-connected topology
+    when the point is removed) that are not end points."""
+    table = np.zeros(256, dtype=bool)
+    for code in range(256):
+        x = [None] + [bool(code >> i & 1) for i in range(8)] + [bool(code & 1)]
+        crossing = sum((not x[2 * i - 1]) and (x[2 * i] or x[2 * i + 1]) for i in range(1, 5))
+        table[code] = crossing == 1 and bin(code).count("1") >= 2
+    return table
+
+
+_SIMPLE = _simple_table()
+
+
+def _thin_blocks(img: np.ndarray) -> None:
+    """Remove, one at a time, simple pixels of 2 x 2 blocks that Guo-Hall keeps at junctions
+    (its condition 2 <= N <= 3 protects them); blocks whose every pixel is needed stay."""
+    while True:
+        blocks = np.argwhere(img[:-1, :-1] & img[1:, :-1] & img[:-1, 1:] & img[1:, 1:])
+        changed = False
+        for y, x in blocks:
+            if not img[y:y + 2, x:x + 2].all():
+                continue
+            for py, px in ((y, x), (y, x + 1), (y + 1, x), (y + 1, x + 1)):
+                window = np.pad(img, 1)[py:py + 3, px:px + 3]
+                code = sum(int(window[1 + dy, 1 + dx]) << bit for bit, (dy, dx) in enumerate(_NEIGHBOURS))
+                if _SIMPLE[code]:
+                    img[py, px] = False
+                    changed = True
+                    break
+        if not changed:
+            return
+
+
 def _neighbour_codes(img: np.ndarray) -> np.ndarray:
     padded = np.pad(img, 1)
     h, w = img.shape
@@ -142,7 +176,9 @@ def _neighbour_codes(img: np.ndarray) -> np.ndarray:
 
 def skeletonize(mask: np.ndarray, max_iterations: int | None = None) -> np.ndarray:
     """Guo-Hall thinning of a 2-D binary mask to 8-connected, one-pixel-wide centrelines:
-    (H, W) bool, a subset of `mask` with the same connected components and holes."""
+    (H, W) bool, a subset of `mask` with the same connected components and holes. Simple pixels
+    of 2 x 2 blocks left at junctions are then removed one by one; a block remains only where
+    every pixel of it is needed for connectivity."""
     img = np.asarray(mask, dtype=bool).copy()
     if img.ndim != 2:
         raise ValueError(f"skeletonize needs a 2-D mask, got shape {img.shape}")
@@ -156,6 +192,7 @@ def skeletonize(mask: np.ndarray, max_iterations: int | None = None) -> np.ndarr
                 changed = True
         if not changed:
             break
+    _thin_blocks(img)
     return img
 
 
