@@ -43,7 +43,7 @@ from medssl.registry import create_encoder
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RETFOUND_RGB_INTENSITY = "RGB in [0,1], then ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225) per channel"
-RETFOUND_GREY_INTENSITY = "[0,1] (ImageNet normalisation folded into the patch embedding)"
+RETFOUND_GREY_INTENSITY = "unit [0,1] grey (RETFound's per-channel colour normalisation is folded into the patch embedding)"
 RETFOUND_PAPER = (
     "Zhou Y, Chia MA, Wagner SK, et al. A foundation model for generalizable disease detection from "
     "retinal images. Nature 622, 156-163 (2023) (RETFound)"

@@ -122,6 +122,10 @@ def test_grey_adaptation_equals_rgb_on_the_replicated_normalised_image(tmp_path)
     rgb = import_retfound(path, num_heads=HEADS)
     grey = import_retfound(path, num_heads=HEADS, in_chans=1)
     assert grey.spec.input["channels"] == 1 and "folded" in grey.spec.input["intensity"]
+    from medssl.retina.preprocess import intensity_mode
+
+    assert intensity_mode(grey.spec.input["intensity"]) == "unit"
+    assert intensity_mode(rgb.spec.input["intensity"]) == "imagenet"
     assert "grey" in grey.spec.provenance
     g = torch.rand(2, 1, 224, 224)
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]

@@ -33,6 +33,9 @@ def test_forward_shapes_backward_and_contract():
     assert spec.modality == "retina"
     assert spec.input["shape"] == [64, 64] and spec.input["channels"] == 1 and spec.input["spatial_dims"] == 2
     assert spec.input["patch_size"] == 8 and spec.input["priors"] == []
+    from medssl.retina.preprocess import intensity_mode
+
+    assert intensity_mode(spec.input["intensity"]) == "zscore"  # the data layer reads the contract
     x = torch.randn(3, 1, 64, 64)
     tokens = enc.forward_features(x)
     assert tokens.shape == (3, 64, 32)
