@@ -160,9 +160,12 @@ def test_errors_name_the_problem(replica, tmp_path):
 
 
 def test_registered_layout_with_options(replica):
-    from medssl.data.layouts import index_layout
+    import inspect
 
-    rows, _ = index_layout("octa500", replica, task="faz", fov="6mm", projection="OCTA(FULL)")
+    import medssl.retina.modality  # noqa: F401  (registers the layouts)
+    from medssl.data.layouts import LAYOUTS
+
+    indexer = LAYOUTS["octa500"]
+    assert {"fov", "projection", "splits"} <= set(inspect.signature(indexer).parameters)
+    rows, _ = indexer(replica, task="faz", fov="6mm", projection="OCTA(FULL)")
     assert len(rows) == 6 and all(r["mask_path"] for r in rows)
-    with pytest.raises(ValueError, match="has no option 'rate_hz'"):
-        index_layout("octa500", replica, rate_hz=3)
