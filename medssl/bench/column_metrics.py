@@ -15,7 +15,11 @@ Metric names (``METRICS``), by task kind:
 * classification (binary, multiclass, multilabel): ``auroc_macro``, ``auprc`` (macro average
   precision), ``f1_macro``, ``balanced_accuracy`` (thresholds: 0.5 on probabilities / vote
   fractions; argmax for multiclass);
-* regression: ``mae`` (mean absolute error, target units; lower is better), ``pearson_r``.
+* regression: ``mae`` (mean absolute error, target units; lower is better), ``pearson_r``;
+* segmentation: ``dice``, ``nsd`` (normalised surface Dice at the task's tolerance in mm), ``hd95``
+  (mm, lower is better): the protocol scores each evaluation record once
+  (:func:`medssl.bench.segmentation.per_record_scores`), and the kernel is the mean over the
+  (resampled) records of that metric's column.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from medssl.bench.metrics import _rank_auroc
 __all__ = [
     "column_auroc", "column_auprc", "column_f1", "column_balanced_accuracy", "column_recall",
     "column_mae", "column_pearson_r", "hard_predictions", "MetricDef", "METRICS",
-    "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "metric_def",
+    "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "SEGMENTATION_METRICS", "metric_def", "column_mean",
 ]
 
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -128,6 +132,12 @@ def column_pearson_r(Y: np.ndarray, S: np.ndarray) -> np.ndarray:
     return out
 
 
+def column_mean(Y: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """Mean per column of per-record values S (n, K) (segmentation scores; Y is not read)."""
+    S = np.asarray(S, dtype=np.float64)
+    return S.mean(axis=0) if S.shape[0] else np.full(S.shape[1], np.nan)
+
+
 def hard_predictions(S: np.ndarray, kind: str, threshold: float = 0.5) -> np.ndarray:
     """(n, C) bool predictions: one-hot argmax for ``multiclass``, ``S >= threshold`` otherwise."""
     S = np.asarray(S, dtype=np.float64)
@@ -147,10 +157,11 @@ class MetricDef:
     uses_predictions: bool = False
     needs_negatives: bool = True
     higher_is_better: bool = True
+    score_column: int | None = None  # segmentation: the column of the per-record score table
 
     def defined(self, Y: np.ndarray, kind: str) -> np.ndarray:
         """(C,) bool: columns of the evaluation targets Y (n, C) on which the metric is defined."""
-        if kind == "regression":
+        if kind in ("regression", "segmentation"):
             return np.ones(Y.shape[1], dtype=bool)
         Y = np.asarray(Y, dtype=bool)
         pos = Y.any(axis=0)
@@ -163,6 +174,7 @@ class MetricDef:
 
 CLASSIFICATION_METRICS = ("auroc_macro", "auprc", "f1_macro", "balanced_accuracy")
 REGRESSION_METRICS = ("mae", "pearson_r")
+SEGMENTATION_METRICS = ("dice", "nsd", "hd95")
 
 METRICS: dict[str, MetricDef] = {
     "auroc_macro": MetricDef("auroc_macro", column_auroc),
@@ -171,6 +183,9 @@ METRICS: dict[str, MetricDef] = {
     "balanced_accuracy": MetricDef("balanced_accuracy", column_balanced_accuracy, uses_predictions=True),
     "mae": MetricDef("mae", column_mae, higher_is_better=False),
     "pearson_r": MetricDef("pearson_r", column_pearson_r),
+    "dice": MetricDef("dice", column_mean, score_column=0),
+    "nsd": MetricDef("nsd", column_mean, score_column=1),
+    "hd95": MetricDef("hd95", column_mean, higher_is_better=False, score_column=2),
 }
 
 

@@ -21,7 +21,7 @@ path, or ``<config>`` for a dict)::
     tasks:
       - name: conditions
         dataset: demo
-        kind: multilabel                  # binary | multiclass | multilabel | regression
+        kind: multilabel                  # binary | multiclass | multilabel | regression | segmentation
         labels: [NORM, MI, STTC]          # classification: class names in the manifest `labels`
                                           # column (";"-joined). binary: one name (present or not);
                                           # multiclass: rows with not exactly one of them are dropped
@@ -29,12 +29,15 @@ path, or ``<config>`` for a dict)::
                                           # a number are dropped)
         metrics: [auroc_macro, auprc]     # optional; classification: auroc_macro, auprc, f1_macro,
                                           # balanced_accuracy (default [auroc_macro]);
-                                          # regression: mae, pearson_r (default both)
+                                          # regression: mae, pearson_r (default both);
+                                          # segmentation: dice, nsd, hd95 (default all three;
+                                          # masks from the manifest's mask_path column, NSD at
+                                          # `tolerance_mm: 1.0`)
         train: {site: site_a, split: train}          # row filter: column -> value or list of values
         eval: {in: {site: site_a, split: test}, out: {site: site_b}}   # domain -> row filter; the
                                           # first domain is the reference of the in - out gaps
     protocols:
-      - kind: linear_probe                # linear_probe | knn | finetune
+      - kind: linear_probe                # linear_probe | knn | finetune | segmentation
         name: linear_probe                # optional display name (default: kind; must be unique)
         shots: [1, 5, 10, 50, all]        # k labelled subjects per class ...
         # label_fractions: [0.01, 0.1, 1.0]   # ... or a fraction of training subjects (one of the two)
@@ -49,6 +52,12 @@ path, or ``<config>`` for a dict)::
         mode: full                        # full | last_blocks (only the last n_last blocks + head)
         # n_last: 1                       # mode last_blocks only: trainable blocks (default 1)
         batch_size: 32                    # (default 32)
+      - kind: segmentation                # segmentation tasks only (the others skip segmentation
+        label_fractions: [0.1, 1.0]       # tasks): encoder feature maps + U-Net-style decoder
+        seeds: 3                          # (medssl.bench.segmentation), Dice + BCE
+        mode: frozen                      # frozen (decoder only) | finetune (encoder too)
+        epochs: 20                        # (default 20); lr (1e-3), batch_size (8),
+                                          # encoder_lr_scale (0.1, finetune), width (32)
 
 Filters compare manifest values as strings. Relative dataset paths are relative to the config
 file's folder (the current folder for a dict).
@@ -63,7 +72,11 @@ from typing import Any
 
 import yaml
 
-from medssl.bench.column_metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from medssl.bench.column_metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    SEGMENTATION_METRICS,
+)
 from medssl.engine.config import ConfigError
 
 __all__ = [
@@ -71,9 +84,11 @@ __all__ = [
     "load_bench_config", "TASK_KINDS", "PROTOCOL_KINDS",
 ]
 
-TASK_KINDS = ("binary", "multiclass", "multilabel", "regression")
-PROTOCOL_KINDS = ("linear_probe", "knn", "finetune")
+TASK_KINDS = ("binary", "multiclass", "multilabel", "regression", "segmentation")
+PROTOCOL_KINDS = ("linear_probe", "knn", "finetune", "segmentation")
 _FINETUNE_KEYS = ("epochs", "lr", "layer_decay", "mode", "n_last", "batch_size")
+_SEGMENTATION_KEYS = ("epochs", "lr", "mode", "batch_size", "encoder_lr_scale", "width")
+_TRAINING_KEYS = tuple(dict.fromkeys(_FINETUNE_KEYS + _SEGMENTATION_KEYS))
 _TOP = ("title", "n_bootstrap", "cache_dir", "encoders", "datasets", "tasks", "protocols")
 
 
@@ -105,6 +120,7 @@ class TaskEntry:
     metrics: tuple[str, ...]
     train: dict[str, tuple[str, ...]]
     eval: dict[str, dict[str, tuple[str, ...]]]
+    tolerance_mm: float = 1.0  # segmentation: NSD tolerance
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,12 @@ class ProtocolEntry:
     label_fractions: tuple[float, ...] | None
     seeds: tuple[int, ...]
     k: int | None = None
-    finetune: dict | None = None  # finetune only: {epochs, lr, layer_decay, mode, n_last, batch_size}
+    finetune: dict | None = None  # finetune: {epochs, lr, layer_decay, mode, n_last, batch_size};
+    # segmentation: {epochs, lr, mode (frozen | finetune), batch_size, encoder_lr_scale, width}
+
+    def applies_to(self, task_kind: str) -> bool:
+        """Segmentation protocols run on segmentation tasks, the others on the other tasks."""
+        return (self.kind == "segmentation") == (task_kind == "segmentation")
 
     @property
     def settings(self) -> list[tuple[str, int | str | float]]:
@@ -237,7 +258,8 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
     tasks: list[TaskEntry] = []
     for i, t in enumerate(c.list_(raw["tasks"], "tasks")):
         where = f"tasks[{i}]"
-        t = c.mapping(t, where, ("name", "dataset", "kind", "labels", "column", "metrics", "train", "eval"),
+        t = c.mapping(t, where, ("name", "dataset", "kind", "labels", "column", "metrics", "train", "eval",
+                                 "tolerance_mm"),
                       required=("name", "dataset", "kind", "train", "eval"))
         name = c.name(t["name"], f"{where}.name")
         if t["dataset"] not in datasets:
@@ -246,7 +268,14 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
         if kind not in TASK_KINDS:
             c.fail(f"{where}.kind", f"unknown kind {kind!r}; known: {', '.join(TASK_KINDS)}")
         labels = column = None
-        if kind == "regression":
+        if "tolerance_mm" in t and kind != "segmentation":
+            c.fail(f"{where}.tolerance_mm", "only a segmentation task takes tolerance_mm")
+        if kind == "segmentation":
+            for key in ("labels", "column"):
+                if key in t:
+                    c.fail(f"{where}.{key}", "a segmentation task reads masks from the manifest's mask_path")
+            allowed = SEGMENTATION_METRICS
+        elif kind == "regression":
             if "labels" in t:
                 c.fail(f"{where}.labels", "a regression task takes `column`, not `labels`")
             column = c.name(t.get("column"), f"{where}.column")
@@ -261,7 +290,7 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
             if kind == "multiclass" and len(labels) < 2:
                 c.fail(f"{where}.labels", "a multiclass task needs at least two classes")
             allowed = CLASSIFICATION_METRICS
-        metrics = t.get("metrics", list(allowed[:1] if kind != "regression" else allowed))
+        metrics = t.get("metrics", list(allowed[:1] if kind not in ("regression", "segmentation") else allowed))
         for m in c.list_(metrics, f"{where}.metrics"):
             if m not in allowed:
                 c.fail(f"{where}.metrics", f"unknown metric {m!r} for a {kind} task; known: {', '.join(allowed)}")
@@ -269,14 +298,17 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
         if not isinstance(t["eval"], Mapping) or not t["eval"]:
             c.fail(f"{where}.eval", "expected a mapping domain -> row filter, e.g. {in: {...}, out: {...}}")
         evals = {str(d): c.filter_(f, f"{where}.eval.{d}") for d, f in t["eval"].items()}
+        tol = t.get("tolerance_mm", 1.0)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+            c.fail(f"{where}.tolerance_mm", f"expected a non-negative number of mm, got {tol!r}")
         tasks.append(TaskEntry(name, str(t["dataset"]), kind, labels, column, tuple(dict.fromkeys(metrics)),
-                               train, evals))
+                               train, evals, float(tol)))
     _unique(c, [t.name for t in tasks], "tasks", "task name")
 
     protocols: list[ProtocolEntry] = []
     for i, p in enumerate(c.list_(raw["protocols"], "protocols")):
         where = f"protocols[{i}]"
-        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k", *_FINETUNE_KEYS),
+        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k", *_TRAINING_KEYS),
                       required=("kind",))
         kind = p["kind"]
         if kind not in PROTOCOL_KINDS:
@@ -311,10 +343,14 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
         finetune = None
         if kind == "finetune":
             finetune = _finetune_settings(c, p, where)
+        elif kind == "segmentation":
+            if shots is not None:
+                c.fail(f"{where}.shots", "shots need classes; give a segmentation protocol label_fractions")
+            finetune = _segmentation_settings(c, p, where)
         else:
-            for key in _FINETUNE_KEYS:
+            for key in _TRAINING_KEYS:
                 if key in p:
-                    c.fail(f"{where}.{key}", f"only the finetune protocol takes {key}")
+                    c.fail(f"{where}.{key}", f"only the finetune and segmentation protocols take {key}")
         name = c.name(p.get("name", kind), f"{where}.name")
         protocols.append(ProtocolEntry(name, kind, shots, fractions, seeds, k, finetune))
     _unique(c, [p.name for p in protocols], "protocols", "protocol name", "; set `name:` to tell them apart")
@@ -337,12 +373,33 @@ def _unique(c: _Checker, names: list[str], where: str, what: str, hint: str = ""
         seen.add(n)
 
 
+def _positive(c: _Checker, p: dict, where: str, key: str, default: float) -> float:
+    v = p.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        c.fail(f"{where}.{key}", f"expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _segmentation_settings(c: _Checker, p: dict, where: str) -> dict:
+    for key in _FINETUNE_KEYS:
+        if key in p and key not in _SEGMENTATION_KEYS:
+            c.fail(f"{where}.{key}", f"the segmentation protocol does not take {key}")
+    mode = p.get("mode", "frozen")
+    if mode not in ("frozen", "finetune"):
+        c.fail(f"{where}.mode", f"unknown mode {mode!r}; known: frozen, finetune")
+    return {"epochs": c.int_(p.get("epochs", 20), f"{where}.epochs", 1), "lr": _positive(c, p, where, "lr", 1e-3),
+            "mode": mode, "batch_size": c.int_(p.get("batch_size", 8), f"{where}.batch_size", 1),
+            "encoder_lr_scale": _positive(c, p, where, "encoder_lr_scale", 0.1),
+            "width": c.int_(p.get("width", 32), f"{where}.width", 1)}
+
+
 def _finetune_settings(c: _Checker, p: dict, where: str) -> dict:
+    for key in _SEGMENTATION_KEYS:
+        if key in p and key not in _FINETUNE_KEYS:
+            c.fail(f"{where}.{key}", f"only the segmentation protocol takes {key}")
+
     def positive(key: str, default: float) -> float:
-        v = p.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            c.fail(f"{where}.{key}", f"expected a positive number, got {v!r}")
-        return float(v)
+        return _positive(c, p, where, key, default)
 
     mode = p.get("mode", "full")
     if mode not in ("full", "last_blocks"):

@@ -223,6 +223,117 @@ def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int 
     return "".join(parts)
 
 
+def _svg_domain_bars(rows: list[dict], encoders: list, domains: list, setting, metric: str,
+                     w: int = 520, h: int = 260) -> str:
+    """Grouped bars at one setting: per encoder, one bar per domain (in, out, ...) with its 95% CI."""
+    key = {(r.get("encoder"), r.get("domain")): r for r in rows if _setting(r) == setting}
+    vals = [v for r in key.values() for v in (r.get("mean"), r.get("ci_low"), r.get("ci_high")) if _finite(v)]
+    if not vals:
+        return ""
+    lo = min(0.0, min(vals))
+    hi = max(vals) + 0.05 * (max(vals) - lo or 1.0)
+    ml, mr, mt, mb = 50, 110, 25, 40
+    pw, ph = w - ml - mr, h - mt - mb
+    group = pw / max(len(encoders), 1)
+    bar = 0.8 * group / max(len(domains), 1)
+
+    def Yp(v: float) -> float:
+        return mt + ph * (1 - (v - lo) / (hi - lo))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
+             f'aria-label="{_e(metric)} by domain at {_e(setting)}">',
+             f'<text x="{ml}" y="15" class=t>{_e(metric)} by domain, setting {_e(setting)} (95% CI)</text>',
+             f'<line x1="{ml}" x2="{ml + pw}" y1="{Yp(lo):.1f}" y2="{Yp(lo):.1f}" stroke="#999"/>']
+    for k in range(6):
+        v = lo + (hi - lo) * k / 5
+        parts.append(f'<text x="{ml - 5}" y="{Yp(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for i, e in enumerate(encoders):
+        x0 = ml + group * i + 0.1 * group
+        parts.append(f'<text x="{ml + group * (i + 0.5):.1f}" y="{mt + ph + 16}" text-anchor="middle">'
+                     f'{_e(str(e)[:24])}</text>')
+        for j, d in enumerate(domains):
+            r = key.get((e, d))
+            if r is None or not _finite(r.get("mean")):
+                continue
+            x, y = x0 + j * bar, Yp(r["mean"])
+            color = _COLORS[j % len(_COLORS)]
+            parts.append(f'<rect x="{x:.1f}" y="{min(y, Yp(lo)):.1f}" width="{bar * 0.9:.1f}" '
+                         f'height="{abs(Yp(lo) - y):.1f}" fill="{color}" fill-opacity="0.75"><title>{_e(e)}, '
+                         f'{_e(d)}: {_num(r["mean"])}</title></rect>')
+            if _finite(r.get("ci_low")) and _finite(r.get("ci_high")):
+                cx = x + bar * 0.45
+                parts.append(f'<path d="M{cx:.1f},{Yp(r["ci_low"]):.1f}V{Yp(r["ci_high"]):.1f}" stroke="#222"/>')
+    for j, d in enumerate(domains):
+        ly = mt + 10 + 16 * j
+        parts.append(f'<rect x="{ml + pw + 10}" y="{ly - 6}" width="12" height="12" '
+                     f'fill="{_COLORS[j % len(_COLORS)]}" fill-opacity="0.75"/>'
+                     f'<text x="{ml + pw + 28}" y="{ly + 4}">{_e(d)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _png_data_uri(rgb: np.ndarray) -> str:
+    """A data: URI of an (H, W, 3) uint8 image as PNG (zlib + CRC chunks; no imaging library)."""
+    import base64
+    import struct
+    import zlib
+
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def overlay_rgb(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, scale: int = 3) -> np.ndarray:
+    """(H, W, 3) uint8: the image's first channel in grey (1st-99th percentile window), the truth's
+    outline in green, the prediction's in red (yellow where they coincide). 3-D inputs (C, D, H, W)
+    show the slice along the first spatial axis with the most truth (or prediction) voxels."""
+    from scipy import ndimage
+
+    img = np.asarray(image, dtype=np.float64)[0]
+    t, p = np.asarray(truth)[0] > 0.5, np.asarray(pred)[0] > 0.5
+    if img.ndim == 3:
+        area = t.reshape(t.shape[0], -1).sum(axis=1) + 1e-3 * p.reshape(p.shape[0], -1).sum(axis=1)
+        k = int(np.argmax(area))
+        img, t, p = img[k], t[k], p[k]
+    lo, hi = np.percentile(img, [1, 99])
+    grey = np.clip((img - lo) / (hi - lo or 1.0), 0, 1)
+    rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    t_edge, p_edge = t & ~ndimage.binary_erosion(t), p & ~ndimage.binary_erosion(p)
+    rgb[t_edge] = (0, 200, 0)
+    rgb[p_edge] = (230, 30, 30)
+    rgb[t_edge & p_edge] = (240, 220, 0)
+    return np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else rgb
+
+
+def overlay_example(encoder: str, task: str, domain: str, record_id: str, image: np.ndarray, truth: np.ndarray,
+                    pred: np.ndarray) -> dict:
+    """A report example: its caption and the :func:`overlay_rgb` picture as a PNG data URI."""
+    return {"encoder": encoder, "task": task, "domain": domain, "record_id": record_id,
+            "png": _png_data_uri(overlay_rgb(image, truth, pred))}
+
+
+def _examples_section(examples: list[dict]) -> str:
+    if not examples:
+        return ""
+    out = ["<h2>Segmentation examples</h2><p>Outlines: truth in green, prediction in red (yellow where "
+           "they coincide); first seed of the largest label fraction, the evaluation records with the "
+           "largest masks.</p><div class=charts>"]
+    for ex in examples:
+        caption = f"{ex.get('encoder')} — {ex.get('task')} — {ex.get('domain')} — {ex.get('record_id')}"
+        src = str(ex.get("png", ""))
+        if src.startswith("data:image/png;base64,"):
+            out.append(f'<figure><img alt="{_e(caption)}" src="{_e(src)}"><figcaption>{_e(caption)}'
+                       f"</figcaption></figure>")
+    out.append("</div>")
+    return "".join(out)
+
+
 def _comparisons_table(comps: list[dict]) -> str:
     if not comps:
         return "<p>No comparisons (fewer than two encoders).</p>"
@@ -281,8 +392,10 @@ def _results_sections(results: list[dict]) -> list[str]:
         else:
             chart_metric = "AUROC"
         body.append(_results_table(rows, domains, encoders, shots, setting))
+        bars = _svg_domain_bars(rows, encoders, domains, shots[-1], chart_metric) if len(domains) > 1 else ""
         body.append('<div class="charts">' + "".join(
-            _svg_chart(rows, d, encoders, shots, metric=chart_metric, setting=axis) for d in domains) + "</div>")
+            _svg_chart(rows, d, encoders, shots, metric=chart_metric, setting=axis) for d in domains) + bars
+            + "</div>")
     return body
 
 
@@ -290,7 +403,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#666;font-size:90%}
-svg text{font-size:11px;fill:#333}svg text.t{font-size:13px;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;font-size:85%}svg text{font-size:11px;fill:#333}svg text.t{font-size:13px;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:1em}
 pre{background:#f7f7f7;padding:0.6em;overflow:auto}
 """
 
@@ -313,12 +426,20 @@ def render_html(report: Mapping) -> str:
         body.append("<h2>Ranking</h2><p>FOMO-style: per domain, encoders ranked on each metric of each "
                     "task x protocol x setting, ranks averaged over metrics, then over those tasks "
                     "(1 = best).</p>")
+        from medssl.bench.ranking import ranking_heatmap_svg
+
         for block in report["ranking"]:
             body.append(f"<h3>{_e(block.get('domain'))} ({_e(block.get('n_tasks'))} tasks)</h3><table><thead><tr>"
                         "<th>encoder</th><th>position</th><th>mean rank</th></tr></thead><tbody>"
                         + "".join(f"<tr><td>{_e(r.get('encoder'))}</td><td>{_num(r.get('position'))}</td>"
                                   f"<td>{_num(r.get('mean_rank'), 2)}</td></tr>" for r in block.get("rows", []))
                         + "</tbody></table>")
+            freq = block.get("position_frequencies")
+            if freq:
+                names = list(freq)
+                body.append(ranking_heatmap_svg([freq[n] for n in names], names, title=(
+                    f"Final position over {block.get('n_bootstrap')} bootstrap resamples of the test subjects")))
+    body.append(_examples_section(list(report.get("examples") or [])))
     body.append("<h2>Paired comparisons</h2>")
     body.append(_comparisons_table(list(report.get("comparisons") or [])))
     notes = report.get("notes") or []

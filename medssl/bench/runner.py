@@ -16,7 +16,10 @@
    independent of embeddings) and fits every encoder on that same draw (paired); ``all`` shots and
    label fraction 1.0 are deterministic and run with the first seed only. A ``finetune`` protocol
    instead fine-tunes a copy of each encoder end to end on the drawn records' preprocessed windows
-   (:mod:`medssl.bench.finetune`). A k larger than some class's number of training subjects is
+   (:mod:`medssl.bench.finetune`); a ``segmentation`` protocol (segmentation tasks only) trains a
+   decoder on the encoder's feature maps, frozen or fine-tuned, and scores each evaluation record
+   with Dice, NSD and HD95 (:mod:`medssl.bench.segmentation`; masks from the manifest's
+   ``mask_path`` through the modality's mask hook). A k larger than some class's number of training subjects is
    skipped with a note; a probe or fine-tuning run that raises becomes an error row and the run
    goes on;
 4. scores each eval domain, aggregates over seeds with the two-level (subjects x seeds) bootstrap
@@ -47,7 +50,9 @@
       "errors": [{"encoder", "task", "protocol", "shots", "label_fraction", "seed", "error"}],
       "ranking": [   # per eval domain name, FOMO-style (medssl.bench.ranking.rank_table): each
                      # task x protocol x setting is one ranking task, ranked on its metrics' means
-        {"domain", "n_tasks", "rows": [{"encoder", "position", "mean_rank", "task_ranks"}]}],
+        {"domain", "n_tasks", "rows": [{"encoder", "position", "mean_rank", "task_ranks"}],
+         "n_bootstrap", "position_frequencies": {encoder: [fraction of bootstrap replicates in
+                                                          which it ends at position 1, 2, ...]}}],
       "notes": [str], "timings_s": {...}
     }
 
@@ -96,7 +101,13 @@ from medssl.bench.protocols import (
     linear_probe,
     ridge_probe,
 )
-from medssl.bench.report import _jsonable, machine_info, make_report, render_html
+from medssl.bench.report import (
+    _jsonable,
+    machine_info,
+    make_report,
+    overlay_example,
+    render_html,
+)
 from medssl.bench.tasks import TaskData, draw, draw_hash, prepare_task
 
 __all__ = ["run_benchmark", "check_contract", "ContractError", "RECORD_FIELDS", "SCHEMA_VERSION"]
@@ -146,25 +157,57 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
     return predict(model, signals[ev])
 
 
+def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
+             examples: list | None) -> np.ndarray:
+    """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
+    masks, row -> mask index); per-record (n_eval, 3) Dice, NSD, HD95 on ``eval_rows``. When
+    ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it."""
+    from medssl.bench.segmentation import (
+        per_record_scores,
+        predict_masks,
+        train_segmenter,
+    )
+
+    encoder, images, index, masks, mask_index = inputs
+    tr, ev = index[rows], index[eval_rows]
+    mtr, mev = mask_index[rows], mask_index[eval_rows]
+    if (tr < 0).any() or (ev < 0).any() or (mtr < 0).any() or (mev < 0).any():
+        raise ValueError("some records have no preprocessed image or mask in the array cache")
+    f = protocol.finetune
+    model = train_segmenter(encoder, images[tr], masks[mtr], mode=f["mode"], epochs=f["epochs"], lr=f["lr"],
+                            batch_size=f["batch_size"], encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed),
+                            width=f["width"])
+    truth = np.asarray(masks[mev])
+    pred = predict_masks(model, images[ev], batch_size=f["batch_size"])
+    spec_input = encoder.spec.input
+    spacing = spec_input.get("spacing_mm") or spec_input.get("pixel_size_mm")
+    if examples is not None:
+        for j in np.argsort(-truth.reshape(len(truth), -1).sum(axis=1))[:2]:
+            examples.append((int(j), np.asarray(images[ev[j]]), truth[j], pred[j]))
+    return per_record_scores(pred, truth, spacing, td.task.tolerance_mm)
+
+
 def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dict[str, list],
               notes: list[str], progress: bool, inputs: dict | None = None) -> None:
-    """``inputs`` (finetune protocols only): encoder name -> (encoder, signals, td row -> signal index)."""
+    """``inputs`` (finetune and segmentation protocols): encoder name -> (encoder, inputs, td row ->
+    input index[, masks, td row -> mask index])."""
     task, kind = td.task, td.task.kind
-    names = list(X)
+    names = [e.name for e in cfg.encoders]
     train_rows = np.flatnonzero(td.train)
     all_eval = np.flatnonzero(np.logical_or.reduce(list(td.domains.values())))
     dom_rows = {d: np.flatnonzero(m) for d, m in td.domains.items()}
     pos = {d: np.searchsorted(all_eval, r) for d, r in dom_rows.items()}
     metrics = [metric_def(m, kind) for m in task.metrics]
     ref_domain = next(iter(td.domains))
-    for proto in cfg.protocols:
+    for proto in (p for p in cfg.protocols if p.applies_to(kind)):
         for skind, setting in proto.settings:
             if skind == "shots":
                 setting = _shots_key(setting)
             # Probes on the whole training set are deterministic: one seed suffices. Fine-tuning is
             # not (initialisation of the head, batch order), so it keeps every seed.
             every_row = setting == "all" or (skind == "label_fraction" and setting >= 1.0)
-            seeds = proto.seeds[:1] if every_row and proto.kind != "finetune" else proto.seeds
+            trains = proto.kind in ("finetune", "segmentation")
+            seeds = proto.seeds[:1] if every_row and not trains else proto.seeds
             base = {"task": task.name, "dataset": task.dataset, "task_kind": kind, "protocol": proto.name,
                     "protocol_kind": proto.kind, "k": proto.k,
                     "shots": setting if skind == "shots" else None,
@@ -184,12 +227,19 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                 idx, subj, warns = drawn
                 rows = train_rows[idx]
                 ytr = td.Y[rows]
-                trainable = (np.ones(ytr.shape[1], bool) if kind == "regression"
+                trainable = (np.ones(ytr.shape[1], bool) if kind in ("regression", "segmentation")
                              else ytr.any(axis=0) & ~ytr.all(axis=0))
                 run_info.append((seed, rows, subj, warns, trainable))
                 for e in names:
                     try:
-                        if proto.kind == "finetune":
+                        if proto.kind == "segmentation":
+                            shown = [] if si == 0 and setting == proto.settings[-1][1] else None
+                            scores[e][si] = _segment(proto, td, inputs[e], rows, all_eval, seed, shown)
+                            for j, image, truth, pred in shown or []:
+                                domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
+                                out["examples"].append(overlay_example(
+                                    e, task.name, domain, str(td.record_ids[all_eval[j]]), image, truth, pred))
+                        elif proto.kind == "finetune":
                             scores[e][si] = _finetune(proto, td, inputs[e], rows, ytr, all_eval, seed)
                         else:
                             scores[e][si] = _probe(proto, td, X[e][rows], ytr, X[e][all_eval], td.subjects[rows],
@@ -221,7 +271,7 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                             use[cols[si]] = True
                             value = _macro(m.kernel(Yd, arr), use)
                             values[e].append(value)
-                            excluded = ([] if kind == "regression"
+                            excluded = ([] if kind in ("regression", "segmentation")
                                         else [td.class_names[c] for c in np.flatnonzero(~use)])
                             out["records"].append({
                                 "kind": "run", "encoder": e, **base, "seed": int(seed), "domain": d,
@@ -280,6 +330,8 @@ def _mean(values) -> float:
 def _as_kernel_input(m, scores: np.ndarray, kind: str) -> np.ndarray:
     from medssl.bench.column_metrics import hard_predictions
 
+    if m.score_column is not None:
+        return scores[:, [m.score_column]]
     return hard_predictions(scores, kind) if m.uses_predictions else scores
 
 
@@ -307,10 +359,13 @@ def _bootstrap_stats(m, Yd, per_run: dict[str, list], cols, groups, n_boot) -> d
 # --------------------------------------------------------------------------- outputs
 
 
-def _rankings(aggregates: list[dict]) -> list[dict]:
+def _rankings(aggregates: list[dict], stats: dict, encoders: list[str], n_boot: int) -> list[dict]:
     """Per eval domain, :func:`medssl.bench.ranking.rank_table` (FOMO-style mean rank) of the encoders,
-    each task x protocol x setting counting as one ranking task scored on its metrics' means."""
-    from medssl.bench.ranking import rank_table
+    each task x protocol x setting counting as one ranking task scored on its metrics' means, and
+    the rank stability: how often each encoder ends at each position when the ranking is redone
+    on every replicate of the subject bootstrap (the replicates behind the intervals; paired
+    within a task, independent across tasks, as the FOMO25 organisers resampled)."""
+    from medssl.bench.ranking import average_ranks, rank_table
 
     out = []
     for d in dict.fromkeys(a["domain"] for a in aggregates):
@@ -325,10 +380,23 @@ def _rankings(aggregates: list[dict]) -> list[dict]:
         if len({e["encoder"] for e in entries}) < 2:
             continue
         rows = rank_table(entries, direction)
-        out.append({"domain": d, "n_tasks": len({e["task"] for e in entries}),
-                    "rows": [{k: r[k] for k in ("encoder", "position", "mean_rank", "task_ranks")} for r in rows]})
+        block = {"domain": d, "n_tasks": len({e["task"] for e in entries}),
+                 "rows": [{k: r[k] for k in ("encoder", "position", "mean_rank", "task_ranks")} for r in rows]}
+        task_ranks = {}
+        for (task, proto, setting, dom, metric), (st, _) in stats.items():
+            if dom != d:
+                continue
+            M = np.stack([st[e] if st.get(e) is not None else np.full(n_boot, np.nan) for e in encoders], axis=-1)
+            task_ranks.setdefault((task, proto, setting), []).append(average_ranks(M, direction[metric]))
+        if task_ranks:
+            mean_rank = np.mean([np.mean(r, axis=0) for r in task_ranks.values()], axis=0).round(9)  # (B, E)
+            positions = 1 + (mean_rank[:, None, :] < mean_rank[:, :, None]).sum(axis=2)  # competition ranking
+            block["n_bootstrap"] = int(n_boot)
+            block["position_frequencies"] = {
+                e: [float(np.mean(positions[:, i] == p)) for p in range(1, len(encoders) + 1)]
+                for i, e in enumerate(encoders)}
+        out.append(block)
     return out
-
 
 
 def _csv_text(records: list[dict]) -> str:
@@ -368,43 +436,61 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     timings["data_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
+    # Embeddings for the probes; preprocessed inputs (and masks) for protocols that train encoders.
+    probed = {td.task.dataset for td in tasks
+              if any(p.applies_to(td.task.kind) and p.kind in ("linear_probe", "knn") for p in cfg.protocols)}
+    trained = {td.task.dataset for td in tasks
+               if any(p.applies_to(td.task.kind) and p.kind in ("finetune", "segmentation") for p in cfg.protocols)}
+    segmented = {td.task.dataset for td in tasks if td.task.kind == "segmentation"} & trained
     emb = {(e.name, ds): embed_dataset(cfg, e, models[e.name][0], models[e.name][1], ds, rows[ds], out, progress, notes)
-           for e in cfg.encoders for ds in used}
+           for e in cfg.encoders for ds in used if ds in probed}
     timings["embed_s"] = time.perf_counter() - t
-    signals = {}  # (encoder, dataset) -> (preprocessed inputs, record_id -> row), finetune protocols only
-    if any(p.kind == "finetune" for p in cfg.protocols):
-        for e in cfg.encoders:
-            for ds in used:
-                cache = model_inputs(cfg, models[e.name][0], rows[ds])
-                signals[(e.name, ds)] = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
+    signals = {}  # (encoder, dataset) -> (inputs, record_id -> row[, masks, record_id -> row])
+    for e in cfg.encoders:
+        for ds in trained:
+            model = models[e.name][0]
+            cache = model_inputs(cfg, model, rows[ds])
+            entry = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
+            if ds in segmented:
+                from medssl.data.modalities import segmentation_masks
+
+                m = segmentation_masks(rows[ds], model.spec, cache_root=cfg.cache_dir)
+                entry += (m.signals, {r["record_id"]: i for i, r in enumerate(m.rows)})
+            signals[(e.name, ds)] = entry
 
     t = time.perf_counter()
     results: dict[str, list] = {"records": [], "aggregates": [], "gaps": [], "comparisons": [], "errors": [],
-                                "_stats": {}}
+                                "examples": [], "_stats": {}}
     n_embedded = {}
     for td in tasks:
         ds = td.task.dataset
         common = set(td.record_ids.tolist())
         for e in cfg.encoders:
-            common &= set(emb[(e.name, ds)]["record_id"].tolist())
+            if (e.name, ds) in emb:
+                common &= set(emb[(e.name, ds)]["record_id"].tolist())
+            if (e.name, ds) in signals:
+                for row_of in signals[(e.name, ds)][1::2]:
+                    common &= set(row_of)
         keep = np.array([r in common for r in td.record_ids])
         if not keep.all():
-            notes.append(f"task {td.task.name}: {int((~keep).sum())} record(s) without an embedding from every "
+            notes.append(f"task {td.task.name}: {int((~keep).sum())} record(s) without the inputs of every "
                          f"encoder left out (all encoders are scored on the same records)")
         td = TaskData(td.task, td.record_ids[keep], td.subjects[keep], td.Y[keep], td.class_names, td.train[keep],
-                       {d: m[keep] for d, m in td.domains.items()})
+                      {d: m[keep] for d, m in td.domains.items()})
         n_embedded[ds] = len(common)
         X = {}
-        for e in cfg.encoders:
+        for e in (e for e in cfg.encoders if (e.name, ds) in emb):
             z = emb[(e.name, ds)]
             where = {r: i for i, r in enumerate(z["record_id"].tolist())}
             X[e.name] = np.asarray(z["embeddings"], dtype=np.float64)[[where[r] for r in td.record_ids]]
-        inputs = {}  # finetune: encoder name -> (encoder, signals, td row -> signal row or -1)
+        inputs = {}  # encoder name -> (encoder, inputs, td row -> input row[, masks, td row -> mask row])
         for e in (e for e in cfg.encoders if (e.name, ds) in signals):
-            sig, row_of = signals[(e.name, ds)]
-            inputs[e.name] = (models[e.name][0], sig, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64))
+            entry = signals[(e.name, ds)]
+            parts = [models[e.name][0]]
+            for array, row_of in zip(entry[0::2], entry[1::2]):
+                parts += [array, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64)]
+            inputs[e.name] = tuple(parts)
         _run_task(cfg, td, X, results, notes, progress, inputs)
-    results.pop("_stats")
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -420,9 +506,11 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                           "n_subjects": len({r["subject_id"] for r in rows[ds]}), "n_embedded": n_embedded.get(ds)}
                      for ds in used},
         **{k: results[k] for k in ("records", "aggregates", "gaps", "comparisons", "errors")},
-        "ranking": _rankings(results["aggregates"]),
+        "ranking": _rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders],
+                             cfg.n_bootstrap),
         "notes": notes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
+    results.pop("_stats")
     doc = _jsonable(doc)
     json_path = atomic_write_text(out / "results.json", json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
     csv_path = atomic_write_text(out / "results.csv", _csv_text(results["records"]))
@@ -430,6 +518,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                          config={**cfg.raw, "n_bootstrap": cfg.n_bootstrap, "timings_s": doc["timings_s"]},
                          notes=notes)
     report["ranking"] = doc["ranking"]
+    report["examples"] = results["examples"]
     html_path = atomic_write_text(out / "report.html", render_html(report))
     doc["paths"] = {"json": json_path, "csv": csv_path, "html": html_path, "embeddings": out / "embeddings"}
     say(progress, f"wrote {json_path}, {csv_path}, {html_path} in {timings['total_s']:.0f} s")

@@ -122,7 +122,7 @@ def test_config_keys():
                                                     "mode": "last_blocks", "n_last": 2}]})
     assert cfg.protocols[0].finetune == {"epochs": 2, "lr": 1e-3, "layer_decay": 0.75, "mode": "last_blocks",
                                          "n_last": 2, "batch_size": 32}
-    for bad, match in [({"kind": "linear_probe", "shots": ["all"], "epochs": 2}, "only the finetune protocol"),
+    for bad, match in [({"kind": "linear_probe", "shots": ["all"], "epochs": 2}, "only the finetune and segmentation protocols"),
                        ({"kind": "finetune", "shots": ["all"], "mode": "partial"}, "unknown mode"),
                        ({"kind": "finetune", "shots": ["all"], "layer_decay": 1.5}, "layer_decay"),
                        ({"kind": "finetune", "shots": ["all"], "n_last": 1}, "n_last applies")]:

@@ -69,6 +69,11 @@ def test_records_aggregates_gaps_comparisons_and_paired_draws(bench_config, tmp_
     ranking = {b["domain"]: b for b in data["ranking"]}
     assert set(ranking) == {"in", "out"} and ranking["in"]["n_tasks"] == 4
     assert sorted(r["position"] for r in ranking["out"]["rows"]) in ([1, 2], [1, 1])
+    for block in ranking.values():  # rank stability over the bootstrap replicates
+        freq = block["position_frequencies"]
+        assert set(freq) == {r["encoder"] for r in block["rows"]} and block["n_bootstrap"] == data["config"]["n_bootstrap"]
+        for fractions in freq.values():
+            assert len(fractions) == 2 and all(0 <= f <= 1 for f in fractions) and sum(fractions) >= 1 - 1e-9
 
     with (tmp_path / "b" / "results.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
