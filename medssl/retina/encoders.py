@@ -13,6 +13,10 @@ Nature 2023; github.com/rmaphoh/RETFound_MAE) use:
 - pre-norm transformer blocks on scaled_dot_product_attention (`medssl.nn.transformer`), then a
   LayerNorm (eps 1e-6).
 
+Initialisation: linear layers truncated normal (std 0.02, medssl's ViT init; MAE uses
+Xavier-uniform), the patch projection Xavier-uniform on its flattened kernel (as MAE), cls token
+normal (std 0.02).
+
 Outputs:
 - `forward(x) -> (B, D)`: with pool="mean" (default) the mean of the last block's patch tokens
   (cls excluded) passed through the final LayerNorm, as RETFound's `global_pool` fine-tuning does

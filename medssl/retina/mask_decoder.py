@@ -18,13 +18,15 @@ upsampled embedding gives the mask logits. Here, with no prompt tokens:
 4. logits = <MLP(mask token), upsampled features> per pixel + a learned bias, resized
    bilinearly to the input size when the stages do not land on it exactly.
 
-`build_segmenter(encoder, ...)` returns a module mapping (B, C, H, W) -> (B, 1, H, W) logits;
+`build_segmenter(encoder, input_shape=None, *, mode="frozen" | "finetune", ...)` returns a module
+mapping (B, C, H, W) -> (B, 1, H, W) logits (the same call shape as `medssl.bench.segmentation`'s);
 `DiceBCELoss` is the training loss (soft Dice + binary cross-entropy, both on logits).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,44 +110,62 @@ class PromptFreeMaskDecoder(nn.Module):
         return logits
 
 
-class Segmenter(nn.Module):
-    """encoder.feature_maps -> PromptFreeMaskDecoder: (B, C, H, W) -> (B, 1, H, W) logits."""
+SEGMENTER_MODES = ("frozen", "finetune")
 
-    def __init__(self, encoder: nn.Module, decoder: PromptFreeMaskDecoder, *, freeze_encoder: bool = False):
+
+class Segmenter(nn.Module):
+    """encoder.feature_maps -> PromptFreeMaskDecoder: (B, C, H, W) -> (B, 1, H, W) logits.
+
+    mode "frozen": the encoder gets no gradient and stays in eval mode (`train()` keeps it so);
+    "finetune": encoder and decoder train together.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: PromptFreeMaskDecoder, *, mode: str = "frozen"):
         super().__init__()
+        if mode not in SEGMENTER_MODES:
+            raise ValueError(f"unknown segmenter mode {mode!r}; known: {', '.join(SEGMENTER_MODES)}")
         self.encoder = encoder
         self.decoder = decoder
-        self.freeze_encoder = freeze_encoder
-        if freeze_encoder:
-            for p in encoder.parameters():
-                p.requires_grad_(False)
+        self.frozen = mode == "frozen"
+        if self.frozen:
+            encoder.requires_grad_(False)
+            encoder.eval()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.freeze_encoder:
+        if self.frozen:
             with torch.no_grad():
-                maps = self.encoder.feature_maps(x)
+                maps = [m.detach() for m in self.encoder.feature_maps(x)]
         else:
             maps = self.encoder.feature_maps(x)
         return self.decoder(maps, tuple(x.shape[-2:]))
 
+    def train(self, mode: bool = True) -> Segmenter:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
 
 def build_segmenter(
     encoder: nn.Module,
+    input_shape: Sequence[int] | None = None,
     *,
+    mode: str = "frozen",
     decoder_dim: int = 256,
     depth: int = 2,
     num_heads: int = 8,
     min_channels: int = 16,
-    freeze_encoder: bool = False,
 ) -> Segmenter:
     """A binary segmenter (B, C, H, W) -> (B, 1, H, W) logits on an encoder with `feature_maps`.
 
-    The map shapes are read from one dry run of the encoder (in eval mode, no gradients) on zeros
-    of its `spec.input["input_shape"]`. decoder_dim must be divisible by 4 and by num_heads.
+    input_shape: (C, H, W), default the encoder's `spec.input["input_shape"]`; mode: "frozen"
+    (decoder only) or "finetune". The encoder is wrapped, not copied: pass a copy to keep the
+    original untouched. The map shapes are read from one dry run of the encoder (eval mode, no
+    gradients) on zeros. decoder_dim must be divisible by 4 and by num_heads.
     """
     if not hasattr(encoder, "feature_maps"):
         raise TypeError(f"{type(encoder).__name__} has no feature_maps(x); it cannot back a segmenter")
-    in_shape = [int(s) for s in encoder.spec.input["input_shape"]]
+    in_shape = [int(s) for s in (input_shape if input_shape is not None else encoder.spec.input["input_shape"])]
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
@@ -156,7 +176,7 @@ def build_segmenter(
         [m.shape[1] for m in maps], tuple(maps[0].shape[-2:]), tuple(in_shape[1:]),
         decoder_dim=decoder_dim, depth=depth, num_heads=num_heads, min_channels=min_channels,
     ).to(device)
-    return Segmenter(encoder, decoder, freeze_encoder=freeze_encoder)
+    return Segmenter(encoder, decoder, mode=mode)
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1e-5) -> Tensor:

@@ -29,6 +29,9 @@ What medssl chose where the paper is not available or silent (each is a construc
   [0, 1]): MSE on masked patches. Skeleton (binary): binary cross-entropy with logits on masked
   patches ("bce", default) or MSE ("mse"). Total = sum of weight * target loss; default weights
   intensity 1.0, vesselness 0.5, skeleton 0.5.
+- architecture and optimisation (recipes/vamae_octa.yaml): MAE's, i.e. ViT-B/16 at 224 x 224
+  (1 channel), a 512-wide 8-deep decoder, AdamW blr 1.5e-4, weight decay 0.05, 800 epochs with
+  40 warm-up; the paper's own sizes and schedule were not available.
 - priors come with the batch: x is (B, C_img + n_priors, H, W), the image channels first, then
   the prior maps in the order of `priors` (what the retina data hook returns when the recipe's
   `data.priors` lists them); the encoder sees only the image channels.

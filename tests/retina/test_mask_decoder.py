@@ -14,7 +14,8 @@ SMALL = dict(embed_dim=32, depth=2, num_heads=2)
 
 def test_segmenter_maps_images_to_full_resolution_logits():
     torch.manual_seed(0)
-    seg = build_segmenter(create_encoder("retina_vit_tiny", **SMALL), decoder_dim=32, depth=1, num_heads=2)
+    seg = build_segmenter(create_encoder("retina_vit_tiny", **SMALL), mode="finetune", decoder_dim=32, depth=1,
+                          num_heads=2)
     assert seg.decoder.n_up == 3  # 8 x 8 tokens -> 64 x 64 in three 2x stages
     x = torch.randn(2, 1, 64, 64)
     logits = seg(x)
@@ -36,8 +37,10 @@ def test_upsampling_lands_on_sizes_that_are_not_powers_of_two_times_the_grid():
 
 def test_several_feature_maps_are_fused_and_a_frozen_encoder_gets_no_gradient():
     enc = create_encoder("retina_vit_tiny", **SMALL, feature_layers=[1, 2])
-    seg = build_segmenter(enc, decoder_dim=32, depth=1, num_heads=2, freeze_encoder=True)
+    seg = build_segmenter(enc, (1, 64, 64), mode="frozen", decoder_dim=32, depth=1, num_heads=2)
     assert seg.decoder.fuse[0].in_channels == 64
+    seg.train()
+    assert seg.decoder.training and not seg.encoder.training  # a frozen encoder stays in eval mode
     seg(torch.randn(2, 1, 64, 64)).sum().backward()
     assert all(p.grad is None for p in enc.parameters())
     assert seg.decoder.fuse[0].weight.grad.abs().sum() > 0
@@ -67,7 +70,7 @@ def test_dice_matches_monai_and_dice_bce_is_zero_for_confident_correct_logits():
 def test_the_segmenter_learns_a_mask_of_bright_pixels():
     torch.manual_seed(0)
     seg = build_segmenter(create_encoder("retina_vit_tiny", embed_dim=32, depth=1, num_heads=2, image_size=[32, 32]),
-                          decoder_dim=32, depth=1, num_heads=2)
+                          mode="finetune", decoder_dim=32, depth=1, num_heads=2)
     g = torch.Generator().manual_seed(1)
     target = torch.zeros(4, 1, 32, 32)
     for i in range(4):
@@ -89,3 +92,5 @@ def test_the_segmenter_learns_a_mask_of_bright_pixels():
 def test_an_encoder_without_feature_maps_is_refused():
     with pytest.raises(TypeError, match="no feature_maps"):
         build_segmenter(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="unknown segmenter mode"):
+        build_segmenter(create_encoder("retina_vit_tiny", **SMALL), mode="probe", decoder_dim=32, num_heads=2)
