@@ -228,7 +228,8 @@ def import_retfound(
         if v.shape != expected[k].shape:
             raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
     encoder.load_state_dict(ours, strict=True)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    with path.open("rb") as f:  # streamed: a ViT-L checkpoint is over a gigabyte
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     notes = [f"{len(report.ignored)} key(s) ignored (MAE decoder / classifier head)"]
     if report.interpolated:
         notes.append(f"positions interpolated {report.interpolated[0]} -> {report.interpolated[1]}")
