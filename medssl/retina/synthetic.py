@@ -169,15 +169,17 @@ def _grow_trees(rng: np.random.Generator, n: int, centre: np.ndarray, faz_bounda
 
 def _draw_tubes(n: int, pts: np.ndarray, radius: np.ndarray, groups: np.ndarray, pad: int):
     """(intensity, mask, centreline, nearest-sample index) of tubes around the samples; samples
-    of one group are drawn with one distance transform, groups combined by maximum."""
+    of one group are drawn with one distance transform, groups combined by maximum. Only
+    pixels within reach of a tube (EDT distance <= its largest radius + 1.5) are computed."""
     m = n + 2 * pad
-    yy, xx = np.mgrid[:m, :m].astype(np.float32)
     intensity = np.zeros((m, m), np.float32)
     mask = np.zeros((m, m), bool)
     centre = np.zeros((m, m), bool)
     owner = np.full((m, m), -1, np.int64)
     best = np.full((m, m), np.inf, np.float32)
-    cell = np.floor(pts + pad + 0.5).astype(np.int64)  # pixel containing each sample
+    pts = pts.astype(np.float32) + pad  # padded-grid coordinates
+    radius = radius.astype(np.float32)
+    cell = np.floor(pts + 0.5).astype(np.int64)  # pixel containing each sample
     keep = ((cell >= 0) & (cell < m)).all(1)
     for g in np.unique(groups[keep]):
         idx = np.flatnonzero(keep & (groups == g))
@@ -185,18 +187,20 @@ def _draw_tubes(n: int, pts: np.ndarray, radius: np.ndarray, groups: np.ndarray,
         sample_at = np.full((m, m), -1, np.int64)
         raster[cell[idx, 0], cell[idx, 1]] = True
         sample_at[cell[idx, 0], cell[idx, 1]] = idx
-        _, (iy, ix) = ndimage.distance_transform_edt(~raster, return_indices=True)
-        nearest = sample_at[iy, ix]
-        d = np.hypot(yy - pad - pts[nearest, 0], xx - pad - pts[nearest, 1]).astype(np.float32)
-        r = radius[nearest].astype(np.float32)
+        dist, (iy, ix) = ndimage.distance_transform_edt(~raster, return_indices=True)
+        py, px = np.nonzero(dist <= radius[idx].max() + 1.5)
+        nearest = sample_at[iy[py, px], ix[py, px]]
+        d = np.hypot(py - pts[nearest, 0], px - pts[nearest, 1])
+        r = radius[nearest]
         cover = np.clip(r + 0.5 - d, 0.0, 1.0)
         core = np.sqrt(np.clip(1.0 - (d / np.maximum(r, 0.5)) ** 2, 0.0, 1.0))
-        intensity = np.maximum(intensity, cover * (0.7 + 0.3 * core))
-        inside = (d <= np.maximum(r, 0.5)) | raster  # centre inside the tube, or the centreline crosses it
-        mask |= inside
+        intensity[py, px] = np.maximum(intensity[py, px], cover * (0.7 + 0.3 * core))
+        inside = (d <= np.maximum(r, 0.5)) | raster[py, px]  # centre in the tube, or the centreline crosses it
+        mask[py[inside], px[inside]] = True
         centre |= raster
-        closer = inside & (d - r < best)
-        owner[closer], best[closer] = nearest[closer], (d - r)[closer]
+        closer = inside & (d - r < best[py, px])
+        owner[py[closer], px[closer]] = nearest[closer]
+        best[py[closer], px[closer]] = (d - r)[closer]
     crop = (slice(pad, pad + n), slice(pad, pad + n))
     return intensity[crop], mask[crop], centre[crop], owner[crop]
 

@@ -148,29 +148,35 @@ _SIMPLE = _simple_table()
 def _thin_blocks(img: np.ndarray) -> None:
     """Remove, one at a time, simple pixels of 2 x 2 blocks that Guo-Hall keeps at junctions
     (its condition 2 <= N <= 3 protects them); blocks whose every pixel is needed stay."""
+    padded = np.pad(img, 1)
+    view = padded[1:-1, 1:-1]  # img's pixels, edited in place below
+    weights = np.zeros((3, 3), np.int64)
+    for bit, (dy, dx) in enumerate(_NEIGHBOURS):
+        weights[1 + dy, 1 + dx] = 1 << bit
     while True:
-        blocks = np.argwhere(img[:-1, :-1] & img[1:, :-1] & img[:-1, 1:] & img[1:, 1:])
+        blocks = np.argwhere(view[:-1, :-1] & view[1:, :-1] & view[:-1, 1:] & view[1:, 1:])
         changed = False
         for y, x in blocks:
-            if not img[y:y + 2, x:x + 2].all():
+            if not view[y:y + 2, x:x + 2].all():
                 continue
             for py, px in ((y, x), (y, x + 1), (y + 1, x), (y + 1, x + 1)):
-                window = np.pad(img, 1)[py:py + 3, px:px + 3]
-                code = sum(int(window[1 + dy, 1 + dx]) << bit for bit, (dy, dx) in enumerate(_NEIGHBOURS))
-                if _SIMPLE[code]:
-                    img[py, px] = False
+                if _SIMPLE[int((padded[py:py + 3, px:px + 3] * weights).sum())]:
+                    view[py, px] = False
                     changed = True
                     break
         if not changed:
+            img[...] = view
             return
 
 
 def _neighbour_codes(img: np.ndarray) -> np.ndarray:
-    padded = np.pad(img, 1)
+    """8-neighbourhood code sum(x_i << (i - 1)) of every pixel, (H, W) uint8."""
     h, w = img.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = img
     code = np.zeros(img.shape, dtype=np.uint8)
     for bit, (dy, dx) in enumerate(_NEIGHBOURS):
-        code |= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w].astype(np.uint8) << bit
+        code |= padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] << bit
     return code
 
 
