@@ -5,13 +5,14 @@ Layouts: `octa500` (medssl.retina.octa500) and `image-folder` (medssl.retina.ima
 inputs(rows, spec_input, data_cfg, cache_root) -> ArrayCache of (N, C, H, W) float32, H, W =
 spec_input["shape"], preprocessed as `medssl.retina.preprocess` describes. Channel layout:
 
-    [image channels and priors in the order of spec_input["channels"]] + [spec_input["priors"]]
+    [image channels (and any priors) in the order of spec_input["channels"]]
+    + [spec_input["priors"]] + [data_cfg["priors"]]        (a prior is never repeated)
 
-so an encoder with channels ["octa"] and priors ["vesselness", "skeleton"] gets
+so a one-channel OCTA encoder under a recipe with `data: {priors: [vesselness, skeleton]}` gets
 x[:, 0] = the normalised OCTA image, x[:, 1] = Frangi vesselness in [0, 1], x[:, 2] = skeleton in
 {0, 1}. A method that needs the priors only for masking (VAMAE) splits them off:
-`image, priors = x[:, :n_image], x[:, n_image:]` with n_image = C - len(spec_input["priors"]),
-and feeds the encoder the image alone. The priors are computed once, when the cache entry is
+`image, priors = x[:, :n_image], x[:, n_image:]` with n_image = C - number of priors, and feeds
+the encoder the image alone. Without priors in either place, x holds the image channels only. The priors are computed once, when the cache entry is
 built (in the worker processes), at model resolution, and stored with the images; the recipe's
 `data: {vessel_prior: {sigmas, beta, c, black_ridges, threshold}}` (or spec_input["prior_settings"])
 changes how, and is part of the cache key.

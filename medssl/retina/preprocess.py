@@ -21,7 +21,8 @@ A missing entry means "unit".
 spec_input["channels"]: 1 or 3, or a list of names. "grey"/"gray"/"octa"/"oct"/"fa"/"image" give
 the grey image; "r"/"g"/"b" (or red/green/blue) the colour planes; prior names ("vesselness",
 "skeleton") a prior at that position; other names count as image channels (one: grey, three:
-RGB in order). spec_input["priors"] (a list of prior names) appends priors after those channels.
+RGB in order). spec_input["priors"] and then the recipe's data["priors"] (lists of prior names)
+append priors after those channels (a name already placed is not repeated).
 
 Masks (`RetinaPreprocess.mask`): any non-zero pixel (of any colour plane) is 1; resized by
 nearest neighbour to the same shape; (1, H, W) float32 in {0, 1}.
@@ -61,8 +62,9 @@ def intensity_mode(description: str | None) -> str:
     raise ValueError(f"intensity {description!r} is not understood; use one of {', '.join(INTENSITY_MODES)}")
 
 
-def channel_plan(spec_input: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """(colour "grey" or "rgb", one entry per model channel: "img:<k>" or a prior name)."""
+def channel_plan(spec_input: Mapping[str, Any], extra_priors: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """(colour "grey" or "rgb", one entry per model channel: "img:<k>" or a prior name); priors of
+    spec_input["priors"], then `extra_priors` (a recipe's data.priors), follow the channels."""
     channels = spec_input.get("channels", 1)
     names = ["grey"] if channels == 1 else ["r", "g", "b"] if channels == 3 else channels
     if isinstance(names, int) or not isinstance(names, Sequence) or isinstance(names, str):
@@ -81,7 +83,7 @@ def channel_plan(spec_input: Mapping[str, Any]) -> tuple[str, list[str]]:
     if colour == "grey" and image_names[0] in _RGB_NAMES:
         raise ValueError(f"channels {list(channels)}: a single colour plane is not supported; use 'grey'")
     plan = [n if n in PRIOR_NAMES else f"img:{index[n]}" for n in names]
-    for p in spec_input.get("priors") or []:
+    for p in [*(spec_input.get("priors") or []), *(extra_priors or [])]:
         if p not in PRIOR_NAMES:
             raise ValueError(f"unknown prior {p!r}; priors: {', '.join(PRIOR_NAMES)}")
         if p not in plan:
@@ -203,14 +205,15 @@ class RetinaPreprocess:
 
     @classmethod
     def for_encoder(cls, spec_input: Mapping[str, Any], data_cfg: Mapping[str, Any] | None = None) -> RetinaPreprocess:
-        """From an encoder's `spec.input` and a recipe's `data` section (its optional
-        `vessel_prior` mapping overrides spec_input["prior_settings"])."""
+        """From an encoder's `spec.input` and a recipe's `data` section: its optional `priors`
+        list adds prior channels, its optional `vessel_prior` mapping overrides
+        spec_input["prior_settings"]."""
         if int(spec_input.get("spatial_dims", 2)) != 2:
             raise ValueError(f"retina images are 2-D; the encoder reads spatial_dims={spec_input['spatial_dims']}")
         shape = spec_input.get("shape")
         if not shape or len(shape) != 2:
             raise ValueError(f"spec input needs shape [H, W], got {shape!r}")
-        colour, plan = channel_plan(spec_input)
+        colour, plan = channel_plan(spec_input, (data_cfg or {}).get("priors") or ())
         prior_cfg = {**(spec_input.get("prior_settings") or {}), **((data_cfg or {}).get("vessel_prior") or {})}
         return cls(shape=(int(shape[0]), int(shape[1])), colour=colour, plan=tuple(plan),
                    intensity=intensity_mode(spec_input.get("intensity")),

@@ -52,6 +52,17 @@ def test_inputs_carry_priors_and_masks_align(synth, tmp_path):
     assert other.folder != x.folder
 
 
+def test_recipe_priors_follow_the_encoder_channels(synth, tmp_path):
+    _, rows, _ = synth
+    hooks = modality_data("retina")
+    spec = {"channels": 1, "shape": [32, 32], "intensity": "[0,1] then per-image z-score", "priors": []}
+    plain = hooks.inputs(rows[:3], spec, {}, tmp_path)
+    both = hooks.inputs(rows[:3], {**spec, "priors": ["vesselness"]}, {"priors": ["vesselness", "skeleton"]}, tmp_path)
+    assert plain.signals.shape == (3, 1, 32, 32) and both.signals.shape == (3, 3, 32, 32)
+    assert np.allclose(plain.signals[:, 0], both.signals[:, 0])
+    assert set(np.unique(both.signals[:, 2])) <= {0.0, 1.0} and both.signals[:, 1].max() <= 1
+
+
 def test_bad_images_and_masks_are_skipped_by_both_hooks(tmp_path):
     rows = []
     for i in range(3):
