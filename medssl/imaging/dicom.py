@@ -416,7 +416,8 @@ def plan_series(headers: Sequence[SliceHeader], *, duplicates: str = "drop", mis
     shear = float(np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(direction), -1, 1))))
     if shear > 0.01:
         report.shear_deg = shear
-        report.notes.append(f"slices stacked at {shear:.2f} deg to the normal (gantry tilt, or positions off the normal): sheared affine")
+        report.notes.append(f"slices stacked at {shear:.2f} deg to the normal (gantry tilt, or positions off "
+                            f"the normal): sheared affine")
     steps = np.diff(offsets)
     median = float(np.median(steps))
     gap_mask = steps > gap_factor * median
