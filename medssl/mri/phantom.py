@@ -52,7 +52,7 @@ CONTRASTS: dict[str, tuple[float, ...]] = {
     "t1c": (0.0, 0.90, 0.10, 0.22, 0.56, 0.80, 0.22, 0.40, 1.00),
     "t2": (0.0, 0.60, 0.05, 1.00, 0.62, 0.45, 1.00, 0.85, 0.66),
     "flair": (0.0, 0.55, 0.05, 0.08, 0.62, 0.45, 0.06, 0.95, 0.68),
-    "dwi": (0.0, 0.20, 0.02, 0.08, 0.55, 0.50, 0.08, 1.40, 0.60),
+    "dwi": (0.0, 0.20, 0.02, 0.08, 0.55, 0.50, 0.08, 1.80, 0.60),
     "adc": (0.0, 0.10, 0.02, 1.00, 0.28, 0.24, 1.00, 0.10, 0.30),
     "swi": (0.0, 0.70, 0.05, 0.80, 0.55, 0.62, 0.80, 0.50, 0.48),
     "t2s": (0.0, 0.65, 0.05, 0.85, 0.50, 0.45, 0.85, 0.55, 0.50),
@@ -159,7 +159,7 @@ def make_anatomy(shape: tuple[int, int, int], rng: np.random.Generator, *, age: 
         side = rng.choice([-1.0, 1.0])
         centre = [float(side * rng.uniform(0.25, 0.45)), float(rng.uniform(-0.35, 0.35)),
                   float(rng.uniform(-0.15, 0.35))]
-        radius = [float(r) for r in rng.uniform(0.07, 0.12, size=3)]
+        radius = [float(r) for r in rng.uniform(0.08, 0.13, size=3)]
         d = (((x - centre[0]) / radius[0]) ** 2 + ((y - centre[1]) / radius[1]) ** 2
              + ((z - centre[2]) / radius[2]) ** 2) + 0.3 * _smooth_field(x, y, z, rng, 3, (6.0, 10.0), 1.0)
         labels[(d < 1.0) & np.isin(labels, (GM, WM))] = INFARCT

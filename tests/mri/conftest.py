@@ -18,7 +18,8 @@ def fomo60k_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fomo_task_root(tmp_path_factory):
-    """task number -> folder (4 subjects per site, 3 sites)."""
+    """task number -> folder (4 subjects per site, 3 sites; task 1 at 40^3 so that infarcts, a few
+    voxels across, survive thick slices)."""
     from medssl.mri.phantom import write_fomo_task_replica
 
     cache: dict[int, Path] = {}
@@ -26,7 +27,8 @@ def fomo_task_root(tmp_path_factory):
     def get(task: int) -> Path:
         if task not in cache:
             cache[task] = write_fomo_task_replica(tmp_path_factory.mktemp(f"fomo-task{task}"), task,
-                                                  subjects_per_site=4, seed=2, shape=SHAPE)
+                                                  subjects_per_site=4, seed=2,
+                                                  shape=(40, 40, 40) if task == 1 else SHAPE)
         return cache[task]
 
     return get
