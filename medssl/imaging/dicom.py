@@ -35,7 +35,8 @@ reported as they are: name folders after pseudonyms, not patients.
 
 Compressed transfer syntaxes are read through pydicom's pixel-data plugins; when a plugin is
 missing the error names the file, the transfer syntax and the packages that would decode it.
-Multi-frame (enhanced) images are refused with a clear error.
+Multi-frame (enhanced) images are refused with a clear error. pydicom's own warnings are silenced
+while a file is read: they can quote header values, names included.
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ def read_header(path: str | Path, *, salt: str | None = None) -> SliceHeader:
 
     path = Path(path)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with warnings.catch_warnings():  # pydicom's warnings can quote header values (names)
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         raise NotDicomError(f"{path}: not a DICOM file (no 'DICM' preamble)") from None
     except (OSError, EOFError) as e:
@@ -474,22 +477,25 @@ def read_slice_pixels(path: str | Path) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as e:
-        raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(e).__name__})") from None
-    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-    problem = decoder_problem(ts)
-    if problem:
-        raise DicomDecodeError(f"{path}: {problem}")
-    try:
-        raw = ds.pixel_array
-    except Exception as e:
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DicomDecodeError(f"{path}: pixel data could not be decoded ({first_line})") from None
+    with warnings.catch_warnings():  # pydicom's warnings can quote header values (names)
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as e:
+            raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(e).__name__})") from None
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        problem = decoder_problem(ts)
+        if problem:
+            raise DicomDecodeError(f"{path}: {problem}")
+        try:
+            raw = ds.pixel_array
+        except Exception as e:
+            first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DicomDecodeError(f"{path}: pixel data could not be decoded ({first_line})") from None
+        values = apply_modality_lut(raw, ds)
     if raw.ndim != 2:
         raise DicomSeriesError(f"{path}: expected one greyscale frame, got pixel array of shape {raw.shape}")
-    return np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)
 
 
 def _interpolate_slices(stack: np.ndarray, offsets: np.ndarray, grid: np.ndarray) -> np.ndarray:
