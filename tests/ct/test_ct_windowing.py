@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medssl.ct.windowing import apply_window, window_bounds, window_channels, window_name
+from medssl.ct.windowing import (
+    apply_window,
+    window_bounds,
+    window_channels,
+    window_name,
+)
 
 
 def test_preset_bounds():
