@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from medssl.bench.metrics import _rank_auroc, bootstrap_p_value, group_bootstrap_indices
+from medssl.bench.probe_grid import MAX_BATCHED_DIM, fit_logistic_heads
 
 __all__ = [
     "FewShotWarning",
@@ -203,6 +204,9 @@ def linear_probe(
     (AUROC 0.5 if it is scored; :func:`few_shot_evaluation` excludes such classes instead).
     ``blas_threads``: BLAS threads during fitting (1 by default: lbfgs on few-shot-sized problems
     is ~10x slower with a contended multi-threaded BLAS; None leaves the library default).
+    Features up to ``probe_grid.MAX_BATCHED_DIM`` wide are fitted as one batched grid (every class x
+    fold x C head of the inner CV in one Newton solve, :mod:`medssl.bench.probe_grid`); wider ones
+    one scikit-learn model at a time. Both minimise the same objective on the same folds.
     """
     if blas_threads is None:
         return _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter)
@@ -230,6 +234,9 @@ def _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_f
         Y = y.astype(bool)
     if groups is not None:
         groups = np.asarray(groups)
+    if train_x.shape[1] <= MAX_BATCHED_DIM:
+        out = _batched_probe(train_x, Y, test_x, seed, groups, tuple(c_grid), n_folds)
+        return out[:, 0] if squeeze else out
     scaler = StandardScaler().fit(train_x)
     xt, xs = scaler.transform(train_x), scaler.transform(test_x)
     out = np.full((test_x.shape[0], Y.shape[1]), 0.5)
@@ -240,6 +247,60 @@ def _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_f
         C = _choose_C(train_x, yc, groups, tuple(c_grid), n_folds, seed, max_iter)
         out[:, c] = _fit_binary(xt, yc, C, seed, max_iter).predict_proba(xs)[:, 1]
     return out[:, 0] if squeeze else out
+
+
+def _cv_folds(x, y, groups, c_grid, n_folds, seed) -> list | None:
+    """The inner-CV (train, validation) splits of :func:`_choose_C`, or None when C = 1.0 is used."""
+    g = np.arange(y.size) if groups is None else groups
+    if len(c_grid) < 2 or min(np.unique(g[y]).size, np.unique(g[~y]).size) < n_folds:
+        return None
+    if groups is None:
+        return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y))
+    return list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, y, groups))
+
+
+def _batched_probe(train_x, Y, test_x, seed, groups, c_grid, n_folds) -> np.ndarray:
+    """:func:`linear_probe`'s per-class C choice and final fits with every (class, fold, C) head of
+    the inner CV fitted in one batched solve, then every class's final head in another
+    (:mod:`medssl.bench.probe_grid`); same folds, standardisation and selection rule as the
+    one-model-at-a-time path."""
+    n, K = Y.shape
+    fit = [c for c in range(K) if Y[:, c].any() and not Y[:, c].all()]
+    heads, folds_of = [], {}
+    for c in fit:
+        folds = _cv_folds(train_x, Y[:, c], groups, c_grid, n_folds, seed)
+        folds_of[c] = folds
+        for f, (tr, va) in enumerate(folds or []):
+            if Y[tr, c].all() or not Y[tr, c].any():
+                continue
+            xf = StandardScaler().fit(train_x[tr]).transform(train_x)
+            w = np.zeros(n)
+            w[tr] = 1.0
+            heads += [(c, f, i, xf, w, va) for i in range(len(c_grid))]
+    chosen = {c: 1.0 for c in fit}
+    if heads:
+        coef, b = fit_logistic_heads(np.stack([h[3] for h in heads]), np.stack([Y[:, h[0]] for h in heads]),
+                                     np.stack([h[4] for h in heads]), np.array([c_grid[h[2]] for h in heads]))
+        scores = {c: np.full((len(c_grid), n_folds), np.nan) for c in fit}
+        for j, (c, f, i, xf, _, va) in enumerate(heads):
+            s = xf[va] @ coef[j] + b[j]
+            scores[c][i, f] = _rank_auroc(Y[va, c][:, None], s[:, None])[0]
+        for c in fit:
+            if folds_of[c] is None:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(scores[c], axis=1)
+            if not np.isnan(mean).all():
+                chosen[c] = float(c_grid[int(np.nanargmax(mean))])  # first maximum: strongest regularisation
+    out = np.full((test_x.shape[0], K), 0.5)
+    if fit:
+        scaler = StandardScaler().fit(train_x)
+        coef, b = fit_logistic_heads(scaler.transform(train_x), Y[:, fit].T, np.ones((len(fit), n)),
+                                     np.array([chosen[c] for c in fit]))
+        logits = scaler.transform(test_x) @ coef.T + b[None, :]
+        out[:, fit] = 1.0 / (1.0 + np.exp(-logits))
+    return out
 
 
 # --------------------------------------------------------------------------- evaluation

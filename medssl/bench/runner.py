@@ -64,12 +64,15 @@ the records, one row each, list fields joined by ";".
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
 import json
+import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -230,24 +233,35 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                 trainable = (np.ones(ytr.shape[1], bool) if kind in ("regression", "segmentation")
                              else ytr.any(axis=0) & ~ytr.all(axis=0))
                 run_info.append((seed, rows, subj, warns, trainable))
-                for e in names:
-                    try:
-                        if proto.kind == "segmentation":
-                            shown = [] if si == 0 and setting == proto.settings[-1][1] else None
-                            scores[e][si] = _segment(proto, td, inputs[e], rows, all_eval, seed, shown)
-                            for j, image, truth, pred in shown or []:
-                                domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
-                                out["examples"].append(overlay_example(
-                                    e, task.name, domain, str(td.record_ids[all_eval[j]]), image, truth, pred))
-                        elif proto.kind == "finetune":
-                            scores[e][si] = _finetune(proto, td, inputs[e], rows, ytr, all_eval, seed)
-                        else:
-                            scores[e][si] = _probe(proto, td, X[e][rows], ytr, X[e][all_eval], td.subjects[rows],
-                                                   seed)
-                    except Exception as ex:  # noqa: BLE001 - recorded, the benchmark goes on
-                        msg = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
-                        out["errors"].append({"kind": "error", "encoder": e, **base, "seed": int(seed), "error": msg})
-                        notes.append(f"{e} failed on {label}, seed {seed}: {msg}")
+
+            def fit(e: str, si: int):
+                seed, rows = run_info[si][:2]
+                if proto.kind == "segmentation":
+                    shown = [] if si == 0 and setting == proto.settings[-1][1] else None
+                    result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown)
+                    for j, image, truth, pred in shown or []:
+                        domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
+                        out["examples"].append(overlay_example(
+                            e, task.name, domain, str(td.record_ids[all_eval[j]]), image, truth, pred))
+                    return result
+                if proto.kind == "finetune":
+                    return _finetune(proto, td, inputs[e], rows, td.Y[rows], all_eval, seed)
+                return _probe(proto, td, X[e][rows], td.Y[rows], X[e][all_eval], td.subjects[rows], seed)
+
+            jobs = [(e, si) for si in range(len(seeds)) for e in names]
+            # Probes on cached embeddings run in parallel over seeds x encoders, one core each;
+            # trainings (finetune, segmentation) use torch's own threads, one at a time.
+            workers = 1 if trains else min(len(jobs), os.cpu_count() or 1)
+            with _one_torch_thread(workers > 1), ThreadPoolExecutor(workers) as pool:
+                futures = {job: pool.submit(fit, *job) for job in jobs}
+            for (e, si), fut in futures.items():
+                try:
+                    scores[e][si] = fut.result()
+                except Exception as ex:  # noqa: BLE001 - recorded, the benchmark goes on
+                    seed = run_info[si][0]
+                    msg = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
+                    out["errors"].append({"kind": "error", "encoder": e, **base, "seed": int(seed), "error": msg})
+                    notes.append(f"{e} failed on {label}, seed {seed}: {msg}")
             for d, rd in dom_rows.items():
                 Yd = td.Y[rd]
                 groups = td.subjects[rd]
@@ -319,6 +333,20 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                             "kind": "gap", "encoder": e, **base, "metric": m.name, "domain_ref": ref_domain,
                             "domain": d, "gap": _mean(ref_vals[e]) - _mean(vals[e]), "ci_low": lo, "ci_high": hi,
                         })
+
+
+@contextlib.contextmanager
+def _one_torch_thread(active: bool):
+    """torch on one intra-op thread while probes run in parallel threads (no oversubscription)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if active:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _mean(values) -> float:
