@@ -126,7 +126,9 @@ def register_importer(name: str, claims: Callable[[Path], bool], load: Callable[
 
 
 def _ensure_builtin_importers() -> None:
-    import medssl.ecg.importers  # noqa: F401
+    from medssl.registry import import_optional_modules
+
+    import_optional_modules(("medssl.ecg.importers", "medssl.retina.importers", "medssl.ct.importers"))
 
 
 def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
@@ -142,6 +144,15 @@ def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
         for claims, load in _IMPORTERS.values():
             if claims(folder):
                 return load(folder)
+        if folder.suffix in (".pt", ".pth", ".ckpt"):
+            try:
+                obj = torch.load(folder, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # noqa: BLE001 - a pickle with code in it, or not a torch file
+                raise CheckpointError(f"{folder}: cannot be read as a tensor-only checkpoint "
+                                      f"({type(e).__name__})") from None
+            keys = list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
+            raise CheckpointError(f"{folder}: holds tensors, but no importer ({', '.join(_IMPORTERS)}) recognises "
+                                  f"its layout (top-level keys: {keys})")
         raise CheckpointError(f"{folder}: not a checkpoint folder, nor a file format medssl imports "
                               f"({', '.join(_IMPORTERS)})")
     card = read_card(folder)

@@ -83,7 +83,7 @@ def index_layout(
 ):
     """(rows, skipped) of the dataset at `root` read as `layout`; options the layout does not take
     are refused by name."""
-    if layout not in known_layouts():
+    if layout not in LAYOUTS and layout not in known_layouts():  # image layouts load on first use
         raise ValueError(f"unknown layout {layout!r}; known layouts: {', '.join(known_layouts())}")
     root = Path(root)
     if not root.is_dir():

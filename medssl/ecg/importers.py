@@ -53,7 +53,14 @@ def _encoder_state(obj, path: Path) -> dict[str, Tensor]:
 
 
 def looks_like_ecg_jepa_release(path: Path) -> bool:
-    return path.is_file() and path.suffix in (".pt", ".pth")
+    """A .pt/.pth tensor-only file whose encoder state has ECG-JEPA's patch projection `W_P`."""
+    if not (path.is_file() and path.suffix in (".pt", ".pth")):
+        return False
+    try:
+        state = _encoder_state(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
+    except Exception:  # noqa: BLE001 - not this format (or not readable): another importer may claim it
+        return False
+    return any(k.split(".")[-2:] == ["W_P", "weight"] for k in state)
 
 
 def import_ecg_jepa_release(path: str | Path, *, num_heads: int = 16) -> torch.nn.Module:
