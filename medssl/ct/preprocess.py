@@ -32,24 +32,13 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def read_nifti_volume(path: str | Path) -> Volume:
-    """A 3D NIfTI image (scl_slope/scl_inter applied) as a Volume with its RAS+ affine."""
-    import nibabel as nib
+    """A 3D NIfTI image as a Volume with its RAS+ affine (:func:`medssl.imaging.nifti.read_nifti`:
+    sform/qform, scl_slope applied; a missing, corrupt or 4-D file raises a ValueError naming it)."""
+    from medssl.imaging.nifti import read_nifti
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: not found")
-    try:
-        img = nib.load(str(path))
-        arr = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as e:  # nibabel raises assorted errors on bad files
-        raise ValueError(f"{path}: unreadable NIfTI file ({type(e).__name__}: {e})") from None
-    while arr.ndim > 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D image, got shape {arr.shape}")
-    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
-        raise ValueError(f"{path}: singular or non-finite affine")
-    return Volume(arr, np.asarray(img.affine, dtype=np.float64), {"source": "nifti", "path_name": path.name})
+    vol = read_nifti(path)
+    vol.meta["source"] = "nifti"
+    return vol
 
 
 def split_series_path(path: str) -> tuple[str, str | None]:
