@@ -1,0 +1,401 @@
+"""CT encoders: the SwinUNETR Swin transformer and a 3-D ViT, over windowed CT volumes.
+
+Swin (`ct_swin_base`, `ct_swin_tiny`): the backbone of SwinUNETR (Hatamizadeh et al., "Swin UNETR:
+Swin Transformers for Semantic Segmentation of Brain Tumors in MRI Images", BrainLes 2021) as
+pretrained by Tang et al. ("Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image
+Analysis", CVPR 2022): MONAI's `SwinTransformer` with patch 2, window 7, depths (2, 2, 2, 2), heads
+(3, 6, 12, 24), feature size 48, on 96^3 sub-volumes. Its parameters are MONAI's own, under
+`swin.*`, so `build_swin_unetr` can hand the very same module to a MONAI `SwinUNETR` as `swinViT`,
+and MONAI SwinUNETR checkpoints map onto it key for key (`medssl.ct.importers`).
+
+The stages run through `SwinBackbone.forward`, which reimplements MONAI's `BasicLayer` loop
+without `einops` (MONAI imports it optionally; medssl does not depend on it), caches the
+shifted-window attention masks per grid instead of rebuilding them every call, and lets a caller
+edit the patch-embedding grid (`embed_hook`: SimMIM's mask tokens, a noisy teacher's noise). The
+numbers are MONAI's: `tests/ct/test_ct_encoders.py` checks them against MONAI's forward.
+
+3-D ViT (`ct_vit3d_base`, `ct_vit3d_tiny`): UNETR's encoder layout (Hatamizadeh et al., WACV 2022:
+96^3 input, patch 16, 768 wide, 12 deep, 12 heads) on `medssl.nn.transformer` blocks, with fixed
+3-D sine-cosine positions instead of UNETR's learned ones.
+
+Every encoder here:
+- `forward(x) -> (B, embed_dim)`: the mean over the coarsest map's positions (Swin: of the
+  layer-normed last stage, 16 x feature_size wide; ViT: of the last block, then the final LayerNorm);
+- `forward_features(x) -> (B, N, embed_dim)`: the coarsest map's tokens, row-major over (D, H, W);
+- `feature_maps(x) -> [(B, C_i, d_i, h_i, w_i)]` fine to coarse: Swin, the five MONAI outputs
+  (patch embedding at stride 2, then strides 4, 8, 16, 32; channel-wise layer-normed as SwinUNETR
+  uses them); ViT, the layer-normed token grid after each of `feature_layers` (all at stride p);
+- for masked image modelling: `stages(x, embed_hook)` (the feature maps, with the hook applied to
+  the patch-embedding grid), `embed_stride`, `embed_channels`, `stage_strides`, `stage_channels`.
+
+Input contract (`spec.input`): `channels` (the window names, one channel each), `windows` (names of
+`medssl.ct.windowing` or [lower, upper] HU), `spatial_dims` 3, `shape` [D, H, W] (array axes, RAS+ as
+`medssl.ct.preprocess` orders them), `input_shape` [C, D, H, W], `spacing_mm` per axis, `intensity`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.networks.nets.swin_unetr import (
+    SwinTransformer,
+    compute_mask,
+    get_window_size,
+)
+from torch import Tensor, nn
+
+from medssl.nn.pos_embed import sincos_1d
+from medssl.nn.transformer import Transformer, init_vit_weights
+from medssl.registry import EncoderSpec, register_encoder
+
+CT_INTENSITY = "HU windowed to [0,1]"
+SWIN_PAPER = (
+    "Hatamizadeh A et al. Swin UNETR: Swin Transformers for Semantic Segmentation of Brain Tumors in MRI "
+    "Images. BrainLes 2021; Tang Y et al. Self-Supervised Pre-Training of Swin Transformers for 3D Medical "
+    "Image Analysis. CVPR 2022"
+)
+VIT3D_PAPER = "Hatamizadeh A et al. UNETR: Transformers for 3D Medical Image Segmentation. WACV 2022"
+
+EmbedHook = Callable[[Tensor], Tensor]
+
+
+def _channels_last_norm(x: Tensor) -> Tensor:
+    """LayerNorm over channels (no affine) of (B, C, D, H, W): MONAI's `proj_out(normalize=True)`."""
+    return F.layer_norm(x.permute(0, 2, 3, 4, 1), x.shape[1:2]).permute(0, 4, 1, 2, 3)
+
+
+class SwinBackbone(SwinTransformer):
+    """MONAI's 3-D `SwinTransformer` (same parameters, same numbers) with an einops-free forward,
+    cached shifted-window masks, and an optional hook on the patch-embedding grid."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._masks: dict[tuple, Tensor | None] = {}
+
+    def _shift_mask(self, grid: tuple[int, int, int], window, shift, device) -> Tensor | None:
+        if not any(s > 0 for s in shift):
+            return None
+        padded = tuple(int(math.ceil(g / w)) * w for g, w in zip(grid, window))
+        key = (padded, tuple(window), tuple(shift), str(device))
+        if key not in self._masks:
+            self._masks[key] = compute_mask(list(padded), window, shift, device)
+        return self._masks[key]
+
+    def _stage(self, layer: nn.Module, x: Tensor) -> Tensor:
+        """One MONAI `BasicLayer` (blocks, then patch merging) on (B, C, D, H, W)."""
+        b, _, d, h, w = x.shape
+        window, shift = get_window_size((d, h, w), layer.window_size, layer.shift_size)
+        mask = self._shift_mask((d, h, w), window, shift, x.device)
+        x = x.permute(0, 2, 3, 4, 1)
+        for blk in layer.blocks:
+            x = blk(x, mask)
+        x = x.reshape(b, d, h, w, -1)
+        if layer.downsample is not None:
+            x = layer.downsample(x)
+        return x.permute(0, 4, 1, 2, 3)
+
+    def forward(self, x: Tensor, normalize: bool = True, embed_hook: EmbedHook | None = None) -> list[Tensor]:
+        """[patch embedding (stride p), stage 1..4 outputs (strides 2p..16p)], each (B, C_i, d_i, h_i, w_i);
+        with `normalize`, layer-normed over channels (as SwinUNETR consumes them)."""
+        if self.use_v2:
+            raise NotImplementedError("SwinBackbone does not implement SwinUNETR-v2's residual conv blocks")
+        x = self.pos_drop(self.patch_embed(x))
+        if embed_hook is not None:
+            x = embed_hook(x)
+        outs = [x]
+        for layers in (self.layers1, self.layers2, self.layers3, self.layers4)[: self.num_layers]:
+            x = self._stage(layers[0], x.contiguous())
+            outs.append(x)
+        return [_channels_last_norm(o) for o in outs] if normalize else outs
+
+
+class CTSwinEncoder(nn.Module):
+    """SwinUNETR's Swin transformer over (B, C, D, H, W) windowed CT; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        shape: Sequence[int] = (96, 96, 96),
+        feature_size: int = 48,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        patch_size: int = 2,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        spec: EncoderSpec | None = None,
+    ):
+        super().__init__()
+        if len(depths) != 4 or len(num_heads) != 4:
+            raise ValueError(f"SwinUNETR's Swin has 4 stages: got depths {list(depths)}, num_heads {list(num_heads)}")
+        for i, h in enumerate(num_heads):
+            if (feature_size * 2**i) % h:
+                raise ValueError(f"stage {i + 1}: width {feature_size * 2**i} is not divisible by {h} heads")
+        self.shape = tuple(int(s) for s in shape)
+        divisor = patch_size * 2 ** len(depths)
+        if len(self.shape) != 3 or any(s % divisor for s in self.shape):
+            raise ValueError(f"input shape {list(self.shape)} must be 3 sizes, each a multiple of {divisor} "
+                             f"(patch {patch_size} x 2^{len(depths)} patch mergings)")
+        self.in_channels = in_channels
+        self.swin = SwinBackbone(
+            in_chans=in_channels, embed_dim=feature_size, window_size=(window_size,) * 3,
+            patch_size=(patch_size,) * 3, depths=tuple(depths), num_heads=tuple(num_heads), mlp_ratio=mlp_ratio,
+            qkv_bias=True, drop_path_rate=drop_path_rate, spatial_dims=3,
+        )
+        self.embed_stride = patch_size
+        self.embed_channels = feature_size
+        self.stage_strides = [patch_size * 2**i for i in range(len(depths) + 1)]
+        self.stage_channels = [feature_size * 2**i for i in range(len(depths) + 1)]
+        self.embed_dim = self.stage_channels[-1]
+        self.spec = spec
+
+    def _check(self, x: Tensor) -> None:
+        if x.ndim != 5 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.shape:
+            raise ValueError(f"expected input (batch, {self.in_channels}, {', '.join(map(str, self.shape))}), "
+                             f"got {tuple(x.shape)}")
+
+    def stages(self, x: Tensor, embed_hook: EmbedHook | None = None) -> list[Tensor]:
+        """The five layer-normed maps, fine to coarse; `embed_hook` edits the (B, feature_size, D/p,
+        H/p, W/p) patch-embedding grid before the stages."""
+        self._check(x)
+        return self.swin(x, normalize=True, embed_hook=embed_hook)
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        return self.stages(x)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stages(x)[-1].flatten(2).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stages(x)[-1].flatten(2).mean(dim=2)
+
+
+def sincos_3d(dim: int, grid: Sequence[int]) -> Tensor:
+    """(d * h * w, dim) fixed positions of a 3-D grid, row-major over (d, h, w): 2 * (dim // 6)
+    channels encode each of the first two axes and the rest the third. dim must be even."""
+    if dim % 2:
+        raise ValueError(f"3-D sine-cosine encoding needs an even dim, got {dim}")
+    part = 2 * (dim // 6)
+    parts = (part, part, dim - 2 * part)
+    coords = np.meshgrid(*(np.arange(g) for g in grid), indexing="ij")
+    emb = np.concatenate([sincos_1d(p, c) for p, c in zip(parts, coords) if p > 0], axis=1)
+    return torch.from_numpy(emb).float()
+
+
+class CTViT3D(nn.Module):
+    """A ViT over non-overlapping p^3 patches of (B, C, D, H, W) CT; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        shape: Sequence[int] = (96, 96, 96),
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        feature_layers: Sequence[int] | None = None,
+        spec: EncoderSpec | None = None,
+    ):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3 or any(s % patch_size for s in self.shape):
+            raise ValueError(f"input shape {list(self.shape)} must be 3 sizes, each a multiple of patch {patch_size}")
+        layers = [int(i) for i in feature_layers] if feature_layers else [depth]
+        if not all(1 <= i <= depth for i in layers) or layers != sorted(set(layers)):
+            raise ValueError(f"feature_layers {layers} must be increasing block numbers in 1..{depth}")
+        self.in_channels = in_channels
+        self.grid = tuple(s // patch_size for s in self.shape)
+        self.feature_layers = layers
+        self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.register_buffer("pos_embed", sincos_3d(embed_dim, self.grid)[None], persistent=False)
+        self.transformer = Transformer(embed_dim, depth, num_heads, mlp_ratio)
+        init_vit_weights(self)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(embed_dim, -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        self.embed_dim = embed_dim
+        self.embed_stride = patch_size
+        self.embed_channels = embed_dim
+        self.stage_strides = [patch_size] * len(layers)
+        self.stage_channels = [embed_dim] * len(layers)
+        self.spec = spec
+
+    def _check(self, x: Tensor) -> None:
+        if x.ndim != 5 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.shape:
+            raise ValueError(f"expected input (batch, {self.in_channels}, {', '.join(map(str, self.shape))}), "
+                             f"got {tuple(x.shape)}")
+
+    def _run(self, x: Tensor, embed_hook: EmbedHook | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Hidden states after the last block and after each of `feature_layers` (before the final norm)."""
+        self._check(x)
+        grid = self.patch_embed(x)
+        if embed_hook is not None:
+            grid = embed_hook(grid)
+        h = grid.flatten(2).transpose(1, 2) + self.pos_embed.to(grid.dtype)
+        taken = []
+        for i, blk in enumerate(self.transformer.blocks, start=1):
+            h = blk(h)
+            if i in self.feature_layers:
+                taken.append(h)
+        return h, taken
+
+    def _grid(self, tokens: Tensor) -> Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid)
+
+    def stages(self, x: Tensor, embed_hook: EmbedHook | None = None) -> list[Tensor]:
+        """The layer-normed token grid after each of `feature_layers`, (B, D, d, h, w) each."""
+        _, taken = self._run(x, embed_hook)
+        return [self._grid(self.transformer.norm(h)) for h in taken]
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        return self.stages(x)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.transformer.norm(self._run(x)[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.transformer.norm(self._run(x)[0].mean(dim=1))
+
+
+def _resolve(name: str, defaults: dict, overrides: dict) -> dict:
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
+    h = {**defaults, **overrides}
+    # JSON-stable forms, so that a card's hparams rebuild an equal spec.
+    h["windows"] = [w if isinstance(w, str) else [float(v) for v in w] for w in h["windows"]]
+    h["shape"] = [int(s) for s in (h["shape"] if isinstance(h["shape"], (list, tuple)) else [h["shape"]] * 3)]
+    sp = h["spacing_mm"]
+    h["spacing_mm"] = [float(s) for s in (sp if isinstance(sp, (list, tuple)) else [sp] * 3)]
+    if not h["windows"]:
+        raise ValueError(f"{name}: at least one window (input channel) is needed")
+    if len(h["spacing_mm"]) != 3 or min(h["spacing_mm"]) <= 0:
+        raise ValueError(f"{name}: spacing_mm {h['spacing_mm']} must be 3 positive sizes (mm)")
+    for key in ("depths", "num_heads", "feature_layers"):
+        if isinstance(h.get(key), (list, tuple)):
+            h[key] = [int(v) for v in h[key]]
+    return h
+
+
+def _channel_names(windows: list) -> list[str]:
+    from medssl.ct.windowing import window_name
+
+    return [window_name(w) for w in windows]
+
+
+def ct_encoder_spec(name: str, hparams: dict, embed_dim: int, paper: str, **extra) -> EncoderSpec:
+    """The spec of a CT encoder from its resolved hyper-parameters (see the module docstring)."""
+    shape = hparams["shape"]
+    return EncoderSpec(
+        name=name,
+        modality="ct",
+        input={
+            "channels": _channel_names(hparams["windows"]),
+            "windows": hparams["windows"],
+            "spatial_dims": 3,
+            "shape": list(shape),
+            "input_shape": [len(hparams["windows"]), *shape],
+            "spacing_mm": hparams["spacing_mm"],
+            "intensity": hparams["intensity"],
+            **extra,
+        },
+        embed_dim=int(embed_dim),
+        hparams=hparams,
+        paper=paper,
+    )
+
+
+_CONTRACT = ("windows", "spacing_mm", "intensity")
+_SWIN_SIZES = {
+    # SwinUNETR / Tang et al. 2022: feature size 48, window 7, 96^3 sub-volumes at 1.5 x 1.5 x 2 mm.
+    "ct_swin_base": dict(shape=[96, 96, 96], spacing_mm=[1.5, 1.5, 2.0], feature_size=48, window_size=7,
+                         num_heads=[3, 6, 12, 24]),
+    # CPU and tests: feature size 12, 32^3. Window 4 rather than 7: a 7^3 window on the 16^3 first
+    # stage pads it to 21^3 and costs ~10x more on a CPU, for no gain at this size. Heads 1-2-4-8
+    # (12 channels each) rather than SwinUNETR's 3-6-12-24, which would leave 4 per head: 2x faster.
+    "ct_swin_tiny": dict(shape=[32, 32, 32], spacing_mm=[1.5, 1.5, 2.0], feature_size=12, window_size=4,
+                         num_heads=[1, 2, 4, 8]),
+}
+
+
+def _ct_swin(name: str, **overrides) -> CTSwinEncoder:
+    defaults = dict(
+        windows=["lung"], intensity=CT_INTENSITY, depths=[2, 2, 2, 2], patch_size=2,
+        mlp_ratio=4.0, drop_path_rate=0.0, **_SWIN_SIZES[name],
+    )
+    h = _resolve(name, defaults, overrides)
+    arch = {k: v for k, v in h.items() if k not in _CONTRACT}
+    emb = int(h["feature_size"]) * 2 ** len(h["depths"])
+    spec = ct_encoder_spec(name, h, emb, SWIN_PAPER, patch_size=int(h["patch_size"]))
+    return CTSwinEncoder(in_channels=len(h["windows"]), **arch, spec=spec)
+
+
+@register_encoder(modality="ct")
+def ct_swin_base(**overrides) -> CTSwinEncoder:
+    """SwinUNETR's Swin (feature 48, window 7, depths 2-2-2-2, heads 3-6-12-24) on 96^3 CT, 768-d."""
+    return _ct_swin("ct_swin_base", **overrides)
+
+
+@register_encoder(modality="ct")
+def ct_swin_tiny(**overrides) -> CTSwinEncoder:
+    """SwinUNETR's Swin at feature size 12, window 4, heads 1-2-4-8, on 32^3 CT (192-d): CPU and tests."""
+    return _ct_swin("ct_swin_tiny", **overrides)
+
+
+_VIT_SIZES = {
+    # UNETR's encoder: 96^3, patch 16 (6^3 tokens), 768 wide, 12 deep, 12 heads; maps after blocks 3, 6, 9, 12.
+    "ct_vit3d_base": dict(shape=[96, 96, 96], spacing_mm=[1.5, 1.5, 2.0], patch_size=16, embed_dim=768, depth=12,
+                          num_heads=12, feature_layers=[3, 6, 9, 12]),
+    # CPU and tests: 32^3, patch 8 (4^3 tokens), 96 wide, 4 deep, 4 heads.
+    "ct_vit3d_tiny": dict(shape=[32, 32, 32], spacing_mm=[1.5, 1.5, 2.0], patch_size=8, embed_dim=96, depth=4,
+                          num_heads=4, feature_layers=None),
+}
+
+
+def _ct_vit3d(name: str, **overrides) -> CTViT3D:
+    defaults = dict(windows=["lung"], intensity=CT_INTENSITY, mlp_ratio=4.0, **_VIT_SIZES[name])
+    h = _resolve(name, defaults, overrides)
+    if h["feature_layers"] is not None and max(h["feature_layers"]) > h["depth"]:
+        # e.g. depth=1 on the base size: keep the layers that exist (the last block at least).
+        h["feature_layers"] = [i for i in h["feature_layers"] if i <= h["depth"]] or [int(h["depth"])]
+    arch = {k: v for k, v in h.items() if k not in _CONTRACT}
+    spec = ct_encoder_spec(name, h, h["embed_dim"], VIT3D_PAPER, patch_size=int(h["patch_size"]))
+    return CTViT3D(in_channels=len(h["windows"]), **arch, spec=spec)
+
+
+@register_encoder(modality="ct")
+def ct_vit3d_base(**overrides) -> CTViT3D:
+    """UNETR's 3-D ViT: 96^3 CT, patch 16, 768 wide, 12 deep, 12 heads."""
+    return _ct_vit3d("ct_vit3d_base", **overrides)
+
+
+@register_encoder(modality="ct")
+def ct_vit3d_tiny(**overrides) -> CTViT3D:
+    """3-D ViT on 32^3 CT, patch 8, 96 wide, 4 deep, 4 heads: CPU and tests."""
+    return _ct_vit3d("ct_vit3d_tiny", **overrides)
+
+
+def build_swin_unetr(encoder: CTSwinEncoder, out_channels: int, *, norm_name: str = "instance") -> nn.Module:
+    """A MONAI `SwinUNETR` for `out_channels`-class segmentation whose `swinViT` IS the encoder's
+    Swin (`encoder.swin`): the same parameters, trained together; its convolutional encoder blocks
+    and decoder are new. Input (B, C, D, H, W) as the encoder's contract -> logits (B, out_channels, D, H, W).
+    With instance norm (the default), every side must be >= 64: the stride-32 map needs more than one voxel."""
+    from monai.networks.nets import SwinUNETR
+
+    if not isinstance(encoder, CTSwinEncoder):
+        raise TypeError(f"build_swin_unetr needs a CT Swin encoder, got {type(encoder).__name__}")
+    swin = encoder.swin
+    model = SwinUNETR(
+        in_channels=encoder.in_channels, out_channels=out_channels, patch_size=encoder.embed_stride,
+        depths=[len(layer[0].blocks) for layer in (swin.layers1, swin.layers2, swin.layers3, swin.layers4)],
+        num_heads=[layer[0].blocks[0].num_heads for layer in (swin.layers1, swin.layers2, swin.layers3, swin.layers4)],
+        window_size=swin.window_size, feature_size=encoder.embed_channels, norm_name=norm_name, spatial_dims=3,
+    )
+    model.swinViT = swin
+    return model
