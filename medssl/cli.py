@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     di = dsub.add_parser("index", help="build the manifest of a dataset layout")
     di.add_argument("--layout", required=True,
                     help="wfdb | synthetic | ptbxl | physionet2021 | code15 | fomo60k | fomo-task | octa500 | "
-                         "image-folder | dicom (see `medssl.data.layouts`)")
+                         "image-folder | dicom | organmnist3d (see `medssl.data.layouts`)")
     di.add_argument("--root", required=True, help="dataset folder (read only)")
     di.add_argument("--out", required=True, help="manifest CSV to write")
     di.add_argument("--labels", help="labels CSV (wfdb layout): record, labels[, subject_id, site, split]")

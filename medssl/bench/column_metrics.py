@@ -17,7 +17,7 @@ Metric names (``METRICS``), by task kind:
   fractions; argmax for multiclass);
 * regression: ``mae`` (mean absolute error, target units; lower is better), ``pearson_r``;
 * segmentation: ``dice``, ``nsd`` (normalised surface Dice at the task's tolerance in mm), ``hd95``
-  (mm, lower is better): the protocol scores each evaluation record once
+  (mm, lower is better), ``iou`` (Jaccard): the protocol scores each evaluation record once
   (:func:`medssl.bench.segmentation.per_record_scores`), and the kernel is the mean over the
   (resampled) records of that metric's column.
 """
@@ -174,7 +174,7 @@ class MetricDef:
 
 CLASSIFICATION_METRICS = ("auroc_macro", "auprc", "f1_macro", "balanced_accuracy")
 REGRESSION_METRICS = ("mae", "pearson_r")
-SEGMENTATION_METRICS = ("dice", "nsd", "hd95")
+SEGMENTATION_METRICS = ("dice", "nsd", "hd95", "iou")
 
 METRICS: dict[str, MetricDef] = {
     "auroc_macro": MetricDef("auroc_macro", column_auroc),
@@ -186,6 +186,7 @@ METRICS: dict[str, MetricDef] = {
     "dice": MetricDef("dice", column_mean, score_column=0),
     "nsd": MetricDef("nsd", column_mean, score_column=1),
     "hd95": MetricDef("hd95", column_mean, higher_is_better=False, score_column=2),
+    "iou": MetricDef("iou", column_mean, score_column=3),
 }
 
 

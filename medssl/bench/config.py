@@ -30,7 +30,7 @@ path, or ``<config>`` for a dict)::
         metrics: [auroc_macro, auprc]     # optional; classification: auroc_macro, auprc, f1_macro,
                                           # balanced_accuracy (default [auroc_macro]);
                                           # regression: mae, pearson_r (default both);
-                                          # segmentation: dice, nsd, hd95 (default all three;
+                                          # segmentation: dice, nsd, hd95, iou (default all;
                                           # masks from the manifest's mask_path column, NSD at
                                           # `tolerance_mm: 1.0`)
         train: {site: site_a, split: train}          # row filter: column -> value or list of values
@@ -57,7 +57,9 @@ path, or ``<config>`` for a dict)::
         seeds: 3                          # (medssl.bench.segmentation), Dice + BCE
         mode: frozen                      # frozen (decoder only) | finetune (encoder too)
         epochs: 20                        # (default 20); lr (1e-3), batch_size (8),
-                                          # encoder_lr_scale (0.1, finetune), width (32)
+                                          # encoder_lr_scale (0.1, finetune), width (32),
+                                          # decoder: pyramid (U-Net-style, any encoder) or
+                                          # mask_decoder (prompt-free, ViT encoders)
 
 Filters compare manifest values as strings. Relative dataset paths are relative to the config
 file's folder (the current folder for a dict).
@@ -87,7 +89,7 @@ __all__ = [
 TASK_KINDS = ("binary", "multiclass", "multilabel", "regression", "segmentation")
 PROTOCOL_KINDS = ("linear_probe", "knn", "finetune", "segmentation")
 _FINETUNE_KEYS = ("epochs", "lr", "layer_decay", "mode", "n_last", "batch_size")
-_SEGMENTATION_KEYS = ("epochs", "lr", "mode", "batch_size", "encoder_lr_scale", "width")
+_SEGMENTATION_KEYS = ("epochs", "lr", "mode", "batch_size", "encoder_lr_scale", "width", "decoder")
 _TRAINING_KEYS = tuple(dict.fromkeys(_FINETUNE_KEYS + _SEGMENTATION_KEYS))
 _TOP = ("title", "n_bootstrap", "cache_dir", "encoders", "datasets", "tasks", "protocols")
 
@@ -390,7 +392,8 @@ def _segmentation_settings(c: _Checker, p: dict, where: str) -> dict:
     return {"epochs": c.int_(p.get("epochs", 20), f"{where}.epochs", 1), "lr": _positive(c, p, where, "lr", 1e-3),
             "mode": mode, "batch_size": c.int_(p.get("batch_size", 8), f"{where}.batch_size", 1),
             "encoder_lr_scale": _positive(c, p, where, "encoder_lr_scale", 0.1),
-            "width": c.int_(p.get("width", 32), f"{where}.width", 1)}
+            "width": c.int_(p.get("width", 32), f"{where}.width", 1),
+            "decoder": c.name(p.get("decoder", "pyramid"), f"{where}.decoder")}
 
 
 def _finetune_settings(c: _Checker, p: dict, where: str) -> dict:

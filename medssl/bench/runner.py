@@ -163,7 +163,7 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
 def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
              examples: list | None) -> np.ndarray:
     """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
-    masks, row -> mask index); per-record (n_eval, 3) Dice, NSD, HD95 on ``eval_rows``. When
+    masks, row -> mask index); per-record (n_eval, 4) Dice, NSD, HD95, IoU on ``eval_rows``. When
     ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it."""
     from medssl.bench.segmentation import (
         per_record_scores,
@@ -179,7 +179,7 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
     f = protocol.finetune
     model = train_segmenter(encoder, images[tr], masks[mtr], mode=f["mode"], epochs=f["epochs"], lr=f["lr"],
                             batch_size=f["batch_size"], encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed),
-                            width=f["width"])
+                            width=f["width"], decoder=f["decoder"])
     truth = np.asarray(masks[mev])
     pred = predict_masks(model, images[ev], batch_size=f["batch_size"])
     spec_input = encoder.spec.input

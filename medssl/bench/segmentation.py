@@ -13,9 +13,12 @@ labelled images or volumes (2-D or 3-D), scored per record with Dice, NSD and HD
   decoder, the encoder at ``encoder_lr_scale`` x the decoder's learning rate. Loss Dice + BCE on
   logits (``monai.losses.DiceCELoss`` with sigmoid; the usual nnU-Net/MAE-SAM2 choice). AdamW,
   cosine decay, CPU by default, deterministic under ``seed``.
+* other decoders plug in by name (:func:`register_decoder`), e.g. the prompt-free mask decoder of
+  :mod:`medssl.retina.mask_decoder` for ViT encoders (``decoder: mask_decoder``).
 * :func:`predict_masks`: sigmoid >= 0.5 masks, batched.
-* :func:`per_record_scores`: (n, 3) Dice, NSD at ``tolerance_mm``, HD95 per record, the
-  conventions of :mod:`medssl.bench.segmentation_metrics` (both empty: 1, 1, 0); an empty
+* :func:`per_record_scores`: (n, 4) Dice, NSD at ``tolerance_mm``, HD95, IoU (Jaccard =
+  Dice / (2 - Dice)) per record, the conventions of :mod:`medssl.bench.segmentation_metrics`
+  (both empty: 1, 1, 0, 1); an empty
   prediction against a non-empty truth gets HD95 = the image diagonal (BraTS' worst case) so means
   stay finite.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +45,7 @@ from medssl.bench.segmentation_metrics import (
 from medssl.nn.schedules import cosine_schedule
 
 SEGMENTATION_MODES = ("frozen", "finetune")
-SCORE_COLUMNS = ("dice", "nsd", "hd95")
+SCORE_COLUMNS = ("dice", "nsd", "hd95", "iou")
 
 
 def _block(dims: int, cin: int, cout: int) -> nn.Module:
@@ -108,14 +111,42 @@ class Segmenter(nn.Module):
         return self
 
 
-def build_segmenter(encoder: nn.Module, input_shape: Sequence[int], *, mode: str = "frozen", width: int = 32) -> Segmenter:
-    """A :class:`Segmenter` on a deep copy of ``encoder`` for inputs (C, *S) = ``input_shape``."""
+# name -> builder(encoder (a private copy), input_shape (C, *S), mode, width) -> a module with
+# `.encoder` and `.decoder` whose forward gives (B, 1, *S) logits.
+DecoderBuilder = Callable[[nn.Module, Sequence[int], str, int], nn.Module]
+_DECODERS: dict[str, DecoderBuilder] = {}
+_DECODER_MODULES = ("medssl.retina.mask_decoder",)
+
+
+def register_decoder(name: str, builder: DecoderBuilder) -> DecoderBuilder:
+    """Make a segmentation decoder selectable by name (the protocol's ``decoder`` setting)."""
+    _DECODERS[name] = builder
+    return builder
+
+
+def known_decoders() -> list[str]:
+    from medssl.registry import import_optional_modules
+
+    import_optional_modules(_DECODER_MODULES)
+    return sorted(_DECODERS)
+
+
+def build_segmenter(encoder: nn.Module, input_shape: Sequence[int], *, mode: str = "frozen", width: int = 32,
+                    decoder: str = "pyramid") -> nn.Module:
+    """A segmenter on a deep copy of ``encoder`` for inputs (C, *S) = ``input_shape``: the
+    :class:`FeaturePyramidDecoder` by default, or a registered decoder by name (e.g.
+    ``mask_decoder``, the prompt-free mask decoder of :mod:`medssl.retina.mask_decoder`)."""
     if mode not in SEGMENTATION_MODES:
         raise ValueError(f"unknown segmentation mode {mode!r}; known: {', '.join(SEGMENTATION_MODES)}")
     if not hasattr(encoder, "feature_maps"):
         raise ValueError(f"encoder {getattr(getattr(encoder, 'spec', None), 'name', type(encoder).__name__)} has no "
                          f"feature_maps(x): it cannot feed a segmentation decoder")
-    encoder = copy.deepcopy(encoder).float()
+    if decoder not in _DECODERS and decoder not in known_decoders():
+        raise ValueError(f"unknown segmentation decoder {decoder!r}; known: {', '.join(known_decoders())}")
+    return _DECODERS[decoder](copy.deepcopy(encoder).float(), tuple(input_shape), mode, width)
+
+
+def _pyramid(encoder: nn.Module, input_shape: Sequence[int], mode: str, width: int) -> Segmenter:
     with torch.no_grad():
         was = encoder.training
         encoder.eval()
@@ -128,16 +159,21 @@ def build_segmenter(encoder: nn.Module, input_shape: Sequence[int], *, mode: str
     return Segmenter(encoder, decoder, frozen)
 
 
+register_decoder("pyramid", _pyramid)
+
+
 def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *, mode: str = "frozen",
                     epochs: int = 20, lr: float = 1e-3, batch_size: int = 8, encoder_lr_scale: float = 0.1,
-                    weight_decay: float = 1e-4, seed: int = 0, width: int = 32) -> Segmenter:
-    """Train a segmenter on images (N, C, *S) float32 and masks (N, 1, *S) in {0, 1}."""
+                    weight_decay: float = 1e-4, seed: int = 0, width: int = 32, decoder: str = "pyramid") -> nn.Module:
+    """Train a segmenter (:func:`build_segmenter`) on images (N, C, *S) float32 and masks
+    (N, 1, *S) in {0, 1}."""
     if len(images) != len(masks) or len(images) == 0:
         raise ValueError(f"need as many masks as images (got {len(images)} images, {len(masks)} masks)")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = build_segmenter(encoder, images.shape[1:], mode=mode, width=width)
-        groups = [{"params": list(model.decoder.parameters()), "lr": lr}]
+        model = build_segmenter(encoder, images.shape[1:], mode=mode, width=width, decoder=decoder)
+        in_encoder = {id(p) for p in model.encoder.parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": lr}]
         if mode == "finetune":
             groups.append({"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale})
         for g in groups:
@@ -181,11 +217,12 @@ def predict_masks(model: nn.Module, images: np.ndarray, batch_size: int = 8) -> 
 
 def per_record_scores(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float] | None,
                       tolerance_mm: float) -> np.ndarray:
-    """(n, 3) Dice, NSD at ``tolerance_mm``, HD95 (mm) per record of masks (n, 1, *S)."""
+    """(n, 4) Dice, NSD at ``tolerance_mm``, HD95 (mm), IoU per record of masks (n, 1, *S)."""
     out = np.zeros((len(pred), len(SCORE_COLUMNS)))
     for i, (p, t) in enumerate(zip(pred, truth)):
         p, t = np.asarray(p[0], bool), np.asarray(t[0] > 0.5)
         worst = image_diagonal_mm(t.shape, spacing_mm)
-        out[i] = (dice(p, t), normalized_surface_dice(p, t, tolerance_mm, spacing_mm),
-                  hausdorff95(p, t, spacing_mm, empty_mm=worst))
+        d = dice(p, t)
+        out[i] = (d, normalized_surface_dice(p, t, tolerance_mm, spacing_mm),
+                  hausdorff95(p, t, spacing_mm, empty_mm=worst), d / (2.0 - d))
     return out

@@ -53,21 +53,37 @@ class ArrayCache:
 
 
 def _data_file(path: str) -> Path | None:
-    base = path.split("#", 1)[0]  # "<file>.hdf5#<row>": a row of a container file
+    base = path.split("#", 1)[0]  # "<file>.hdf5#<row>", "<series folder>#<series>": part of a container
     for candidate in (base + ".hea", base):
         p = Path(candidate)
-        if p.is_file():
+        if p.is_file() or p.is_dir():
             return p
     return None
 
 
+def _stamp_paths(row: dict) -> list[str]:
+    """The row's data files: `path`, `mask_path` and per-sequence `seq_*` columns."""
+    return [v for k, v in row.items() if v and (k in ("path", "mask_path") or k.startswith("seq_"))]
+
+
 def _files_stamp(rows: Sequence[dict]) -> str:
+    """Size and modification time of every data file the rows name (every file of a folder, e.g. a
+    DICOM series), so that a file changed in place makes a new cache entry."""
     h = hashlib.sha256()
+    folders: dict[Path, str] = {}
     for row in rows:
-        p = _data_file(row["path"])
-        if p is not None:
-            st = p.stat()
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        for value in _stamp_paths(row):
+            p = _data_file(str(value))
+            if p is None:
+                continue
+            if p.is_dir():
+                if p not in folders:
+                    files = sorted(q for q in p.iterdir() if q.is_file())
+                    folders[p] = "".join(f"{q.name}|{q.stat().st_size}|{q.stat().st_mtime_ns}\n" for q in files)
+                h.update(f"{p}/\n{folders[p]}".encode())
+            else:
+                st = p.stat()
+                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

@@ -206,3 +206,18 @@ class DiceBCELoss(nn.Module):
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
         bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
         return self.dice_weight * soft_dice_loss(logits, target) + self.bce_weight * bce
+
+
+def _bench_mask_decoder(encoder: nn.Module, input_shape: Sequence[int], mode: str, width: int) -> Segmenter:
+    """The benchmark's ``decoder: mask_decoder``: decoder_dim = the protocol's width rounded to a
+    multiple of 8 (divisible by the 8 heads), at least 64; the other settings at their defaults."""
+    return build_segmenter(encoder, input_shape, mode=mode, decoder_dim=max(64, 8 * round(width / 8)))
+
+
+def _register() -> None:
+    from medssl.bench.segmentation import register_decoder
+
+    register_decoder("mask_decoder", _bench_mask_decoder)
+
+
+_register()

@@ -85,12 +85,30 @@ def test_per_record_score_conventions():
     pred[0, 0, 2:5, 2:5] = True  # perfect
     # record 1: nothing predicted on a lesion; record 2: both empty
     s = per_record_scores(pred, truth, (0.5, 0.5), tolerance_mm=1.0)
-    assert SCORE_COLUMNS == ("dice", "nsd", "hd95")
-    assert s[0].tolist() == [1.0, 1.0, 0.0]
+    assert SCORE_COLUMNS == ("dice", "nsd", "hd95", "iou")
+    assert s[0].tolist() == [1.0, 1.0, 0.0, 1.0]
     assert s[1, 0] == 0 and s[1, 1] == 0 and s[1, 2] == pytest.approx(np.sqrt(2) * 9 * 0.5)  # image diagonal
-    assert s[2].tolist() == [1.0, 1.0, 0.0]
+    assert s[1, 3] == 0
+    assert s[2].tolist() == [1.0, 1.0, 0.0, 1.0]
+    half = np.zeros((1, 1, 10, 10), bool)
+    half[0, 0, 2:5, 2:8] = True
+    third = np.zeros_like(half)
+    third[0, 0, 2:5, 2:4] = True  # |P & T| = 6, |P | T| = 18: IoU 1/3, Dice 1/2
+    assert per_record_scores(third, half, None, 1.0)[0, [0, 3]] == pytest.approx([0.5, 1 / 3])
 
 
-def test_an_encoder_without_feature_maps_is_refused():
+def test_an_encoder_without_feature_maps_or_an_unknown_decoder_is_refused():
     with pytest.raises(ValueError, match="no feature_maps"):
         build_segmenter(nn.Linear(3, 3), (1, 8, 8))
+    with pytest.raises(ValueError, match="unknown segmentation decoder 'nope'; known: .*pyramid"):
+        build_segmenter(TinyConvEncoder(), (1, 8, 8), decoder="nope")
+
+
+def test_the_retina_mask_decoder_plugs_in_by_name():
+    from medssl.registry import create_encoder
+
+    encoder = create_encoder("retina_vit_tiny", image_size=32, depth=1)
+    images, masks = _disks(4, 32, seed=2)
+    model = train_segmenter(encoder, images, masks, decoder="mask_decoder", epochs=1, batch_size=4, width=8)
+    assert type(model.decoder).__name__ == "PromptFreeMaskDecoder"
+    assert predict_masks(model, images).shape == masks.shape

@@ -100,3 +100,20 @@ def test_outputs_get_ordinary_permissions_not_tempfile_private_ones(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert stat.S_IMODE(cache.folder.stat().st_mode) == 0o755
+
+
+def test_cache_key_follows_files_inside_a_folder_and_mask_files(tmp_path):
+    from medssl.data.cache import cache_key
+
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "slice1.dcm").write_bytes(b"a" * 10)
+    mask = tmp_path / "mask.nii.gz"
+    mask.write_bytes(b"m")
+    rows = [{"record_id": "r", "subject_id": "s", "path": f"{series}#ser-1", "split": "", "labels": "",
+             "mask_path": str(mask)}]
+    k0 = cache_key(rows, "settings")
+    (series / "slice1.dcm").write_bytes(b"b" * 11)  # a series file changed in place
+    k1 = cache_key(rows, "settings")
+    mask.write_bytes(b"mm")
+    assert len({k0, k1, cache_key(rows, "settings")}) == 3
