@@ -161,6 +161,15 @@ def _geometry_path(root: Path, preprocess: MriPreprocess, row: dict) -> str:
     return str(root / "mri" / "geometry" / preprocess.cache_key() / f"{key}.json")
 
 
+def _chunk_size(n_rows: int, workers: int | None) -> int:
+    """Rows per worker task: volumes take about a second each, so small manifests are split into
+    at least two tasks per worker to keep every core busy; at most 8 rows (~160 MB of shards)."""
+    import os
+
+    n_workers = workers or os.cpu_count() or 1
+    return max(1, min(8, n_rows // (2 * n_workers)))
+
+
 _ERRORS = (NiftiReadError, MissingChannelError, ValueError, OSError, RuntimeError)
 
 
@@ -174,7 +183,8 @@ def mri_array_cache(rows: Sequence[dict], preprocess: MriPreprocess, cache_root:
     if not (root / "mri" / cache_key(rows, settings_key) / "signals.npy").is_file():
         import monai.transforms  # noqa: F401  - imported once here, inherited by forked workers
     return build_array_cache(rows, MriLoader(preprocess), settings=preprocess.to_dict(), settings_key=settings_key,
-                             modality="mri", cache_root=root, errors=_ERRORS, workers=workers, chunk_size=8)
+                             modality="mri", cache_root=root, errors=_ERRORS, workers=workers,
+                             chunk_size=_chunk_size(len(rows), workers))
 
 
 def mri_mask_cache(rows: Sequence[dict], preprocess: MriPreprocess, cache_root: str | Path | None = None, *,
@@ -190,7 +200,7 @@ def mri_mask_cache(rows: Sequence[dict], preprocess: MriPreprocess, cache_root: 
     masks = build_array_cache(inputs.rows, MriMaskLoader(preprocess), settings=settings,
                               settings_key=_stamp(inputs.rows, preprocess, f"masks|{inputs.folder.name}"),
                               modality="mri-masks", cache_root=cache_root or default_cache_root(), errors=_ERRORS,
-                              workers=workers, chunk_size=8)
+                              workers=workers, chunk_size=_chunk_size(len(inputs.rows), workers))
     if [r["record_id"] for r in masks.rows] != [r["record_id"] for r in inputs.rows]:
         bad = "; ".join(f"{p}: {r}" for p, r in masks.skipped[:3])
         raise ValueError(f"masks of {len(inputs.rows) - len(masks.rows)} record(s) could not be read although their "

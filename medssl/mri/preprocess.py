@@ -142,14 +142,13 @@ class MriPreprocess:
 
     @classmethod
     def for_encoder(cls, spec_input, **overrides) -> MriPreprocess:
-        """From an encoder's `spec.input`: channels (names, or an int: that many unnamed
-        channels, only 1 is readable), shape, spacing_mm (default 1 mm)."""
+        """From an encoder's `spec.input`: channels (names, or a count: that many unnamed channels,
+        which read a task row's inputs in the task's order), shape, spacing_mm (default 1 mm)."""
         channels = spec_input.get("channels", 1)
+        if isinstance(channels, bool) or (isinstance(channels, int) and channels < 1):
+            raise ValueError(f"channels must be sequence names or a positive count, got {channels!r}")
         if isinstance(channels, int):
-            if channels != 1:
-                raise ValueError(f"the encoder takes {channels} unnamed channels; name them in spec.input['channels'] "
-                                 f"(e.g. ['flair', 'adc', 'dwi_b1000', 'swi_or_t2s'])")
-            channels = ["any"]
+            channels = ["any"] * channels
         if "shape" not in spec_input:
             raise ValueError("the encoder's input contract has no 'shape'")
         settings = {"channels": tuple(channels), "shape": spec_input["shape"],

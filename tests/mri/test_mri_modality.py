@@ -120,7 +120,9 @@ def test_channel_resolution_and_contract_problems(fomo_task_root, fomo60k_root):
     assert mri_contract_problems(ANY, ecg_rows)[0].startswith("records: 1 of 1 rows are not MRI")
     thick = [{**r, "spacing_mm": "1x1x6"} for r in scans[:3]]
     assert any(p.startswith("spacing: 3 of 3") for p in mri_contract_problems(ANY, thick))
-    assert mri_contract_problems({"channels": 2, "shape": [8, 8, 8]}, scans)[0].startswith("contract:")
+    assert "reads 2 channels" in mri_contract_problems({"channels": 2, "shape": [8, 8, 8]}, scans)[0]
+    assert mri_contract_problems({"channels": 4, "shape": [8, 8, 8]}, task1) == []
+    assert mri_contract_problems({"channels": 0, "shape": [8, 8, 8]}, scans)[0].startswith("contract:")
 
 
 def test_write_synthetic_reuses_and_refuses(tmp_path):

@@ -120,5 +120,6 @@ def test_settings_and_contract():
     assert MriPreprocess.for_encoder({"channels": 1, "shape": [2, 16, 16, 16]}).shape == (16, 16, 16)
     assert p.cache_key() != MriPreprocess.for_encoder({"channels": ["flair", "adc"], "shape": [32, 32, 32],
                                                        "spacing_mm": 1.5}).cache_key()
-    with pytest.raises(ValueError, match="unnamed channels"):
-        MriPreprocess.for_encoder({"channels": 3, "shape": [8, 8, 8]})
+    assert MriPreprocess.for_encoder({"channels": 3, "shape": [8, 8, 8]}).channels == ("any",) * 3
+    with pytest.raises(ValueError, match="positive count"):
+        MriPreprocess.for_encoder({"channels": 0, "shape": [8, 8, 8]})
