@@ -10,7 +10,8 @@
 * :func:`knn_distance`: mean distance to the k nearest population embeddings (chunked); a
   lower distance = more member-like, so use ``-distance`` as a score.
 
-x is a batch (B, n_leads, n_samples) of preprocessed ECG windows, as the methods receive it.
+x is a batch of preprocessed inputs as the methods receive them ((B, n_leads, n_samples) ECG
+windows, (B, C, *spatial) images).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def ssl_loss_signal(method: nn.Module, x: Tensor, n_queries: int = 1, seed: int 
     """Per-sample SSL loss (B, Q) float64, query q drawn with ``step = seed * 100003 + q``.
 
     medssl methods return a batch-*mean* loss from ``forward(x, *, step, rank)``, so each sample is
-    passed alone (batch of one), in eval mode (restored afterwards) and without gradients. The
+    passed alone (batch of one), in eval mode (restored afterwards) and without gradients; a method
+    with ``per_sample_loss(x, *, step, rank) -> (B,)`` (JEPA, MAE) scores the whole batch in one
+    pass with the masks a batch of one would draw, giving the same values. The
     method draws its augmentations/masks from hash((method seed, step, rank)), so query q gets
     the same draw for every sample and for every model sharing the method seed: keep the method
     seed equal across target and reference models so LiRA's per-query Gaussians compare like with
@@ -51,14 +54,17 @@ def ssl_loss_signal(method: nn.Module, x: Tensor, n_queries: int = 1, seed: int 
     samples as negatives and degenerate with a batch of one; for those methods use
     :func:`augmentation_consistency` (or :func:`knn_distance`) instead.
     """
-    if x.ndim != 3:
-        raise ValueError(f"x must be (batch, leads, samples), got shape {tuple(x.shape)}")
+    if x.ndim < 3:
+        raise ValueError(f"x must be (batch, ...) inputs, got shape {tuple(x.shape)}")
     if not 1 <= n_queries < _QUERY_STRIDE:
         raise ValueError(f"n_queries must be in [1, {_QUERY_STRIDE}), got {n_queries}")
     out = np.empty((x.shape[0], n_queries), dtype=np.float64)
     with _EvalMode(method):
         for q in range(n_queries):
             step = seed * _QUERY_STRIDE + q
+            if hasattr(method, "per_sample_loss"):
+                out[:, q] = method.per_sample_loss(x, step=step, rank=0).detach().double().cpu().numpy()
+                continue
             for i in range(x.shape[0]):
                 loss = method(x[i : i + 1], step=step, rank=0)
                 out[i, q] = float(loss.detach().reshape(()))

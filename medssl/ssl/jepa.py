@@ -39,7 +39,7 @@ class JEPA(nn.Module):
         resumed run draws the masks the uninterrupted run would have drawn."""
         return self.masker(batch_size, self.encoder.n_time, step_generator(self.seed, step, rank))
 
-    def forward(self, x: Tensor, masks: tuple[Tensor, Tensor] | None = None, *, step: int = 0, rank: int = 0) -> Tensor:
+    def _elementwise_loss(self, x: Tensor, masks: tuple[Tensor, Tensor] | None, *, step: int, rank: int) -> Tensor:
         keep_time, mask_time = masks if masks is not None else self.sample_masks(x.shape[0], step, rank)
         keep_time, mask_time = keep_time.to(x.device), mask_time.to(x.device)
         with torch.no_grad():
@@ -48,7 +48,17 @@ class JEPA(nn.Module):
             target = gather_time_patches(target, self.encoder.n_leads, mask_time)
         context = self.encoder.forward_features(x, keep_time=keep_time)
         prediction = self.predictor(context, keep_time, mask_time)
-        return F.smooth_l1_loss(prediction.float(), target.float())
+        return F.smooth_l1_loss(prediction.float(), target.float(), reduction="none")
+
+    def forward(self, x: Tensor, masks: tuple[Tensor, Tensor] | None = None, *, step: int = 0, rank: int = 0) -> Tensor:
+        return self._elementwise_loss(x, masks, step=step, rank=rank).mean()
+
+    def per_sample_loss(self, x: Tensor, *, step: int = 0, rank: int = 0) -> Tensor:
+        """(B,) loss of each sample under the masks a batch of one draws at (step, rank): equal to
+        ``forward(x[i:i+1], step=step, rank=rank)`` for every i, in one batched pass."""
+        keep_time, mask_time = self.sample_masks(1, step, rank)
+        masks = (keep_time.expand(x.shape[0], -1), mask_time.expand(x.shape[0], -1))
+        return self._elementwise_loss(x, masks, step=step, rank=rank).flatten(1).mean(1)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:

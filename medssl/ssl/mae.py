@@ -70,8 +70,10 @@ class RandomLeadPatchMasker:
         return PatchMask(keep_leads, keep_time, masked)
 
 
-def masked_patch_loss(pred: Tensor, target: Tensor, masked: Tensor, *, norm_target: bool = False) -> Tensor:
+def masked_patch_loss(pred: Tensor, target: Tensor, masked: Tensor, *, norm_target: bool = False,
+                      per_sample: bool = False) -> Tensor:
     """Mean squared error over masked patches. pred, target: (B, L, T, P); masked: (B, L, T) bool.
+    A scalar, or (B,) per-sample means with ``per_sample``.
 
     With `norm_target`, each target patch is standardised by its own mean and (unbiased) variance
     first (MAE's norm_pix_loss, eps 1e-6). Predictions of visible patches do not enter the loss.
@@ -82,6 +84,8 @@ def masked_patch_loss(pred: Tensor, target: Tensor, masked: Tensor, *, norm_targ
         target = (target - mean) / (var + 1e-6).sqrt()
     per_patch = (pred - target).pow(2).mean(dim=-1)
     weight = masked.to(per_patch.dtype)
+    if per_sample:
+        return (per_patch * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
     return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
 
 
@@ -184,3 +188,12 @@ class MaskedAutoencoder(nn.Module):
         pred = self.predict(x, mask)
         target = self.encoder.patchify(x)
         return masked_patch_loss(pred.float(), target.float(), mask.masked, norm_target=self.norm_target)
+
+    def per_sample_loss(self, x: Tensor, *, step: int = 0, rank: int = 0) -> Tensor:
+        """(B,) loss of each sample under the mask a batch of one draws at (step, rank): equal to
+        ``forward(x[i:i+1], step=step, rank=rank)`` for every i, in one batched pass."""
+        one = self.sample_mask(1, step, rank)
+        mask = PatchMask(*(t.expand(x.shape[0], *t.shape[1:]) for t in one)).to(x.device)
+        pred = self.predict(x, mask)
+        return masked_patch_loss(pred.float(), self.encoder.patchify(x).float(), mask.masked,
+                                 norm_target=self.norm_target, per_sample=True)

@@ -55,8 +55,29 @@ def test_ssl_loss_signal_is_per_sample_and_per_query():
     assert not np.allclose(out, ssl_loss_signal(method, x, n_queries=3, seed=2))
     # a sample the model fits better has a lower loss
     assert ssl_loss_signal(method, torch.zeros(1, 2, 16))[0, 0] < out.mean()
-    with pytest.raises(ValueError, match="batch, leads, samples"):
-        ssl_loss_signal(method, x[0])
+    with pytest.raises(ValueError, match=r"batch, \.\.\."):
+        ssl_loss_signal(method, x[0][0])
+
+
+@pytest.mark.parametrize("recipe", ["ecg_jepa", "mae_ecg"])
+def test_batched_per_sample_losses_equal_batches_of_one(recipe):
+    from medssl.engine.config import resolve_recipe
+    from medssl.engine.methods import build_method
+
+    tiny = ["variant=cpu", "encoder.overrides.depth=1", "encoder.overrides.embed_dim=32",
+            "encoder.overrides.num_heads=2"]
+    tiny += (["predictor.dim=16", "predictor.depth=1", "predictor.num_heads=2"] if recipe == "ecg_jepa"
+             else ["decoder.dim=16", "decoder.depth=1", "decoder.num_heads=2"])
+    cfg = resolve_recipe(recipe, tiny)
+    torch.manual_seed(0)
+    _, method = build_method(cfg)
+    spec = method.encoder.spec.input
+    x = torch.randn(4, len(spec["leads"]), spec["num_samples"])
+    batched = ssl_loss_signal(method, x, n_queries=2, seed=3)
+    method.eval()
+    with torch.no_grad():
+        one_by_one = [[float(method(x[i:i + 1], step=3 * 100_003 + q, rank=0)) for q in range(2)] for i in range(4)]
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-6)
 
 
 def test_augmentation_consistency():
