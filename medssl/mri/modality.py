@@ -39,6 +39,7 @@ from medssl.data.cache import (
 from medssl.data.layouts import register_layout
 from medssl.data.modalities import ModalityData, register_modality
 from medssl.imaging.nifti import NiftiReadError, read_nifti
+from medssl.imaging.volume import Volume
 from medssl.io import atomic_write_json
 from medssl.mri.fomo_task import TASKS, parse_task
 from medssl.mri.preprocess import Geometry, MriPreprocess, to_model_space
@@ -94,6 +95,17 @@ def channel_paths(row: Mapping, channels: Sequence[str]) -> list[str]:
     return [row["path"]]
 
 
+def read_volume(path: str | Path) -> Volume:
+    """One MRI volume: `.nii` / `.nii.gz` files through `read_nifti`, DICOM series (a folder or a
+    `.dcm` / `.ima` file) through `medssl.imaging.dicom.read_dicom_series`."""
+    p = Path(path)
+    if not p.name.lower().endswith((".nii", ".nii.gz")) and (p.is_dir() or p.suffix.lower() in (".dcm", ".ima")):
+        from medssl.imaging.dicom import read_dicom_series
+
+        return read_dicom_series(p)
+    return read_nifti(p)
+
+
 def _limit_threads_in_worker() -> None:
     """One torch thread per worker process: the cache runs one process per core."""
     if multiprocessing.parent_process() is not None:
@@ -112,9 +124,9 @@ class MriLoader:
 
     def __call__(self, row: dict) -> np.ndarray:
         _limit_threads_in_worker()
-        volumes = [read_nifti(p) for p in channel_paths(row, self.preprocess.channels)]
+        volumes = [read_volume(p) for p in channel_paths(row, self.preprocess.channels)]
         if row.get("mask_path"):
-            read_nifti(row["mask_path"])
+            read_volume(row["mask_path"])
         array, geometry = self.preprocess.apply(volumes)
         if row.get("geometry_path"):
             atomic_write_json(row["geometry_path"], geometry.to_dict())
@@ -134,8 +146,8 @@ class MriMaskLoader:
         if geometry_file.is_file():
             geometry = Geometry.from_dict(json.loads(geometry_file.read_text()))
         else:
-            _, geometry = self.preprocess.apply([read_nifti(p) for p in channel_paths(row, self.preprocess.channels)])
-        mask = read_nifti(row["mask_path"])
+            _, geometry = self.preprocess.apply([read_volume(p) for p in channel_paths(row, self.preprocess.channels)])
+        mask = read_volume(row["mask_path"])
         model = to_model_space(mask, geometry, order=0)
         return (model > 0.5).astype(np.float32)[None, None]
 

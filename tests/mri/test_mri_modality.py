@@ -97,6 +97,18 @@ def test_masks_aligned_with_inputs_and_mapped_back(fomo_task_root, tmp_path):
     assert masks.signals.sum() > 0.5 * sum(read_nifti(r["mask_path"]).array.sum() for r in rows[:4]) / 4
 
 
+def test_dicom_series_rows_read_through_the_dicom_reader(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    row = {"record_id": "mr-small", "subject_id": "s1", "path": get_testdata_file("MR_small.dcm"), "split": "",
+           "labels": "", "sequence": "t1"}
+    cache = modality_data("mri").inputs([row], {**ANY, "shape": [32, 32, 4]}, ONE_WORKER, tmp_path)
+    assert cache.signals.shape == (1, 1, 32, 32, 4) and cache.skipped == []
+    x = np.asarray(cache.signals)
+    assert (x != 0).any(axis=(0, 1, 2, 3)).sum() == 1  # one 0.8 mm slice, padded to 4 at 1 mm
+    assert 0.8 < x[x != 0].std() < 1.2
+
+
 def test_masks_refused_without_mask_paths(fomo_task_root, tmp_path):
     rows, _ = index_fomo_task(fomo_task_root(1), 1)
     with pytest.raises(ValueError, match="no mask_path"):
