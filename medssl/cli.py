@@ -281,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--checkpoint", required=True, help="checkpoint folder")
     au.add_argument("--members", required=True, help="manifest (or WFDB folder) of training subjects")
     au.add_argument("--nonmembers", required=True, help="manifest (or WFDB folder) of held-out subjects")
-    au.add_argument("--threat", choices=["score", "embedding"], default="score")
+    au.add_argument("--threat", choices=["score", "embedding", "learned"], default="score",
+                    help="score: the SSL loss; embedding: augmentation consistency of embeddings; learned: a "
+                         "classifier over subject statistics of both (cross-fitted)")
     au.add_argument("--attack", choices=["loss", "lira", "rmia"], default="loss")
     au.add_argument("--refs", type=int, default=0, help="reference models for lira/rmia")
     au.add_argument("--population", help="manifest the reference models train on (lira/rmia)")

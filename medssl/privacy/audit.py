@@ -16,6 +16,10 @@ Threat models
     Signal: :func:`medssl.privacy.signals.augmentation_consistency` over ``n_queries`` (>= 2)
     augmented views (the recipe's ``augment`` list when it keeps the window shape, else
     gaussian noise + amplitude scaling + time-out).
+  * ``learned``: the adaptive attacker of :mod:`medssl.privacy.learned`: both signals above,
+    summarised per subject (statistics over windows and repeated queries) and fed to a logistic
+    regression cross-fitted over subjects (each subject scored by a model that never saw its
+    label). Attack ``loss`` only (the classifier is the attack).
 
 Attacks: ``loss`` (threshold on the signal, no references), ``lira`` and ``rmia`` (with
 ``n_refs`` reference models from :mod:`medssl.privacy.references` trained on
@@ -37,6 +41,14 @@ Null check: the same attack scores of the non-members, split into two disjoint r
 (one half labelled "members"); AUC ~ 0.5 and TPR ~ FPR are expected, anything else points to a
 bias in the pipeline rather than leakage.
 
+Source check (run automatically when some non-members come from sources, the manifests' ``site``
+column, that no member comes from): the same attack between non-members from the members'
+source(s) and non-members from the other source(s). Non-members of the members' source are
+taken from the non-member manifest, or, for the ``loss`` attack, scored from the population
+manifest (subjects that are not members). An AUC far from 0.5 there measures the shift between
+datasets, which the main result would otherwise mistake for membership. Skipped (with the
+reason) when either group has fewer than ``MIN_SUBJECTS`` subjects.
+
 ``audit.json`` schema (``schema_version`` 1; no subject or record identifiers, only counts)::
 
     {
@@ -54,6 +66,9 @@ bias in the pipeline rather than leakage.
       "roc": {"fpr": [...], "tpr": [...]},
       "null_check": {"n_members": int, "n_nonmembers": int, "auc": float, "auc_ci": [low, high],
                      "tpr_at_fpr": {same as above}},
+      "source_check": null | {"skipped": reason} | {"member_sources": [...], "other_sources": [...],
+                     "n_members" (same-source non-members), "n_nonmembers" (other-source), "auc", "auc_ci",
+                     "tpr_at_fpr"},
       "warnings": [str]
     }
 """
@@ -92,7 +107,7 @@ log = logging.getLogger(__name__)
 
 FPRS = (0.001, 0.01, 0.1)
 MIN_SUBJECTS = 10
-THREATS = ("score", "embedding")
+THREATS = ("score", "embedding", "learned")
 ATTACKS = ("loss", "lira", "rmia")
 _DEFAULT_VIEW_AUGMENT = [
     {"name": "gaussian_noise", "std": 0.05}, {"name": "amplitude_scale", "magnitude": [0.8, 1.25]},
@@ -194,9 +209,9 @@ def source_mismatch_warnings(members_rows: Sequence[dict], nonmembers_rows: Sequ
         return []
     return [
         f"{len(foreign)} non-member source(s) hold no member: differences between datasets (scanner, "
-        "site, preprocessing) can be mistaken for membership. Check by running the same attack between "
-        "two non-member groups, one from the members' source and one from the other source(s): an AUC "
-        "far from 0.5 there measures the shift, not leakage."
+        "site, preprocessing) can be mistaken for membership. The source check (below) runs the same attack "
+        "between non-members of the members' source and of the other source(s): an AUC far from 0.5 there "
+        "measures the shift, not leakage."
     ]
 
 
@@ -236,6 +251,8 @@ def run_audit(
     for side, s in (("members", mem_s), ("non-members", non_s)):
         if len(s) < MIN_SUBJECTS:
             raise ValueError(f"{len(s)} {side} subjects: an audit needs at least {MIN_SUBJECTS} subjects per side")
+    if threat == "learned" and attack != "loss":
+        raise ValueError("threat learned is its own attack (a classifier over subject statistics): use --attack loss")
     if attack in ("lira", "rmia"):
         if n_refs < 1:
             raise ValueError(f"attack {attack} needs reference models: set n_refs >= 1 (e.g. --refs 4)")
@@ -268,62 +285,63 @@ def run_audit(
     x = np.concatenate([x_mem, x_non])
     win_subjects = np.array([str(r["subject_id"]) for r in [*used_mem, *used_non]])
     score_seed = int(cfg.get("seed", 0))
-    target = _signal(threat, cfg, checkpoint, x, n_queries, seed, score_seed, warnings)
+
+    def learned_features(xs: np.ndarray, ws: np.ndarray, subjects: Sequence[str]) -> np.ndarray:
+        from medssl.privacy.learned import subject_features
+
+        losses = _signal("score", cfg, checkpoint, xs, n_queries, seed, score_seed, warnings)
+        consistency = _signal("embedding", cfg, checkpoint, xs, n_queries, seed, score_seed, [])
+        return subject_features(subjects, ws, losses, consistency)
+
+    def loss_scores(xs: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(subjects, scores) of the threshold attack on windows xs of subjects ws."""
+        sig = _signal(threat, cfg, checkpoint, xs, n_queries, seed, score_seed, [])
+        return aggregate_by_subject(loss_attack(sig) if threat == "score" else np.asarray(sig, np.float64), ws,
+                                    aggregate)
 
     mode = None
     n_ref_used = 0
-    if attack == "loss":
-        win_scores = loss_attack(target) if threat == "score" else np.asarray(target, dtype=np.float64)
+    features = None
+    if threat == "learned":
+        from medssl.privacy.learned import cross_fitted_scores
+
+        subjects = np.array(sorted(set(win_subjects.tolist())))
+        features = learned_features(x, win_subjects, subjects)
+        labels = np.isin(subjects, sorted(mem_s))
+        subj_scores = cross_fitted_scores(features, labels, seed=seed)
     else:
-        from medssl.privacy.references import membership_matrix, train_reference_models
-
-        pop_subjects = sorted(_subjects(population_rows))
-        rng = np.random.default_rng(seed)
-        z_subjects = set()
-        if attack == "rmia":
-            z_subjects = set(rng.choice(pop_subjects, max(1, len(pop_subjects) // 4), replace=False).tolist())
-        ref_rows = [r for r in population_rows if str(r["subject_id"]) not in z_subjects]
-        # which references will train on each audited window, known before training anything
-        pool = sorted(_subjects(ref_rows))
-        planned = membership_matrix(n_refs, len(pool), seed)[:, np.searchsorted(pool, win_subjects).clip(0, len(pool) - 1)]
-        planned &= np.isin(win_subjects, pool)[None]
-        if not (~planned).any(axis=0).all() and (attack == "rmia" or not planned.any(axis=0).all()):
-            raise ValueError(
-                f"{attack}: {int((~(~planned).any(axis=0)).sum())} audited window(s) would have no OUT reference "
-                "model; use more reference models (--refs >= 2) or a population disjoint from the audited subjects")
-        refs = train_reference_models(cfg, ref_rows, n_refs, out_dir / "references", seed)
-        n_ref_used = len(refs)
-        ref_sig = np.stack([_signal(threat, cfg, r.checkpoint, x, n_queries, seed, score_seed, []) for r in refs])
-        ref_in = np.stack([r.membership(win_subjects) for r in refs])  # (R, W)
-        if attack == "lira":
-            t_sig, r_sig = (-target, -ref_sig) if threat == "score" else ((1 + target) / 2, (1 + ref_sig) / 2)
-            tr = None if threat == "score" else "logit"
-            if ref_in.any(axis=0).all() and (~ref_in).any(axis=0).all():
-                mode, win_scores = "online", lira_online(t_sig, r_sig, ref_in, transform=tr)
-            else:
-                mode, win_scores = "offline", lira_offline(t_sig, r_sig, ref_in, transform=tr)
+        target = _signal(threat, cfg, checkpoint, x, n_queries, seed, score_seed, warnings)
+        if attack == "loss":
+            win_scores = loss_attack(target) if threat == "score" else np.asarray(target, dtype=np.float64)
         else:
-            z_rows = [r for r in population_rows if str(r["subject_id"]) in z_subjects]
-            x_z, _ = _arrays(cfg, z_rows, enc_probe)
-            z_t = _signal(threat, cfg, checkpoint, x_z, n_queries, seed, score_seed, [])
-            z_r = np.stack([_signal(threat, cfg, r.checkpoint, x_z, n_queries, seed, score_seed, []) for r in refs])
-
-            def prob(s):
-                return np.exp(-np.asarray(s).mean(axis=-1)) if threat == "score" else np.clip((1 + s) / 2, 1e-6, 1)
-
-            mode = "offline"
-            win_scores = rmia(prob(target), prob(ref_sig), prob(z_t), prob(z_r), reference_in=ref_in, offline=True)
-
-    subjects, subj_scores = aggregate_by_subject(win_scores, win_subjects, aggregate)
-    labels = np.isin(subjects, sorted(mem_s))
+            mode, n_ref_used, win_scores = _reference_attack(
+                attack, threat, cfg, checkpoint, x, win_subjects, target, population_rows, n_refs, n_queries,
+                out_dir, seed, score_seed, enc_probe)
+        subjects, subj_scores = aggregate_by_subject(win_scores, win_subjects, aggregate)
+        labels = np.isin(subjects, sorted(mem_s))
     main = _metrics(subj_scores, labels, seed)
     fpr, tpr, _ = roc_curve_points(subj_scores, labels)
 
+    def group_metrics(mask_a: np.ndarray, mask_b: np.ndarray) -> dict:
+        """The attack between two groups of subjects (a labelled "members"); the learned attacker
+        is refitted (cross-fitted) on them."""
+        keep = mask_a | mask_b
+        if features is not None:
+            from medssl.privacy.learned import cross_fitted_scores
+
+            scores = cross_fitted_scores(features[keep], mask_a[keep], seed=seed)
+        else:
+            scores = subj_scores[keep]
+        return _metrics(scores, mask_a[keep], seed)
+
     # null check: two random halves of the non-members
-    non_scores = subj_scores[~labels]
-    null_labels = np.zeros(non_scores.size, dtype=bool)
-    null_labels[np.random.default_rng(seed + 1).permutation(non_scores.size)[: non_scores.size // 2]] = True
-    null = _metrics(non_scores, null_labels, seed)
+    non_idx = np.flatnonzero(~labels)
+    half = np.zeros(len(subjects), dtype=bool)
+    half[np.random.default_rng(seed + 1).permutation(non_idx)[: non_idx.size // 2]] = True
+    null = group_metrics(half, ~labels & ~half)
+    source_check = _source_check(members_rows, nonmembers_rows, population_rows, subjects, labels, attack,
+                                 group_metrics, features, subj_scores, cfg, enc_probe, loss_scores,
+                                 learned_features, seed)
 
     result = {
         "schema_version": 1,
@@ -336,7 +354,7 @@ def run_audit(
         "membership_verified": verified,
         "auc": main["auc"], "auc_ci": main["auc_ci"], "tpr_at_fpr": main["tpr_at_fpr"],
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-        "null_check": null, "warnings": warnings,
+        "null_check": null, "source_check": source_check, "warnings": warnings,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "audit.json", result)
@@ -351,11 +369,98 @@ def run_audit(
     return result
 
 
+def _reference_attack(attack, threat, cfg, checkpoint, x, win_subjects, target, population_rows, n_refs, n_queries,
+                      out_dir, seed, score_seed, enc_probe):
+    """(mode, number of references, window scores) of LiRA or RMIA with reference models trained on
+    the population (see the module docstring)."""
+    from medssl.privacy.references import membership_matrix, train_reference_models
+
+    pop_subjects = sorted(_subjects(population_rows))
+    rng = np.random.default_rng(seed)
+    z_subjects = set()
+    if attack == "rmia":
+        z_subjects = set(rng.choice(pop_subjects, max(1, len(pop_subjects) // 4), replace=False).tolist())
+    ref_rows = [r for r in population_rows if str(r["subject_id"]) not in z_subjects]
+    # which references will train on each audited window, known before training anything
+    pool = sorted(_subjects(ref_rows))
+    planned = membership_matrix(n_refs, len(pool), seed)[:, np.searchsorted(pool, win_subjects).clip(0, len(pool) - 1)]
+    planned &= np.isin(win_subjects, pool)[None]
+    if not (~planned).any(axis=0).all() and (attack == "rmia" or not planned.any(axis=0).all()):
+        raise ValueError(
+            f"{attack}: {int((~(~planned).any(axis=0)).sum())} audited window(s) would have no OUT reference "
+            "model; use more reference models (--refs >= 2) or a population disjoint from the audited subjects")
+    refs = train_reference_models(cfg, ref_rows, n_refs, out_dir / "references", seed)
+    ref_sig = np.stack([_signal(threat, cfg, r.checkpoint, x, n_queries, seed, score_seed, []) for r in refs])
+    ref_in = np.stack([r.membership(win_subjects) for r in refs])  # (R, W)
+    if attack == "lira":
+        t_sig, r_sig = (-target, -ref_sig) if threat == "score" else ((1 + target) / 2, (1 + ref_sig) / 2)
+        tr = None if threat == "score" else "logit"
+        if ref_in.any(axis=0).all() and (~ref_in).any(axis=0).all():
+            return "online", len(refs), lira_online(t_sig, r_sig, ref_in, transform=tr)
+        return "offline", len(refs), lira_offline(t_sig, r_sig, ref_in, transform=tr)
+    z_rows = [r for r in population_rows if str(r["subject_id"]) in z_subjects]
+    x_z, _ = _arrays(cfg, z_rows, enc_probe)
+    z_t = _signal(threat, cfg, checkpoint, x_z, n_queries, seed, score_seed, [])
+    z_r = np.stack([_signal(threat, cfg, r.checkpoint, x_z, n_queries, seed, score_seed, []) for r in refs])
+
+    def prob(sig):
+        return np.exp(-np.asarray(sig).mean(axis=-1)) if threat == "score" else np.clip((1 + sig) / 2, 1e-6, 1)
+
+    return "offline", len(refs), rmia(prob(target), prob(ref_sig), prob(z_t), prob(z_r), reference_in=ref_in,
+                                      offline=True)
+
+
+def _site_of(rows: Sequence[dict]) -> dict[str, str]:
+    return {str(r["subject_id"]): str(r.get("site") or "") for r in rows}
+
+
+def _source_check(members_rows, nonmembers_rows, population_rows, subjects, labels, attack, group_metrics,
+                  features, subj_scores, cfg, enc_probe, loss_scores, learned_features, seed) -> dict | None:
+    """The attack between non-members of the members' source(s) and non-members of the other
+    source(s); None when every non-member source also holds members."""
+    member_sites = set(_site_of(members_rows).values())
+    site = _site_of(nonmembers_rows)
+    other_sites = sorted(set(site.values()) - member_sites)
+    if not other_sites:
+        return None
+    base = {"member_sources": sorted(member_sites), "other_sources": other_sites}
+    same = np.array([not labels[i] and site.get(s) in member_sites for i, s in enumerate(subjects)])
+    other = np.array([not labels[i] and site.get(s) in other_sites for i, s in enumerate(subjects)])
+    if same.sum() >= MIN_SUBJECTS and other.sum() >= MIN_SUBJECTS:
+        return {**base, **group_metrics(same, other)}
+    extra = [r for r in (population_rows or []) if str(r.get("site") or "") in member_sites
+             and str(r["subject_id"]) not in set(subjects.tolist())]
+    n_extra = len(_subjects(extra))
+    if attack != "loss" or same.sum() + n_extra < MIN_SUBJECTS or other.sum() < MIN_SUBJECTS:
+        return {**base, "skipped": (
+            f"needs >= {MIN_SUBJECTS} non-member subjects from the members' source(s) and from the other "
+            f"source(s); have {int(same.sum())} (+{n_extra} in the population, usable by the loss attack only) "
+            f"and {int(other.sum())}: pass more same-source non-members (--nonmembers) or a population of the "
+            "members' source (--population)")}
+    x_extra, used_extra = _arrays(cfg, extra, enc_probe)
+    ws = np.array([str(r["subject_id"]) for r in used_extra])
+    if features is not None:
+        from medssl.privacy.learned import cross_fitted_scores
+
+        extra_subjects = np.array(sorted(set(ws.tolist())))
+        f = np.concatenate([features[same], learned_features(x_extra, ws, extra_subjects), features[other]])
+        a = np.r_[np.ones(int(same.sum()) + len(extra_subjects), bool), np.zeros(int(other.sum()), bool)]
+        return {**base, **_metrics(cross_fitted_scores(f, a, seed=seed), a, seed)}
+    _, extra_scores = loss_scores(x_extra, ws)
+    scores = np.concatenate([subj_scores[same], extra_scores, subj_scores[other]])
+    a = np.r_[np.ones(int(same.sum()) + extra_scores.size, bool), np.zeros(int(other.sum()), bool)]
+    return {**base, **_metrics(scores, a, seed)}
+
+
 _THREAT_TEXT = {
     "score": "The attacker can run the model's self-supervised training objective (white-box access to the "
              "SSL method) and reads its loss on each record window: training records tend to get a lower loss.",
     "embedding": "The attacker only queries the released encoder for embeddings and measures how consistent "
                  "the embeddings of augmented views of a record are: training records tend to be more consistent.",
+    "learned": "An adaptive attacker: the model's loss over repeated queries and the consistency of its "
+               "embeddings are summarised per subject and a classifier learns which statistics betray members; "
+               "each subject is scored by a classifier trained on other subjects of known membership "
+               "(cross-fitting), an upper bound for an outsider who knows a few members.",
 }
 
 
@@ -366,6 +471,21 @@ def _fpr_rows(table: dict) -> str:
         rows.append(f"<tr><td>{html.escape(f)}</td><td>{r['value']:.3f}</td>"
                     f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td><td>{html.escape(ok)}</td></tr>")
     return "".join(rows)
+
+
+def _source_html(check: dict | None) -> str:
+    if not check:
+        return ""
+    e = html.escape
+    head = (f"<h2>Source check</h2><p>Non-members come from source(s) {e(', '.join(check['other_sources']))} "
+            f"that hold no member (members: {e(', '.join(check['member_sources']))}).</p>")
+    if "skipped" in check:
+        return head + f"<p class=warn>Not run: {e(check['skipped'])}</p>"
+    return head + (f"<p>The same attack between {check['n_members']} non-members of the members' source(s) and "
+                   f"{check['n_nonmembers']} of the other source(s): AUC {check['auc']:.3f} "
+                   f"[{check['auc_ci'][0]:.3f}, {check['auc_ci'][1]:.3f}]. Near 0.5: the sources are "
+                   "interchangeable for this attack. Far from 0.5: part of the main result measures the "
+                   "difference between datasets, not membership.</p>")
 
 
 def render_html(result: dict) -> str:
@@ -400,6 +520,7 @@ non-member subjects ({result['n_nonmember_windows']} windows). Membership verifi
 subjects): expected AUC near 0.5 and TPR near FPR. AUC {null['auc']:.3f}
 [{null['auc_ci'][0]:.3f}, {null['auc_ci'][1]:.3f}].</p>
 <table>{head}{_fpr_rows(null['tpr_at_fpr'])}</table>
+{_source_html(result.get("source_check"))}
 <h2>Warnings</h2>
 <ul class="warn">{warn}</ul>
 </body></html>

@@ -181,3 +181,37 @@ def test_non_members_from_another_source_are_warned_about():
     assert source_mismatch_warnings(members, same) == []
     (warning,) = source_mismatch_warnings(members, same + other)
     assert "mistaken for membership" in warning and "site_b" not in warning
+
+
+def test_learned_attacker_is_cross_fitted_and_refuses_reference_attacks(cohort, tmp_path):
+    with pytest.raises(ValueError, match="threat learned is its own attack"):
+        run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], threat="learned", attack="lira",
+                  n_refs=2, population_rows=cohort["rows"], out_dir=tmp_path / "bad")
+    doc = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], threat="learned", n_queries=2,
+                    out_dir=tmp_path)
+    assert doc["threat"] == "learned" and (doc["n_members"], doc["n_nonmembers"]) == (12, 12)
+    assert 0 <= doc["auc"] <= 1 and doc["null_check"]["n_members"] + doc["null_check"]["n_nonmembers"] == 12
+    assert "cross-fitting" in (tmp_path / "report.html").read_text()
+
+
+def test_source_check_runs_when_non_members_come_from_another_source(cohort, tmp_path):
+    from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+
+    def relabel(rows, site, prefix=""):
+        return [{**r, "site": site, "subject_id": prefix + r["subject_id"], "record_id": prefix + r["record_id"]}
+                for r in rows]
+
+    members = relabel(cohort["members"], "hospital_a")
+    foreign = relabel(cohort["nonmembers"], "hospital_b")
+    doc = run_audit(cohort["ckpt"], members, foreign, n_queries=1, out_dir=tmp_path / "skipped")
+    check = doc["source_check"]
+    assert check["other_sources"] == ["hospital_b"] and "needs >= 10" in check["skipped"]
+    write_wfdb_cohort(generate_cohort(12, records_per_subject=1, seed=21), tmp_path / "pop")
+    population = relabel(index_layout("synthetic", tmp_path / "pop")[0], "hospital_a", "pop-")
+    doc = run_audit(cohort["ckpt"], members, foreign, population_rows=population, n_queries=1,
+                    out_dir=tmp_path / "run")
+    check = doc["source_check"]
+    assert (check["n_members"], check["n_nonmembers"]) == (12, 12) and 0 <= check["auc"] <= 1
+    assert "Source check" in (tmp_path / "run" / "report.html").read_text()
+    same = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], n_queries=1, out_dir=tmp_path / "s")
+    assert same["source_check"] is None or same["source_check"]["other_sources"]
