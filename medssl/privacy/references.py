@@ -20,10 +20,10 @@ scores every model with the target's mask/augmentation seed, see :mod:`medssl.pr
 
 Caching: a reference folder whose ``membership.json`` and ``checkpoint/card.json`` exist is
 reused as is, so a second call with the same recipe, population, n_refs and seed trains nothing;
-an interrupted run resumes from its Lightning checkpoint. Training is sequential, one reference
-after another, in this process: fine for the handful of references a CPU audit uses; on a
-cluster, launch the same folders as separate jobs (each is an ordinary ``pretrain`` run that
-Lightning scales over devices/nodes).
+an interrupted run resumes from its Lightning checkpoint. References train in parallel worker
+processes (``workers``; default one per two cores, each with its share of the torch threads), or
+one after another in this process with ``workers=1``. On a cluster, launch the same folders as
+separate jobs (each is an ordinary ``pretrain`` run that Lightning scales over devices/nodes).
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +91,17 @@ def reference_key(cfg: dict, population_rows: Sequence[dict], n_refs: int, seed:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _train_reference(cfg: dict, rows: list[dict], run_dir: Path, progress_bar: bool, threads: int | None) -> None:
+    """One reference's pretraining run (a worker-process entry point)."""
+    from medssl.engine.pretrain import pretrain
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    pretrain(cfg, rows, run_dir, progress_bar=progress_bar)
+
+
 def train_reference_models(
     cfg: dict,
     population_rows: Sequence[dict],
@@ -96,11 +110,13 @@ def train_reference_models(
     seed: int = 0,
     *,
     progress_bar: bool = False,
+    workers: int | None = None,
 ) -> list[ReferenceModel]:
     """Train (or reuse) ``n_refs`` reference models of recipe ``cfg``, each on a random half of the
-    subjects of ``population_rows``; returns them in order (see the module docstring)."""
-    from medssl.engine.pretrain import pretrain
+    subjects of ``population_rows``; returns them in order (see the module docstring).
 
+    workers: reference trainings at once in worker processes (default: one per two cores, at
+    most ``n_refs``); 1 trains them one after another in this process."""
     if n_refs < 1:
         raise ValueError(f"n_refs must be >= 1, got {n_refs}")
     subjects = tuple(sorted({str(r["subject_id"]) for r in population_rows}))
@@ -108,26 +124,36 @@ def train_reference_models(
         raise ValueError(f"the population needs at least 2 subjects to split in halves, got {len(subjects)}")
     pop_sha = manifest_fingerprint(population_rows)
     root = Path(out_dir) / f"refs-{reference_key(cfg, population_rows, n_refs, seed)}"
+    plan = membership_matrix(n_refs, len(subjects), seed)
+    jobs = []  # (index, cfg, rows, run_dir) of the references still to train
+    for i in range(n_refs):
+        run_dir = root / f"ref_{i:03d}"
+        if not ((run_dir / "membership.json").is_file() and (run_dir / "checkpoint" / "card.json").is_file()):
+            chosen = {s for s, keep in zip(subjects, plan[i]) if keep}
+            ref_cfg = copy.deepcopy(cfg)
+            ref_cfg["seed"] = int(cfg.get("seed", 0)) + 1 + i
+            jobs.append((i, ref_cfg, [dict(r) for r in population_rows if str(r["subject_id"]) in chosen], run_dir))
+    cores = os.cpu_count() or 1
+    workers = min(len(jobs), workers or max(1, cores // 2)) if jobs else 0
+    if workers > 1:
+        threads = max(1, cores // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_reference, c, rows, d, False, threads) for _, c, rows, d in jobs]
+            for f in futures:
+                f.result()
+    else:
+        for _, c, rows, d in jobs:
+            _train_reference(c, rows, d, progress_bar, None)
+    for i, c, _, run_dir in jobs:  # written last: its presence marks a finished reference
+        atomic_write_json(run_dir / "membership.json", {"population_sha256": pop_sha, "n_subjects": len(subjects),
+                                                        "seed": c["seed"], "in": plan[i].tolist()})
     refs = []
     for i in range(n_refs):
         run_dir = root / f"ref_{i:03d}"
         member_file = run_dir / "membership.json"
-        ckpt = run_dir / "checkpoint"
-        ref_seed = int(cfg.get("seed", 0)) + 1 + i
-        if member_file.is_file() and (ckpt / "card.json").is_file():
-            saved = json.loads(member_file.read_text())
-            if saved.get("population_sha256") != pop_sha or len(saved["in"]) != len(subjects):
-                raise ValueError(f"{member_file}: written for another population; remove {root}")
-            is_in = np.array(saved["in"], dtype=bool)
-        else:
-            is_in = membership_matrix(n_refs, len(subjects), seed)[i]
-            chosen = {s for s, keep in zip(subjects, is_in) if keep}
-            ref_cfg = copy.deepcopy(cfg)
-            ref_cfg["seed"] = ref_seed
-            pretrain(ref_cfg, [r for r in population_rows if str(r["subject_id"]) in chosen], run_dir,
-                     progress_bar=progress_bar)
-            # written last: its presence marks a finished reference
-            atomic_write_json(member_file, {"population_sha256": pop_sha, "n_subjects": len(subjects),
-                                            "seed": ref_seed, "in": is_in.tolist()})
-        refs.append(ReferenceModel(run_dir, ckpt, subjects, is_in, ref_seed))
+        saved = json.loads(member_file.read_text())
+        if saved.get("population_sha256") != pop_sha or len(saved["in"]) != len(subjects):
+            raise ValueError(f"{member_file}: written for another population; remove {root}")
+        refs.append(ReferenceModel(run_dir, run_dir / "checkpoint", subjects, np.array(saved["in"], dtype=bool),
+                                   int(saved.get("seed", int(cfg.get("seed", 0)) + 1 + i))))
     return refs

@@ -49,7 +49,7 @@ def test_key_ignores_cache_dir_but_not_recipe_population_or_seed():
 def test_references_are_trained_on_their_half_and_reused(tiny_cohort_dir, tmp_path):
     rows, _ = index_layout("synthetic", tiny_cohort_dir)
     cfg = resolve_recipe("ecg_jepa", TINY)
-    refs = train_reference_models(cfg, rows, 2, tmp_path, seed=0)
+    refs = train_reference_models(cfg, rows, 2, tmp_path, seed=0, workers=2)  # two worker processes
     subjects = sorted({r["subject_id"] for r in rows})
     assert len(refs) == 2 and refs[0].subjects == tuple(subjects)
     assert (np.stack([r.is_in for r in refs]).sum(axis=0) == 1).all()
@@ -61,7 +61,7 @@ def test_references_are_trained_on_their_half_and_reused(tiny_cohort_dir, tmp_pa
         assert card["training_metrics"]["n_subjects"] == int(ref.is_in.sum())
         assert ref.membership([subjects[0], "not-in-population"]).tolist() == [bool(ref.is_in[0]), False]
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    again = train_reference_models(cfg, rows, 2, tmp_path, seed=0)
+    again = train_reference_models(cfg, rows, 2, tmp_path, seed=0, workers=1)
     assert [r.run_dir for r in again] == [r.run_dir for r in refs]
     assert all(np.array_equal(a.is_in, b.is_in) for a, b in zip(again, refs))
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps  # nothing retrained
