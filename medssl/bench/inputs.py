@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import json
 import re
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 from medssl.bench.config import BenchConfig, BenchConfigError, EncoderEntry
 from medssl.bench.report import _jsonable
+
+EMBED_CHUNK = 2048  # items embedded between two saves of a resumable extraction
 
 
 class ContractError(BenchConfigError):
@@ -137,7 +140,9 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
                   progress: bool, notes: list[str]) -> dict[str, np.ndarray]:
     """{"embeddings" (N, D), "record_id", "subject_id"} of ``model`` on dataset ``ds``, cached in
     ``out/embeddings/<encoder>__<dataset>.npz`` under a fingerprint of the encoder reference,
-    architecture, weight files and the preprocessed data; a stale file is recomputed."""
+    architecture, weight files and the preprocessed data; a stale file is recomputed. Extraction
+    saves every ``EMBED_CHUNK`` items (``<file>.<fingerprint>.parts/``), so an interrupted run
+    resumes from the last finished chunk."""
     from medssl.engine.embed import embed_arrays
     from medssl.io import atomic_write
 
@@ -160,7 +165,17 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
     say(progress, f"embedding {ds} ({len(rows)} records) with {e.name}")
     if cache.skipped:
         notes.append(f"{e.name} on {ds}: {len(cache.skipped)} record(s) could not be preprocessed and are left out")
-    emb = embed_arrays(model, cache.signals)
+    # Chunks are kept as they finish, so an interrupted extraction resumes where it stopped.
+    parts = path.with_name(path.name + f".{fingerprint[:12]}.parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for n, start in enumerate(range(0, len(cache.signals), EMBED_CHUNK)):
+        part = parts / f"{n:06d}.npy"
+        if not part.is_file():
+            chunk = embed_arrays(model, cache.signals[start:start + EMBED_CHUNK])
+            atomic_write(part, lambda tmp, c=chunk: np.save(tmp.open("wb"), c))
+        chunks.append(np.load(part))
+    emb = np.concatenate(chunks) if chunks else embed_arrays(model, cache.signals)
     data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
             "subject_id": np.array([r["subject_id"] for r in cache.rows])}
 
@@ -169,4 +184,5 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
             np.savez(f, fingerprint=np.array(fingerprint), **data)
 
     atomic_write(path, write)
+    shutil.rmtree(parts, ignore_errors=True)
     return data

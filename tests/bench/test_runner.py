@@ -189,3 +189,29 @@ def test_bad_encoder_ref_names_the_encoder(bench_config, tmp_path):
     cfg = bench_config(encoders=[{"name": "x", "ref": "random:no_such_encoder"}])
     with pytest.raises(BenchConfigError, match=r"^<config>: encoder 'x': .*no_such_encoder"):
         run_benchmark(cfg, tmp_path / "b", progress=False)
+
+
+def test_embedding_extraction_resumes_from_finished_chunks(bench_config, tmp_path, monkeypatch):
+    from medssl.bench import inputs
+    from medssl.engine import embed
+
+    monkeypatch.setattr(inputs, "EMBED_CHUNK", 8)
+    calls = []
+    real = embed.embed_arrays
+
+    def crash_on_third(model, arrays, *a, **k):
+        calls.append(len(arrays))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(model, arrays, *a, **k)
+
+    monkeypatch.setattr(embed, "embed_arrays", crash_on_third)
+    cfg = bench_config(protocols=[{"kind": "knn", "k": 3, "shots": ["all"], "seeds": 1}])
+    cfg["encoders"] = cfg["encoders"][:1]
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, tmp_path / "b", progress=False)
+    assert len(list((tmp_path / "b" / "embeddings").glob("*.parts/*.npy"))) == 2
+    calls.clear()
+    monkeypatch.setattr(embed, "embed_arrays", real)
+    doc = run_benchmark(cfg, tmp_path / "b", progress=False)
+    assert doc["records"] and not list((tmp_path / "b" / "embeddings").glob("*.parts"))
