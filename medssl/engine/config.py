@@ -10,6 +10,9 @@ A recipe is a YAML file in `recipes/`:
 `resolve_recipe("ecg_jepa", ["variant=cpu", "optim.lr=1e-4"])` returns the merged dict. An
 override of a key the recipe does not have is an error naming the key: a typo never trains a
 silently different model.
+
+Sections in `SECTION_DEFAULTS` (e.g. `privacy`) are part of every recipe: a recipe, a variant or
+an override sets any of their keys, checked like any other key, and the rest keep the defaults.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 class ConfigError(ValueError):
     """A recipe or an override is invalid."""
+
+
+# privacy: DP-SGD pretraining, see medssl.privacy.dp (DPSettings) for what each key means.
+SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "privacy": {
+        "dp": False, "target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0,
+        "delta": None, "accountant": "rdp", "poisson_sampling": True, "max_physical_batch_size": None,
+    },
+}
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
@@ -127,6 +139,11 @@ def resolve_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> d
     """
     path = find_recipe(name_or_path)
     recipe = load_yaml(path)
+    for section, defaults in SECTION_DEFAULTS.items():
+        try:
+            recipe[section] = merge(defaults, recipe.get(section) or {}, strict=True, prefix=f"{section}.")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     variants = recipe.pop("variants", {}) or {}
     parsed = parse_overrides(overrides)
     variant = parsed.pop("variant", recipe.get("variant"))

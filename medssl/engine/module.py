@@ -36,6 +36,9 @@ class SSLModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
+        # A method may expose its loss terms and diagnostics (e.g. DAGMaN's attention-head diversity).
+        for name, value in getattr(self.method, "last_metrics", {}).items():
+            self.log(f"train/{name}", float(value), on_step=True, on_epoch=True, batch_size=batch.shape[0])
         # Counters in the logged metrics survive spawn-based strategies, whose trainer state does not.
         self.log("train/steps", float(self.global_step + 1), on_step=False, on_epoch=True, reduce_fx="max")
         self.log("train/epochs", float(self.current_epoch + 1), on_step=False, on_epoch=True, reduce_fx="max")
@@ -45,15 +48,26 @@ class SSLModule(L.LightningModule):
         # The EMA update belongs to the optimiser step: checkpoint callbacks run in
         # on_train_batch_end, before the module's own hook, and must see the updated target.
         super().optimizer_step(*args, **kwargs)
+        self.update_target_network()
+
+    def update_target_network(self) -> None:
+        """EMA update of the method's target network, if it has one (after each optimiser step)."""
         if hasattr(self.method, "update_target"):
             start, end = self.optim["ema_momentum"]
             m = momentum_schedule(self.global_step, self.trainer.estimated_stepping_batches, start, end)
             self.method.update_target(m)
             self.log("train/ema_momentum", m, on_step=True, on_epoch=False)
 
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """The optimiser the schedule drives; identity here (DP-SGD wraps it in Opacus's DPOptimizer)."""
+        return optimizer
+
     def configure_optimizers(self):
         o = self.optim
-        opt = torch.optim.AdamW(param_groups(self.method, o["weight_decay"]), lr=o["lr"], betas=(0.9, 0.999))
+        opt = self.wrap_optimizer(
+            torch.optim.AdamW(param_groups(self.method, o["weight_decay"]), lr=o["lr"],
+                              betas=tuple(o.get("betas") or (0.9, 0.999)))
+        )
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = int(o.get("warmup_epochs", 0) * steps_per_epoch)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from medssl.engine.config import RECIPES_DIR, ConfigError, find_recipe, merge, parse_overrides, resolve_recipe
+from medssl.engine.config import (
+    RECIPES_DIR,
+    SECTION_DEFAULTS,
+    ConfigError,
+    find_recipe,
+    merge,
+    parse_overrides,
+    resolve_recipe,
+)
 
 
 def test_defaults_are_the_papers():
@@ -89,6 +97,7 @@ def test_recipe_by_name_and_by_path(tmp_path):
     own.write_text(yaml.safe_dump({"method": "m", "variant": "small", "a": {"b": 1, "c": 2},
                                    "variants": {"small": {"a": {"b": 5}}}}))
     cfg = resolve_recipe(own, ["a.c=3"])
+    assert cfg.pop("privacy") == SECTION_DEFAULTS["privacy"]  # sections every recipe gets
     assert cfg == {"method": "m", "variant": "small", "a": {"b": 5, "c": 3}, "recipe": "mine"}
 
     with pytest.raises(ConfigError, match="not found"):
