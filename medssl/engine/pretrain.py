@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from medssl.checkpoint import save_checkpoint
+from medssl.checkpoint import save_checkpoint, update_card
 from medssl.data.manifest import manifest_fingerprint
 from medssl.data.samplers import EpochShuffleSampler
 from medssl.engine.hardware import resolve_accelerator, resolve_precision
@@ -112,15 +112,21 @@ def pretrain(
     L.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
 
     encoder, method = build_method(cfg)
+    from medssl.privacy.dp import dp_training
+
+    dp = dp_training(cfg, method)  # None unless privacy.dp; refuses what DP-SGD cannot train, before any data
     arrays, used_rows, skipped = load_training_arrays(cfg, rows, encoder)
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
 
     o, t = cfg["optim"], cfg["trainer"]
-    if t.get("compile"):
+    if t.get("compile") and dp is None:
         compile_transformers(method)
-    module = SSLModule(method, o)
-    data = PretrainData(arrays, cfg["data"]["batch_size"], cfg.get("seed", 0), cfg["data"].get("num_workers", 0))
+    if dp is not None:
+        module, data = dp.lightning_parts(arrays, used_rows)
+    else:
+        module = SSLModule(method, o)
+        data = PretrainData(arrays, cfg["data"]["batch_size"], cfg.get("seed", 0), cfg["data"].get("num_workers", 0))
     loggers = [CSVLogger(out_dir, name="logs", version="")]
     if t.get("tensorboard"):
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
@@ -133,7 +139,7 @@ def pretrain(
         num_nodes=t.get("num_nodes", 1),
         strategy=t.get("strategy", "auto"),
         precision=resolve_precision(t.get("precision", "auto"), t.get("accelerator", "auto")),
-        gradient_clip_val=o.get("grad_clip"),
+        gradient_clip_val=o.get("grad_clip") if dp is None else None,  # DP-SGD clips per sample
         logger=loggers,
         log_every_n_steps=t.get("log_every_n_steps", 10),
         callbacks=[
@@ -162,6 +168,8 @@ def pretrain(
         folder = save_checkpoint(encoder, out_dir / "checkpoint", recipe=cfg,
                                  data_fingerprint=manifest_fingerprint(used_rows), metrics=metrics)
         save_method_state(method, folder)
+        if dp is not None:
+            update_card(folder, "privacy", module.guarantee())
     return out_dir / "checkpoint"
 
 
