@@ -157,6 +157,8 @@ def pretrain(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+        # DP-SGD steps manually; its checkpoints hold the state after the step, like automatic ones
+        warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -29,9 +29,9 @@ dimension, raw `nn.Parameter` tokens, an EMA target network) do not fit the per-
 Opacus's GradSampleModule, whose per-sample gradients would be per lead, not per subject. They are
 computed for the whole method at once with `torch.func` (`vmap` over `grad` of the loss of a
 batch of one, through `functional_call`), exact for any architecture, and handed to Opacus's
-`DPOptimizer` through `p.grad_sample` (the route Opacus documents as grad_sample_mode "no_op"),
-which clips them per sample, sums, adds Gaussian noise N(0, sigma^2 C^2), divides by the expected
-batch size and steps AdamW. The accountant (Opacus RDP or PRV) is stepped by the optimiser's hook
+`DPOptimizer` through `p.grad_sample` (it reads them from there whatever computed them; Opacus's
+own grad_sample_mode "no_op" leaves that to the caller too), which clips them per sample, sums,
+adds Gaussian noise N(0, sigma^2 C^2), divides by the expected batch size and steps AdamW. The accountant (Opacus RDP or PRV) is stepped by the optimiser's hook
 and saved in Lightning's checkpoints, so a resumed run keeps counting. With
 `max_physical_batch_size`, chunks of the batch are clipped and accumulated one after the other
 (Opacus's virtual steps), so memory is bounded without changing the update.
@@ -89,7 +89,7 @@ from medssl.engine.module import SSLModule
 from medssl.engine.pretrain import ArrayDataset, collate_batch
 
 __all__ = [
-    "DPPlan", "DPPretrainData", "DPSSLModule", "DPSettings", "DPUnsupported", "PerSampleLoss",
+    "DPPlan", "DPPretrainData", "DPSSLModule", "DPSettings", "DPUnsupported", "OpacusMissing", "PerSampleLoss",
     "SubjectBatchSampler", "dp_backward", "dp_training", "per_sample_gradients", "per_sample_loss_of",
     "plan_dp", "register_per_sample_loss",
 ]
@@ -104,11 +104,15 @@ class DPUnsupported(ValueError):
     """The recipe asks for DP-SGD with a method or setting it cannot be given for."""
 
 
+class OpacusMissing(DPUnsupported, ImportError):
+    """Opacus is not installed (a ValueError too, so the CLI reports it in one line)."""
+
+
 def _opacus():
     try:
         import opacus
     except ImportError:
-        raise ImportError(OPACUS_HINT) from None
+        raise OpacusMissing(OPACUS_HINT) from None
     return opacus
 
 
@@ -210,9 +214,9 @@ def plan_dp(settings: DPSettings, *, n_subjects: int, n_windows: int, batch_size
     delta = settings.delta if settings.delta is not None else default_delta(n_subjects)
     sigma = settings.noise_multiplier
     if sigma is None:
+        _opacus()
         from opacus.accountants.utils import get_noise_multiplier
 
-        _opacus()
         sigma = float(get_noise_multiplier(target_epsilon=settings.target_epsilon, target_delta=delta,
                                            sample_rate=q, steps=planned, accountant=settings.accountant,
                                            epsilon_tolerance=0.01))

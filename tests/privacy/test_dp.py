@@ -222,13 +222,19 @@ def test_batchnorm_is_refused_with_the_reason(monkeypatch):
         per_sample_loss_of(method, "mae_ecg")
 
 
-def test_missing_opacus_says_how_to_install_it(monkeypatch, tmp_path):
+def test_missing_opacus_says_how_to_install_it(monkeypatch, tmp_path, tiny_cohort_dir, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "opacus", None)  # import opacus -> ImportError
     cfg = resolve_recipe("mae_ecg", ["variant=cpu", "privacy.dp=true", "privacy.noise_multiplier=1"])
     with pytest.raises(ImportError, match=r"pip install 'medssl\[privacy\]'"):
         pretrain(cfg, [], tmp_path, progress_bar=False)
+    from medssl.cli import main
+
+    capsys.readouterr()
+    assert main(["pretrain", "mae_ecg", "variant=cpu", "privacy.dp=true", "privacy.noise_multiplier=1",
+                 "--data", str(tiny_cohort_dir), "--out", str(tmp_path / "run")]) == 2
+    assert "pip install 'medssl[privacy]'" in capsys.readouterr().err  # one line, exit code 2
 
 
 # --- end to end -------------------------------------------------------------------------------
@@ -300,9 +306,9 @@ def test_dp_sgd_lowers_the_loss_attack_on_an_overfitted_tiny_jepa(tmp_path, monk
     The cohort and recipe of tests/privacy/test_privacy_audit.py's over-training test (16 members
     x 400 epochs, 48 non-members). Noise and subject sampling are seeded here (monkeypatched
     `secrets`) so the test is repeatable; a real run draws them from the OS.
-    Measured (2 CPU cores, one run each): without DP AUC 0.69 [0.52, 0.85]; DP-SGD at epsilon 8
-    (delta 1/160, sigma calibrated by RDP): AUC 0.36 [0.20, 0.53], training loss 0.34 vs 0.006;
-    clipping alone (sigma 0, subject sampling): AUC 0.49 [0.33, 0.66].
+    About 3 CPU minutes. Measured with OS-drawn noise (one run each): without DP AUC 0.69
+    [0.52, 0.85]; DP-SGD at epsilon 8 (delta 1/160, sigma calibrated by RDP): AUC 0.36 [0.20, 0.53],
+    training loss 0.34 vs 0.006; clipping alone (sigma 0, subject sampling): AUC 0.49 [0.33, 0.66].
     """
     from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
     from medssl.privacy.audit import run_audit
