@@ -14,15 +14,15 @@ Turned on by the recipe's `privacy` section (defaults in :mod:`medssl.engine.con
 
 Privacy unit: the subject. Membership in medssl is a property of a subject (all of a person's
 records), and DP-SGD protects the unit one clipped per-sample gradient stands for. So the DP
-training set has one *example per subject*: each step samples subjects (Poisson, rate
-q = batch_size / n_subjects) and, for every subject drawn, one of its windows uniformly at random
-(:class:`SubjectBatchSampler`). A subject therefore contributes exactly one clipped gradient to a
-step when it is sampled and none otherwise, which is what the accountant's add/remove-one-example
-analysis assumes: the (epsilon, delta) reported bound what the trained method reveals about all of
-a subject's records together (user-level DP), not about a single window. Every window is still
-used over training (a subject's windows take turns). An "epoch" is round(1 / q) steps, i.e. each
-subject once in expectation. Chosen over window-level DP-SGD, whose epsilon a subject with m
-windows would have to multiply by about m (group privacy).
+training set has one *example per subject*: each step samples subjects (Poisson, rate q =
+batch_size / n_subjects) and, for every subject drawn, one of its windows uniformly at random
+(:class:`medssl.privacy.dp_sampling.SubjectBatchSampler`). A subject therefore contributes exactly
+one clipped gradient to a step when it is sampled and none otherwise, which is what the
+accountant's add/remove-one-example analysis assumes: the (epsilon, delta) reported bound what the
+trained method reveals about all of a subject's records together (user-level DP), not about a
+single window. Every window is still used over training (a subject's windows take turns). An
+"epoch" is round(1 / q) steps, i.e. each subject once in expectation. Chosen over window-level
+DP-SGD, whose epsilon a subject with m windows would have to multiply by about m (group privacy).
 
 Per-sample gradients: the methods here (transformers whose decoders fold leads into the batch
 dimension, raw `nn.Parameter` tokens, an EMA target network) do not fit the per-layer hooks of
@@ -31,8 +31,9 @@ computed for the whole method at once with `torch.func` (`vmap` over `grad` of t
 batch of one, through `functional_call`), exact for any architecture, and handed to Opacus's
 `DPOptimizer` through `p.grad_sample` (it reads them from there whatever computed them; Opacus's
 own grad_sample_mode "no_op" leaves that to the caller too), which clips them per sample, sums,
-adds Gaussian noise N(0, sigma^2 C^2), divides by the expected batch size and steps AdamW. The accountant (Opacus RDP or PRV) is stepped by the optimiser's hook
-and saved in Lightning's checkpoints, so a resumed run keeps counting. With
+adds Gaussian noise N(0, sigma^2 C^2), divides by the expected batch size and steps AdamW
+(:mod:`medssl.privacy.dp_grad`). The accountant (Opacus RDP or PRV) is stepped by the
+optimiser's hook and saved in Lightning's checkpoints, so a resumed run keeps counting. With
 `max_physical_batch_size`, chunks of the batch are clipped and accumulated one after the other
 (Opacus's virtual steps), so memory is bounded without changing the update.
 
@@ -72,36 +73,41 @@ The card's `privacy` list gets an entry (:meth:`DPSSLModule.guarantee`)::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
 
 from medssl.engine.module import SSLModule
-from medssl.engine.pretrain import ArrayDataset, collate_batch
+from medssl.privacy.dp_grad import (
+    DPUnsupported,
+    PerSampleLoss,
+    dp_backward,
+    per_sample_gradients,
+    per_sample_loss_of,
+    register_per_sample_loss,
+)
+from medssl.privacy.dp_sampling import (
+    DPPretrainData,
+    SubjectBatchSampler,
+    subject_groups,
+)
 
 __all__ = [
     "DPPlan", "DPPretrainData", "DPSSLModule", "DPSettings", "DPUnsupported", "OpacusMissing", "PerSampleLoss",
-    "SubjectBatchSampler", "dp_backward", "dp_training", "per_sample_gradients", "per_sample_loss_of",
-    "plan_dp", "register_per_sample_loss",
+    "SubjectBatchSampler", "default_delta", "dp_backward", "dp_training", "per_sample_gradients",
+    "per_sample_loss_of", "plan_dp", "register_per_sample_loss", "spent_epsilon", "subject_groups",
 ]
 
 log = logging.getLogger(__name__)
 
 OPACUS_HINT = "DP-SGD pretraining (privacy.dp: true) needs Opacus: pip install 'medssl[privacy]'"
 ACCOUNTANTS = ("rdp", "prv")
-
-
-class DPUnsupported(ValueError):
-    """The recipe asks for DP-SGD with a method or setting it cannot be given for."""
 
 
 class OpacusMissing(DPUnsupported, ImportError):
@@ -236,227 +242,6 @@ def spent_epsilon(accountant, delta: float) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # per-sample losses and gradients
-
-
-@dataclass(frozen=True)
-class PerSampleLoss:
-    """How one sample's loss of a method is evaluated, for a method whose batch loss is the mean
-    of independent per-sample losses.
-
-    draw(method, batch_size, step, rank) -> tuple of tensors, each (B, ...): the step's random
-    draws (masks), one row per sample, exactly those `forward(x, step=step, rank=rank)` would draw.
-    kwargs(draws) -> forward kwargs for a batch of one, from one sample's rows (no batch dim).
-    """
-
-    draw: Callable[[nn.Module, int, int, int], tuple[Tensor, ...]]
-    kwargs: Callable[[tuple[Tensor, ...]], dict]
-
-
-_PER_SAMPLE: dict[type, PerSampleLoss] = {}
-
-# Methods refused, by class name, and why (shown in the error).
-_COUPLED = {
-    "SimCLR": "its NT-Xent loss uses every other sample of the batch as a negative",
-    "TS2Vec": "its hierarchical contrastive loss contrasts each sample with the others of the batch",
-    "CoReECG": "its contrastive term uses the other samples of the batch as negatives",
-}
-
-
-def register_per_sample_loss(method_class: type, per_sample: PerSampleLoss) -> None:
-    """Declare that `method_class`'s loss decomposes over samples, and how to evaluate one."""
-    _PER_SAMPLE[method_class] = per_sample
-
-
-def _builtin_per_sample_losses() -> None:
-    from medssl.ssl.jepa import JEPA
-    from medssl.ssl.mae import MaskedAutoencoder, PatchMask
-
-    _PER_SAMPLE.setdefault(MaskedAutoencoder, PerSampleLoss(
-        draw=lambda m, b, step, rank: tuple(m.sample_mask(b, step, rank)),
-        kwargs=lambda d: {"mask": PatchMask(*(t.unsqueeze(0) for t in d))},
-    ))
-    _PER_SAMPLE.setdefault(JEPA, PerSampleLoss(
-        draw=lambda m, b, step, rank: tuple(m.sample_masks(b, step, rank)),
-        kwargs=lambda d: {"masks": tuple(t.unsqueeze(0) for t in d)},
-    ))
-
-
-def per_sample_loss_of(method: nn.Module, name: str | None = None) -> PerSampleLoss:
-    """The per-sample evaluation of `method`, or DPUnsupported saying why DP-SGD cannot train it."""
-    _builtin_per_sample_losses()
-    name = name or type(method).__name__
-    supported = ", ".join(sorted(c.__name__ for c in _PER_SAMPLE))
-    norms = sorted({n for n, m in method.named_modules()
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())})
-    for cls in type(method).__mro__:
-        if cls in _PER_SAMPLE:
-            if norms:
-                raise DPUnsupported(
-                    f"DP-SGD cannot train method {name!r}: BatchNorm layers ({', '.join(norms[:3])}) mix the "
-                    "samples of a batch, so per-sample gradients are undefined; Opacus's ModuleValidator.fix "
-                    "would replace them with GroupNorm, but the checkpoint would then not match its registered "
-                    "encoder. Use an encoder without BatchNorm.")
-            return _PER_SAMPLE[cls]
-    why = _COUPLED.get(type(method).__name__, "it does not declare a per-sample loss (register_per_sample_loss)")
-    raise DPUnsupported(
-        f"DP-SGD cannot train method {name!r} ({type(method).__name__}): {why}, so one sample's gradient "
-        "depends on the rest of the batch and clipping it does not bound one subject's influence; the "
-        "DP-SGD guarantee would not hold. DP-SGD supports methods whose loss is a mean of independent "
-        f"per-sample losses: mae_ecg and ecg_jepa ({supported}).")
-
-
-def _math_attention():
-    """SDPA's math kernel: batched by vmap, where the fused kernels fall back to a per-sample loop."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # torch < 2.3
-        return contextlib.nullcontext()
-    return sdpa_kernel(SDPBackend.MATH)
-
-
-def per_sample_gradients(method: nn.Module, x: Tensor, draws: tuple[Tensor, ...], per_sample: PerSampleLoss,
-                         names: Sequence[str]) -> tuple[dict[str, Tensor], Tensor]:
-    """Gradients of each sample's own loss: ({name: (B, *param.shape)}, losses (B,)).
-
-    x: (B, ...) inputs; draws: the step's per-sample draws (B, ...); names: the trainable
-    parameters to differentiate (the others, and buffers, are constants).
-    """
-    from torch.func import functional_call, grad, vmap
-
-    named = dict(method.named_parameters())
-    params = {n: named[n].detach() for n in names}
-
-    def loss_one(p: dict[str, Tensor], xi: Tensor, di: tuple[Tensor, ...]):
-        loss = functional_call(method, p, (xi.unsqueeze(0),), per_sample.kwargs(di))
-        return loss, loss.detach()
-
-    with _math_attention():
-        grads, losses = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")(
-            params, x, draws)
-    return grads, losses
-
-
-def dp_backward(method: nn.Module, x: Tensor, optimizer, per_sample: PerSampleLoss, *, step: int, rank: int = 0,
-                max_physical_batch_size: int | None = None) -> Tensor:
-    """Give Opacus's `optimizer` (a DPOptimizer over `method`'s trainable parameters) the
-    per-sample gradients of batch x; `optimizer.step()` then clips, sums, noises and steps.
-
-    With `max_physical_batch_size`, all chunks but the last are clipped and accumulated at once
-    (`clip_and_accumulate`, Opacus's virtual steps); the last is left in `p.grad_sample` for the
-    step. An empty batch (Poisson sampling) gives empty per-sample gradients: a noise-only step.
-    Returns the per-sample losses (B,), detached.
-    """
-    ids = {id(p): n for n, p in method.named_parameters()}
-    params = [p for p in optimizer.params]
-    missing = [p for p in params if id(p) not in ids]
-    if missing:
-        raise ValueError("the optimiser holds parameters that are not the method's")
-    names = [ids[id(p)] for p in params]
-    b = x.shape[0]
-    if b == 0:
-        for p in params:
-            p.grad_sample = p.new_zeros((0, *p.shape))
-        return x.new_zeros(0)
-    draws = tuple(d.to(x.device) for d in per_sample.draw(method, b, step, rank))
-    chunk = max_physical_batch_size or b
-    losses = []
-    for start in range(0, b, chunk):
-        end = min(start + chunk, b)
-        grads, loss = per_sample_gradients(method, x[start:end], tuple(d[start:end] for d in draws), per_sample, names)
-        for n, p in zip(names, params):
-            p.grad_sample = grads[n]
-        losses.append(loss)
-        if end < b:
-            optimizer.clip_and_accumulate()
-            for p in params:
-                p.grad_sample = None
-    return torch.cat(losses)
-
-
-# ---------------------------------------------------------------------------------------------
-# subject-level sampling
-
-
-def _draw_seed(*parts: int) -> int:
-    return hash(tuple(parts)) & 0x7FFF_FFFF_FFFF
-
-
-class SubjectBatchSampler(Sampler[list[int]]):
-    """Batches of window indices with at most one window per subject.
-
-    groups: each subject's window indices. Poisson (default): every step draws each subject
-    independently with probability `sample_rate` (batch sizes vary, may be 0); otherwise each
-    epoch permutes the subjects and cuts `batch_size` per step (drop last). For each subject drawn,
-    one of its windows uniformly. Draws are a pure function of (key, epoch, step), so a resumed run
-    (`skip` = steps of this epoch already done) repeats them.
-    """
-
-    def __init__(self, groups: Sequence[np.ndarray], *, sample_rate: float, steps_per_epoch: int, key: int,
-                 poisson: bool = True, batch_size: int | None = None):
-        self.groups = [np.asarray(g, dtype=np.int64) for g in groups]
-        self.sample_rate = sample_rate
-        self.steps_per_epoch = steps_per_epoch
-        self.key = key
-        self.poisson = poisson
-        self.batch_size = batch_size or max(1, round(sample_rate * len(self.groups)))
-        self.epoch = 0
-        self.skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def __iter__(self):
-        n = len(self.groups)
-        sizes = torch.tensor([len(g) for g in self.groups])
-        order = None
-        if not self.poisson:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(_draw_seed(self.key, self.epoch, -1)))
-        start, self.skip = self.skip, 0
-        for i in range(start, self.steps_per_epoch):
-            g = torch.Generator().manual_seed(_draw_seed(self.key, self.epoch, i))
-            if self.poisson:
-                chosen = torch.nonzero(torch.rand(n, generator=g) < self.sample_rate).flatten()
-            else:
-                chosen = order[i * self.batch_size:(i + 1) * self.batch_size]
-            pick = (torch.rand(len(chosen), generator=g) * sizes[chosen]).long()
-            yield [int(self.groups[s][k]) for s, k in zip(chosen.tolist(), pick.tolist())]
-
-
-class _Windows(ArrayDataset):
-    def __getitems__(self, indices: list[int]) -> Tensor:  # an empty Poisson batch included
-        idx = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(np.asarray(self.array[idx], dtype=np.float32).reshape(len(idx), *self.array.shape[1:]))
-
-
-def subject_groups(rows: Sequence[dict]) -> list[np.ndarray]:
-    """Window indices of each subject (rows aligned with the arrays), subjects in sorted order."""
-    by: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by.setdefault(str(r["subject_id"]), []).append(i)
-    return [np.array(by[s], dtype=np.int64) for s in sorted(by)]
-
-
-class DPPretrainData(L.LightningDataModule):
-    """Subject-level batches (:class:`SubjectBatchSampler`) from the array cache."""
-
-    def __init__(self, array: np.ndarray, rows: Sequence[dict], plan: DPPlan, num_workers: int = 0):
-        super().__init__()
-        self.dataset = _Windows(array)
-        self.groups = subject_groups(rows)
-        self.plan = plan
-        self.num_workers = num_workers
-
-    def train_dataloader(self) -> DataLoader:
-        module = self.trainer.lightning_module
-        sampler = SubjectBatchSampler(self.groups, sample_rate=self.plan.sample_rate,
-                                      steps_per_epoch=self.plan.steps_per_epoch, key=module.sampling_key,
-                                      poisson=self.plan.poisson_sampling, batch_size=self.plan.expected_batch_size)
-        sampler.skip = module.resume_batches_done
-        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, collate_fn=collate_batch)
 
 
 # ---------------------------------------------------------------------------------------------
