@@ -292,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", help="output folder (default: privacy_audit next to the checkpoint folder)")
     au.set_defaults(func=_cmd_audit)
+
+    from medssl.mri.fomo_cli import add_fomo_parser
+
+    add_fomo_parser(sub)
     return p
 
 

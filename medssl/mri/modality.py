@@ -114,6 +114,13 @@ def _limit_threads_in_worker() -> None:
         torch.set_num_threads(1)
 
 
+def preprocess_row(row: Mapping, preprocess: MriPreprocess) -> tuple[np.ndarray, Geometry]:
+    """(C, D, H, W) float32 model input and its Geometry of one record (its channels read by
+    `channel_paths`). The one code path of the training caches and of `medssl fomo predict`, so a
+    model sees at inference exactly the preprocessing it was trained on."""
+    return preprocess.apply([read_volume(p) for p in channel_paths(row, preprocess.channels)])
+
+
 class MriLoader:
     """Manifest row -> (1, C, D, H, W) float32; writes the item's Geometry to row["geometry_path"].
     A row with a `mask_path` is refused when the mask cannot be read, so that inputs and masks of
@@ -124,10 +131,9 @@ class MriLoader:
 
     def __call__(self, row: dict) -> np.ndarray:
         _limit_threads_in_worker()
-        volumes = [read_volume(p) for p in channel_paths(row, self.preprocess.channels)]
+        array, geometry = preprocess_row(row, self.preprocess)
         if row.get("mask_path"):
             read_volume(row["mask_path"])
-        array, geometry = self.preprocess.apply(volumes)
         if row.get("geometry_path"):
             atomic_write_json(row["geometry_path"], geometry.to_dict())
         return array[None]
