@@ -46,6 +46,22 @@ def check_contract(spec_input: Mapping, rows: list[dict], *, encoder: str, datas
         raise ContractError(f"{prefix}encoder {encoder!r} cannot read dataset {dataset!r}: " + "; ".join(problems))
 
 
+def fit_encoder(model, rows: list[dict], encoder: str, dataset: str, notes: list[str]):
+    """The encoder as it reads ``dataset``: the modality's ``fit_encoder`` hook may adapt a copy to
+    the rows (e.g. an MRI encoder's input layer to a task's sequences); the change goes to the notes."""
+    import copy
+
+    from medssl.data.modalities import modality_data
+
+    hook = modality_data(model.spec.modality).fit_encoder
+    if hook is None:
+        return model
+    adapted, note = hook(copy.deepcopy(model), rows)
+    if note:
+        notes.append(f"{encoder} on {dataset}: {note}")
+    return adapted
+
+
 def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> tuple[list[dict], str]:
     """(manifest rows, a description of the source) of dataset ``name``; a synthetic dataset is
     written to ``out/data/<name>/`` once and reused while its settings are unchanged."""

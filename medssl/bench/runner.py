@@ -94,6 +94,7 @@ from medssl.bench.inputs import (
     build_encoder,
     check_contract,
     embed_dataset,
+    fit_encoder,
     load_dataset,
     model_inputs,
     say,
@@ -456,9 +457,11 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
         rows[ds], sources[ds] = load_dataset(cfg, ds, out, notes)
     tasks = [prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
     models = {e.name: build_encoder(cfg, e) for e in cfg.encoders}
+    fitted = {}  # (encoder, dataset) -> the encoder as it reads that dataset
     for e in cfg.encoders:
         for ds in used:
-            spec = models[e.name][0].spec
+            fitted[(e.name, ds)] = fit_encoder(models[e.name][0], rows[ds], e.name, ds, notes)
+            spec = fitted[(e.name, ds)].spec
             check_contract(spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source,
                            modality=spec.modality)
     timings["data_s"] = time.perf_counter() - t0
@@ -470,13 +473,14 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     trained = {td.task.dataset for td in tasks
                if any(p.applies_to(td.task.kind) and p.kind in ("finetune", "segmentation") for p in cfg.protocols)}
     segmented = {td.task.dataset for td in tasks if td.task.kind == "segmentation"} & trained
-    emb = {(e.name, ds): embed_dataset(cfg, e, models[e.name][0], models[e.name][1], ds, rows[ds], out, progress, notes)
+    emb = {(e.name, ds): embed_dataset(cfg, e, fitted[(e.name, ds)], models[e.name][1], ds, rows[ds], out, progress,
+                                       notes)
            for e in cfg.encoders for ds in used if ds in probed}
     timings["embed_s"] = time.perf_counter() - t
     signals = {}  # (encoder, dataset) -> (inputs, record_id -> row[, masks, record_id -> row])
     for e in cfg.encoders:
         for ds in trained:
-            model = models[e.name][0]
+            model = fitted[(e.name, ds)]
             cache = model_inputs(cfg, model, rows[ds])
             entry = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
             if ds in segmented:
@@ -514,7 +518,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
         inputs = {}  # encoder name -> (encoder, inputs, td row -> input row[, masks, td row -> mask row])
         for e in (e for e in cfg.encoders if (e.name, ds) in signals):
             entry = signals[(e.name, ds)]
-            parts = [models[e.name][0]]
+            parts = [fitted[(e.name, ds)]]
             for array, row_of in zip(entry[0::2], entry[1::2]):
                 parts += [array, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64)]
             inputs[e.name] = tuple(parts)

@@ -20,6 +20,10 @@ Contracts (shapes in the encoder's input layout, float32):
   write_synthetic(folder, **params) -> (rows, skipped)                              (optional)
       write a synthetic dataset with ground truth to `folder` and index it; used by
       `medssl bench` datasets given as `{synthetic: {modality: NAME, ...}}`.
+  fit_encoder(encoder, rows) -> (encoder, note or None)                              (optional)
+      adapt (a private copy of) an encoder to what the rows hold, explicitly, e.g. a single-
+      channel MRI encoder's first layer to a task's sequences; the note says what was done and
+      goes into the benchmark report. None: the encoder is used as it is.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class ModalityData:
     masks: InputsFn | None = None
     contract_problems: Callable[[Mapping[str, Any], Sequence[dict]], list[str]] | None = None
     write_synthetic: Callable[..., tuple[list[dict], list[tuple[str, str]]]] | None = None
+    fit_encoder: Callable[[Any, Sequence[dict]], tuple[Any, str | None]] | None = None
 
 
 _MODALITIES: dict[str, ModalityData] = {}

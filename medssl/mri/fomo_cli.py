@@ -1,4 +1,4 @@
-"""`medssl fomo predict | validate | finetune | bench`: the FOMO25 task workflow from the command line.
+"""`medssl fomo predict | validate | finetune`: the FOMO25 task workflow from the command line.
 
     medssl fomo finetune --task 2 --data /data/fomo-task2 --encoder runs/amaes/checkpoint \\
         --out runs/task2 [--shape 160 192 160 --patch-size 96 96 96 --epochs 50 --val-site siteB]
@@ -6,7 +6,7 @@
     medssl fomo predict --task 3 --t1 F --t2 F --output sub_1.txt --checkpoint runs/task3
     medssl fomo predict --task 1 --input-dir /data/eval1 --output-dir out1 --checkpoint runs/task1
     medssl fomo validate --task 1 --input /data/eval1 --output out1 [--json report.json]
-    medssl fomo bench recipes/bench_fomo_demo.yaml --out outputs/bench_fomo_demo
+    medssl bench recipes/bench_fomo_demo.yaml --out outputs/bench_fomo_demo   (encoders adapted per task)
 
 The sequence arguments are those of the FOMO25 predict.py (`--flair --adc --dwi_b1000 --swi
 --t2s --t1 --t2 --output`). `validate` exits with code 2 when any prediction is missing or
@@ -52,18 +52,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     return 0 if report.ok else EXIT_PROBLEMS
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from medssl.mri.fomo_bench import run_fomo_benchmark
-
-    out = Path(args.out) if args.out else Path("outputs") / f"bench_{Path(args.config).stem}"
-    summary = run_fomo_benchmark(args.config, out, progress=True)
-    for ds, paths in summary["paths"].items():
-        print(f"{ds}: report {paths['html']}")
-    errors = f" ({len(summary['errors'])} failed run(s): see the notes)" if summary["errors"] else ""
-    print(f"summary: {out / 'summary.json'}{errors}")
-    return 0
 
 
 def _key_value(text: str):
@@ -175,9 +163,4 @@ def add_fomo_parser(subparsers) -> argparse.ArgumentParser:
     ft.add_argument("--cache-dir", help="preprocessed-array cache (default $MEDSSL_CACHE)")
     ft.set_defaults(func=_cmd_finetune)
 
-    be = sub.add_parser("bench", help="`medssl bench` over FOMO task datasets, each encoder fitted to each task's "
-                                      "sequences (see medssl.mri.fomo_bench)")
-    be.add_argument("config", help="benchmark YAML whose datasets are FOMO tasks")
-    be.add_argument("--out", help="output folder (default outputs/bench_<config name>)")
-    be.set_defaults(func=_cmd_bench)
     return fomo

@@ -361,6 +361,26 @@ def _fomo_task_layout(root: Path, labels: str | None = None, task: str | None = 
 
 register_layout("fomo60k", _fomo60k_layout)
 register_layout("fomo-task", _fomo_task_layout)
+def fit_mri_encoder(encoder, rows: Sequence[dict]):
+    """An encoder fitted to FOMO task rows (their `task` column): its input layer adapted to the
+    task's sequences with :func:`medssl.mri.encoders.adapt_input_channels` (explicitly, with a
+    note); rows of several tasks or of no task leave it as it is (the contract check then says
+    what is missing)."""
+    from medssl.mri.encoders import adapt_input_channels
+
+    tasks = {str(r.get("task") or "") for r in rows}
+    if len(tasks) != 1 or not next(iter(tasks)):
+        return encoder, None
+    channels = list(TASKS[parse_task(next(iter(tasks))).number].inputs)
+    before = encoder.spec.input.get("channels")
+    if before == channels or not hasattr(encoder, "input_conv"):
+        return encoder, None
+    adapt_input_channels(encoder, channels)
+    return encoder, f"input layer adapted from channels {before} to {channels}: " + \
+        encoder.spec.provenance.rsplit("; ", 1)[-1]
+
+
 MRI = register_modality("mri", ModalityData(
     inputs=mri_inputs, masks=mri_masks, contract_problems=mri_contract_problems, write_synthetic=write_synthetic_mri,
+    fit_encoder=fit_mri_encoder,
 ))

@@ -3,20 +3,18 @@ in-domain vs out-of-domain site, a random and a (stand-in) pretrained single-cha
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from medssl.bench.inputs import ContractError, check_contract
-from medssl.checkpoint import clone_random_encoder, read_card, save_checkpoint
-from medssl.mri.fomo_bench import run_fomo_benchmark
+from medssl.bench.runner import run_benchmark
+from medssl.checkpoint import clone_random_encoder, save_checkpoint
 from medssl.mri.fomo_task import index_fomo_task
 
 SMALL = {"widths": [4, 8], "shape": [32, 32, 32]}
 
 
 def test_a_single_channel_encoder_cannot_read_a_task_dataset_as_it_is(fomo_task_root):
-    """What `medssl bench` alone does with a FOMO60K-style encoder on a task: refuses, naming channels."""
+    """Without the MRI modality's fit_encoder hook, a FOMO60K-style encoder is refused, naming channels."""
     rows, _ = index_fomo_task(fomo_task_root(1), 1)
     spec = clone_random_encoder("mri_unet_tiny", seed=0, **SMALL).spec
     with pytest.raises(ContractError, match="cannot fill the encoder's channels any"):
@@ -27,7 +25,7 @@ def _synthetic(task: int) -> dict:
     return {"synthetic": {"modality": "mri", "task": task, "subjects_per_site": 4, "seed": 0, "shape": [32, 32, 32]}}
 
 
-def test_fomo_bench_runs_all_three_task_kinds_with_adapted_encoders(tmp_path):
+def test_bench_runs_all_three_task_kinds_with_encoders_adapted_per_task(tmp_path):
     pretrained = tmp_path / "pretrained"
     save_checkpoint(clone_random_encoder("mri_unet_tiny", seed=5, **SMALL), pretrained)
     site_a = {"site": "siteA", "subject": ["sub_1", "sub_2"]}  # sub_2 has an infarct, sub_1 not
@@ -48,27 +46,19 @@ def test_fomo_bench_runs_all_three_task_kinds_with_adapted_encoders(tmp_path):
                       {"kind": "segmentation", "label_fractions": [1.0], "seeds": 1, "epochs": 1, "width": 4,
                        "batch_size": 2, "mode": "frozen"}],
     }
-    summary = run_fomo_benchmark(config, tmp_path / "out", progress=False)
-    assert summary["errors"] == []
+    doc = run_benchmark(config, tmp_path / "out", progress=False)
+    assert doc["errors"] == []
     expected = {"infarct": {"auroc_macro"}, "meningioma": {"dice", "nsd", "hd95", "iou"},
                 "brain age": {"mae", "pearson_r"}}
     for task, metrics in expected.items():
         for encoder in ("random", "pretrained"):
             for domain in ("in", "out"):
-                got = {a["metric"] for a in summary["aggregates"]
+                got = {a["metric"] for a in doc["aggregates"]
                        if (a["task"], a["encoder"], a["domain"]) == (task, encoder, domain)}
                 assert got == metrics, (task, encoder, domain)
-    assert {g["metric"] for g in summary["gaps"] if g["task"] == "brain age"} == {"mae", "pearson_r"}
-    for ds, task, channels in (("task1", 1, 4), ("task2", 2, 3), ("task3", 3, 2)):
-        run = summary["runs"][ds]
-        assert run["task"] == task and len(run["sequences"]) == channels
-        assert "divided by" in run["input_adaptations"]["pretrained"]
-        for key in ("json", "csv", "html"):
-            assert (tmp_path / "out" / ds / f"results.{key}" if key != "html" else
-                    tmp_path / "out" / ds / "report.html").is_file()
-        card = read_card(tmp_path / "out" / "adapted" / f"pretrained__{ds}")
-        assert card["encoder"]["input"]["channels"] == run["sequences"]
-        assert card["recipe"]["adapted_from"] == str(pretrained)
-        results = json.loads((tmp_path / "out" / ds / "results.json").read_text())
-        assert results["encoders"]["random"]["spec"]["input"]["channels"] == run["sequences"]
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["runs"].keys() == {"task1", "task2", "task3"}
+    assert {g["metric"] for g in doc["gaps"] if g["task"] == "brain age"} == {"mae", "pearson_r"}
+    for ds, channels in (("task1", 4), ("task2", 3), ("task3", 2)):
+        notes = [n for n in doc["notes"] if n.startswith(f"pretrained on {ds}: input layer adapted")]
+        assert len(notes) == 1 and "divided by" in notes[0] and f"{channels} channels" in notes[0]
+    assert {r["metric"] for r in doc["records"]} >= {"auroc_macro", "dice", "mae"}
+    assert (tmp_path / "out" / "report.html").is_file()
