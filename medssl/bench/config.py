@@ -17,7 +17,10 @@ path, or ``<config>`` for a dict)::
       demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic ECG cohort,
                                           # written to OUT/data/<name>/ (reused when present);
                                           # `modality: mri|retina|ct` + that modality's settings
-                                          # (its ModalityData.write_synthetic) for the others
+                                          # (its ModalityData.write_synthetic) for the others;
+                                          # optional `data: {shape: [96, 96, 96]}`: preprocessing
+                                          # settings for the modality's inputs (e.g. evaluate a
+                                          # U-Net on whole volumes rather than its training patch)
     tasks:
       - name: conditions
         dataset: demo
@@ -110,6 +113,7 @@ class DatasetEntry:
     name: str
     path: Path | None = None  # manifest CSV or WFDB folder
     synthetic: dict | None = None  # {"modality": str, **settings of the modality's write_synthetic}
+    data: dict = field(default_factory=dict)  # preprocessing settings for the modality's inputs hook
 
 
 @dataclass(frozen=True)
@@ -239,12 +243,15 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
     datasets: dict[str, DatasetEntry] = {}
     for name, d in raw["datasets"].items():
         where = f"datasets.{name}"
-        d = c.mapping(d, where, ("path", "synthetic"))
+        d = c.mapping(d, where, ("path", "synthetic", "data"))
+        data = d.get("data") or {}
+        if not isinstance(data, Mapping):
+            c.fail(f"{where}.data", "expected a mapping of preprocessing settings, e.g. {shape: [64, 64, 64]}")
         if ("path" in d) == ("synthetic" in d):
             c.fail(where, "give exactly one of path or synthetic")
         if "path" in d:
             p = Path(c.name(d["path"], f"{where}.path")).expanduser()
-            datasets[str(name)] = DatasetEntry(str(name), path=p if p.is_absolute() else base / p)
+            datasets[str(name)] = DatasetEntry(str(name), path=p if p.is_absolute() else base / p, data=dict(data))
         else:
             s = d["synthetic"] or {}
             if not isinstance(s, Mapping):
@@ -255,7 +262,7 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
                 s = {"subjects_per_site": c.int_(s.get("subjects_per_site", 200),
                                                  f"{where}.synthetic.subjects_per_site", 2),
                      "seed": c.int_(s.get("seed", 0), f"{where}.synthetic.seed", 0)}
-            datasets[str(name)] = DatasetEntry(str(name), synthetic={"modality": modality, **s})
+            datasets[str(name)] = DatasetEntry(str(name), synthetic={"modality": modality, **s}, data=dict(data))
 
     tasks: list[TaskEntry] = []
     for i, t in enumerate(c.list_(raw["tasks"], "tasks")):

@@ -145,11 +145,12 @@ def file_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "encoder"
 
 
-def model_inputs(cfg: BenchConfig, model, rows: list[dict]):
-    """The preprocessed-array cache of ``rows`` for ``model``'s input contract (an ArrayCache)."""
+def model_inputs(cfg: BenchConfig, model, rows: list[dict], dataset: str):
+    """The preprocessed-array cache of ``rows`` for ``model``'s input contract (an ArrayCache),
+    with the dataset's ``data`` settings."""
     from medssl.data.modalities import encoder_inputs
 
-    return encoder_inputs(rows, model.spec, cache_root=cfg.cache_dir)
+    return encoder_inputs(rows, model.spec, cfg.datasets[dataset].data, cache_root=cfg.cache_dir)
 
 
 def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, ds: str, rows: list[dict], out: Path,
@@ -163,7 +164,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
     from medssl.io import atomic_write
 
     spec = model.spec
-    cache = model_inputs(cfg, model, rows)
+    cache = model_inputs(cfg, model, rows, ds)
     stamp = ""
     if ckpt is not None:
         files = [ckpt] if ckpt.is_file() else sorted(q for q in ckpt.iterdir() if q.is_file())

@@ -481,12 +481,12 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     for e in cfg.encoders:
         for ds in trained:
             model = fitted[(e.name, ds)]
-            cache = model_inputs(cfg, model, rows[ds])
+            cache = model_inputs(cfg, model, rows[ds], ds)
             entry = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
             if ds in segmented:
                 from medssl.data.modalities import segmentation_masks
 
-                m = segmentation_masks(rows[ds], model.spec, cache_root=cfg.cache_dir)
+                m = segmentation_masks(rows[ds], model.spec, cfg.datasets[ds].data, cache_root=cfg.cache_dir)
                 entry += (m.signals, {r["record_id"]: i for i, r in enumerate(m.rows)})
             signals[(e.name, ds)] = entry
 

@@ -53,6 +53,23 @@ def test_regression_defaults_and_synthetic_dataset():
                 "eval": {"test": {"split": "test"}}}]))
     assert c.datasets["s"].synthetic == {"modality": "ecg", "subjects_per_site": 20, "seed": 0}
     assert c.tasks[0].metrics == ("mae", "pearson_r") and c.tasks[0].column == "age"
+    assert c.datasets["s"].data == {}
+
+
+def test_image_dataset_settings_pass_through():
+    c = load_bench_config(_cfg(
+        datasets={"v": {"synthetic": {"modality": "mri", "task": 2, "shape": [32, 32, 32]}, "data": {"shape": [48] * 3}}},
+        tasks=[{"name": "seg", "dataset": "v", "kind": "segmentation", "train": {"split": "train"},
+                "eval": {"test": {"split": "test"}}, "tolerance_mm": 2}],
+        protocols=[{"kind": "segmentation", "label_fractions": [0.5, 1.0], "decoder": "pyramid"}]))
+    assert c.datasets["v"].synthetic == {"modality": "mri", "task": 2, "shape": [32, 32, 32]}
+    assert c.datasets["v"].data == {"shape": [48, 48, 48]}
+    assert c.tasks[0].metrics == ("dice", "nsd", "hd95", "iou") and c.tasks[0].tolerance_mm == 2.0
+    assert c.protocols[0].finetune["mode"] == "frozen" and c.protocols[0].applies_to("segmentation")
+    with pytest.raises(BenchConfigError, match="shots need classes"):
+        load_bench_config(_cfg(protocols=[{"kind": "segmentation", "shots": [1]}]))
+    with pytest.raises(BenchConfigError, match=r"datasets.d.data: expected a mapping"):
+        load_bench_config(_cfg(datasets={"d": {"path": "m.csv", "data": [1]}}))
 
 
 @pytest.mark.parametrize("change, message", [
