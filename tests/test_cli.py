@@ -77,7 +77,7 @@ def bad_wfdb_folder(small_cohort, tmp_path) -> Path:
 
 
 def test_encoders_table_lists_ecg_encoders_with_input_contract(capsys):
-    assert main(["encoders"]) == 0
+    assert main(["encoders", "--modality", "ecg"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["name", "modality", "dim", "input"]
     rows = {line.split()[0]: line for line in out[1:]}
@@ -90,11 +90,11 @@ def test_encoders_table_lists_ecg_encoders_with_input_contract(capsys):
         assert "num_samples=2500" in rows[name]
 
 
-def test_encoders_for_a_modality_without_encoders_prints_only_the_header(capsys):
+def test_encoders_filter_by_modality(capsys):
     assert main(["encoders", "--modality", "mri"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1
     assert out[0].split() == ["name", "modality", "dim", "input", "description"]
+    assert len(out) > 1 and all(line.split()[1] == "mri" for line in out[1:])
 
 
 # --- data synth / data index ------------------------------------------------------------------
