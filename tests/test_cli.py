@@ -180,9 +180,9 @@ def test_index_wfdb_with_only_bad_records_exits_2(bad_wfdb_folder, tmp_path, cap
 
 
 def test_index_unknown_layout_exits_2_naming_the_known_layouts(small_cohort, tmp_path, capsys):
-    code = main(["data", "index", "--layout", "dicom", "--root", str(small_cohort), "--out", str(tmp_path / "M.csv")])
+    code = main(["data", "index", "--layout", "dicomm", "--root", str(small_cohort), "--out", str(tmp_path / "M.csv")])
     assert code == 2
-    _assert_one_line_error(capsys.readouterr().err, "'dicom'", "synthetic", "wfdb")
+    _assert_one_line_error(capsys.readouterr().err, "'dicomm'", "synthetic", "wfdb", "octa500", "fomo60k")
 
 
 def test_index_missing_root_exits_2_naming_the_path(tmp_path, capsys):
