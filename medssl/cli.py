@@ -94,9 +94,37 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         # Writing into an old cohort would leave its records on disk next to the new labels.csv.
         raise ValueError(f"{out}: already exists and is not an empty folder; choose a new --out")
+    if args.modality != "ecg":
+        return _synth_other_modality(args, out)
     cohort = generate_cohort(args.subjects, records_per_subject=(1, 3), seed=args.seed)
     labels = write_wfdb_cohort(cohort, args.out)
     print(f"wrote {len(cohort.record_ids)} synthetic records to {args.out} (labels: {labels})")
+    return 0
+
+
+def _synth_other_modality(args: argparse.Namespace, out: Path) -> int:
+    """`data synth --modality mri|retina|ct`: the modality's synthetic writer, with `--option K=V`
+    settings (values read as YAML: numbers, lists), and its manifest written beside the data."""
+    import inspect
+
+    import yaml
+
+    from medssl.data.manifest import write_manifest
+    from medssl.data.modalities import modality_data
+
+    writer = modality_data(args.modality).write_synthetic
+    if writer is None:
+        raise ValueError(f"modality {args.modality} has no synthetic data")
+    options = {k: yaml.safe_load(v) for k, v in (_key_value(o, "--option") for o in args.option)}
+    accepted = [k for k in inspect.signature(writer).parameters if k != "folder"]
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ValueError(f"--option {', '.join(unknown)}: not a setting of the {args.modality} generator; "
+                         f"known: {', '.join(accepted)}")
+    rows, skipped = writer(out, **options)
+    manifest = write_manifest(rows, out / "manifest.csv")
+    print(f"wrote synthetic {args.modality} data to {out}: {len(rows)} records of "
+          f"{len({r['subject_id'] for r in rows})} subjects, manifest {manifest}")
     return 0
 
 
@@ -248,10 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--physio-targets", action="store_true",
                     help="add heart_rate_bpm and qrs_duration_ms columns measured with NeuroKit2 (slow)")
     di.set_defaults(func=_cmd_data_index)
-    ds = dsub.add_parser("synth", help="write a synthetic two-site 12-lead ECG cohort (WFDB + labels.csv)")
+    ds = dsub.add_parser("synth", help="write synthetic data with ground truth: a two-site 12-lead ECG cohort "
+                                       "(WFDB + labels.csv), or brain phantoms, OCTA or chest CT (DICOM)")
     ds.add_argument("--out", required=True)
-    ds.add_argument("--subjects", type=_positive_int, default=200)
-    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"], default="ecg")
+    ds.add_argument("--subjects", type=_positive_int, default=200, help="ECG: number of subjects")
+    ds.add_argument("--seed", type=int, default=0, help="ECG: generator seed")
+    ds.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="MRI/retina/CT: a setting of the modality's generator (e.g. task=2, subjects_per_site=8, "
+                         "n_subjects=60), repeatable")
     ds.set_defaults(func=_cmd_data_synth)
 
     pr = sub.add_parser("pretrain", help="pretrain an encoder from a recipe; writes a checkpoint folder")

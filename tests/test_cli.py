@@ -363,3 +363,15 @@ def test_index_lists_skipped_records_next_to_the_manifest_and_adds_physiological
     rates = [float(r["heart_rate_bpm"]) for r in rows if r["heart_rate_bpm"]]
     assert len(rates) >= len(rows) - 1 and all(35 < hr < 200 for hr in rates)
     assert not out.with_suffix(".skipped.csv").exists()
+
+
+def test_synth_writes_another_modality_with_its_manifest(tmp_path, capsys):
+    from medssl.data.manifest import read_manifest
+
+    out = tmp_path / "octa"
+    assert main(["data", "synth", "--modality", "retina", "--out", str(out), "--option", "n_subjects=6",
+                 "--option", "size=32", "--option", "task=vessel"]) == 0
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 6 and all(r["mask_path"] for r in rows)
+    assert main(["data", "synth", "--modality", "retina", "--out", str(tmp_path / "x"), "--option", "bogus=1"]) == 2
+    assert "bogus: not a setting of the retina generator" in capsys.readouterr().err

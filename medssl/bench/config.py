@@ -59,7 +59,8 @@ path, or ``<config>`` for a dict)::
         label_fractions: [0.1, 1.0]       # tasks): encoder feature maps + U-Net-style decoder
         seeds: 3                          # (medssl.bench.segmentation), Dice + BCE
         mode: frozen                      # frozen (decoder only) | finetune (encoder too)
-        epochs: 20                        # (default 20); lr (1e-3), batch_size (8),
+        epochs: 20                        # (default 20); min_steps (0: at least this many steps,
+                                          # for draws of a few images); lr (1e-3), batch_size (8),
                                           # encoder_lr_scale (0.1, finetune), width (32),
                                           # decoder: pyramid (U-Net-style, any encoder) or
                                           # mask_decoder (prompt-free, ViT encoders)
@@ -92,7 +93,7 @@ __all__ = [
 TASK_KINDS = ("binary", "multiclass", "multilabel", "regression", "segmentation")
 PROTOCOL_KINDS = ("linear_probe", "knn", "finetune", "segmentation")
 _FINETUNE_KEYS = ("epochs", "lr", "layer_decay", "mode", "n_last", "batch_size")
-_SEGMENTATION_KEYS = ("epochs", "lr", "mode", "batch_size", "encoder_lr_scale", "width", "decoder")
+_SEGMENTATION_KEYS = ("epochs", "min_steps", "lr", "mode", "batch_size", "encoder_lr_scale", "width", "decoder")
 _TRAINING_KEYS = tuple(dict.fromkeys(_FINETUNE_KEYS + _SEGMENTATION_KEYS))
 _TOP = ("title", "n_bootstrap", "cache_dir", "encoders", "datasets", "tasks", "protocols")
 
@@ -396,7 +397,8 @@ def _segmentation_settings(c: _Checker, p: dict, where: str) -> dict:
     mode = p.get("mode", "frozen")
     if mode not in ("frozen", "finetune"):
         c.fail(f"{where}.mode", f"unknown mode {mode!r}; known: frozen, finetune")
-    return {"epochs": c.int_(p.get("epochs", 20), f"{where}.epochs", 1), "lr": _positive(c, p, where, "lr", 1e-3),
+    return {"epochs": c.int_(p.get("epochs", 20), f"{where}.epochs", 1),
+            "min_steps": c.int_(p.get("min_steps", 0), f"{where}.min_steps", 0), "lr": _positive(c, p, where, "lr", 1e-3),
             "mode": mode, "batch_size": c.int_(p.get("batch_size", 8), f"{where}.batch_size", 1),
             "encoder_lr_scale": _positive(c, p, where, "encoder_lr_scale", 0.1),
             "width": c.int_(p.get("width", 32), f"{where}.width", 1),

@@ -180,7 +180,7 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
     f = protocol.finetune
     model = train_segmenter(encoder, images[tr], masks[mtr], mode=f["mode"], epochs=f["epochs"], lr=f["lr"],
                             batch_size=f["batch_size"], encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed),
-                            width=f["width"], decoder=f["decoder"])
+                            width=f["width"], decoder=f["decoder"], min_steps=f["min_steps"])
     truth = np.asarray(masks[mev])
     pred = predict_masks(model, images[ev], batch_size=f["batch_size"])
     spec_input = encoder.spec.input

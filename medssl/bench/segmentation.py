@@ -164,9 +164,11 @@ register_decoder("pyramid", _pyramid)
 
 def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *, mode: str = "frozen",
                     epochs: int = 20, lr: float = 1e-3, batch_size: int = 8, encoder_lr_scale: float = 0.1,
-                    weight_decay: float = 1e-4, seed: int = 0, width: int = 32, decoder: str = "pyramid") -> nn.Module:
+                    weight_decay: float = 1e-4, seed: int = 0, width: int = 32, decoder: str = "pyramid",
+                    min_steps: int = 0) -> nn.Module:
     """Train a segmenter (:func:`build_segmenter`) on images (N, C, *S) float32 and masks
-    (N, 1, *S) in {0, 1}."""
+    (N, 1, *S) in {0, 1}, for ``epochs`` passes or at least ``min_steps`` optimiser steps (so a
+    draw of one or two images still gets a training budget)."""
     if len(images) != len(masks) or len(images) == 0:
         raise ValueError(f"need as many masks as images (got {len(images)} images, {len(masks)} masks)")
     with torch.random.fork_rng():
@@ -184,6 +186,7 @@ def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *
         n = len(images)
         bs = min(batch_size, n)
         steps_per_epoch = math.ceil(n / bs)
+        epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
         total = epochs * steps_per_epoch
         model.train()
         step = 0

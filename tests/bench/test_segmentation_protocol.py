@@ -68,6 +68,18 @@ def test_frozen_mode_leaves_the_encoder_untouched_and_training_learns_the_masks(
     assert scores[:, 0].mean() > 0.7 > baseline[:, 0].mean()
 
 
+def test_min_steps_gives_a_tiny_draw_a_training_budget(monkeypatch):
+    from medssl.bench import segmentation
+
+    steps = []
+    real = segmentation.cosine_schedule
+    monkeypatch.setattr(segmentation, "cosine_schedule", lambda step, total, base: steps.append(total) or
+                        real(step, total, base))
+    images, masks = _disks(2, 16, seed=4)
+    train_segmenter(TinyConvEncoder(), images, masks, epochs=1, batch_size=8, width=4, min_steps=5)
+    assert len(steps) == 5 and set(steps) == {5}
+
+
 def test_finetune_mode_trains_the_encoder_and_is_seeded():
     images, masks = _disks(8, 16, seed=1)
     encoder = TinyConvEncoder()
