@@ -63,7 +63,8 @@ path, or ``<config>`` for a dict)::
                                           # for draws of a few images); lr (1e-3), batch_size (8),
                                           # encoder_lr_scale (0.1, finetune), width (32),
                                           # decoder: pyramid (U-Net-style, any encoder) or
-                                          # mask_decoder (prompt-free, ViT encoders)
+                                          # mask_decoder (prompt-free, ViT encoders) or
+                                          # swin_unetr (MONAI SwinUNETR, CT Swin encoders)
 
 Filters compare manifest values as strings. Relative dataset paths are relative to the config
 file's folder (the current folder for a dict).

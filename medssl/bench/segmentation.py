@@ -14,7 +14,8 @@ labelled images or volumes (2-D or 3-D), scored per record with Dice, NSD and HD
   logits (``monai.losses.DiceCELoss`` with sigmoid; the usual nnU-Net/MAE-SAM2 choice). AdamW,
   cosine decay, CPU by default, deterministic under ``seed``.
 * other decoders plug in by name (:func:`register_decoder`), e.g. the prompt-free mask decoder of
-  :mod:`medssl.retina.mask_decoder` for ViT encoders (``decoder: mask_decoder``).
+  :mod:`medssl.retina.mask_decoder` for ViT encoders (``decoder: mask_decoder``) and MONAI's
+  SwinUNETR decoder for the CT Swin encoders (``decoder: swin_unetr``, :mod:`medssl.ct.segmentation`).
 * :func:`predict_masks`: sigmoid >= 0.5 masks, batched.
 * :func:`per_record_scores`: (n, 4) Dice, NSD at ``tolerance_mm``, HD95, IoU (Jaccard =
   Dice / (2 - Dice)) per record, the conventions of :mod:`medssl.bench.segmentation_metrics`
@@ -115,7 +116,7 @@ class Segmenter(nn.Module):
 # `.encoder` and `.decoder` whose forward gives (B, 1, *S) logits.
 DecoderBuilder = Callable[[nn.Module, Sequence[int], str, int], nn.Module]
 _DECODERS: dict[str, DecoderBuilder] = {}
-_DECODER_MODULES = ("medssl.retina.mask_decoder",)
+_DECODER_MODULES = ("medssl.retina.mask_decoder", "medssl.ct.segmentation")
 
 
 def register_decoder(name: str, builder: DecoderBuilder) -> DecoderBuilder:
