@@ -202,16 +202,25 @@ def linear_probe(
     when the class has at least ``n_folds`` distinct groups on each side; else C = 1.0.
     A class with a single value in ``train_y`` cannot be fitted: its column is the constant 0.5
     (AUROC 0.5 if it is scored; :func:`few_shot_evaluation` excludes such classes instead).
-    ``blas_threads``: BLAS threads during fitting (1 by default: lbfgs on few-shot-sized problems
-    is ~10x slower with a contended multi-threaded BLAS; None leaves the library default).
+    ``blas_threads``: BLAS and torch threads during fitting (1 by default: lbfgs and the batched
+    grid on few-shot-sized problems are many times slower with contended multi-threaded kernels
+    (measured: 698 s vs 71 s for a 62-probe sweep on a loaded 2-core machine); None leaves the
+    library defaults).
     Features up to ``probe_grid.MAX_BATCHED_DIM`` wide are fitted as one batched grid (every class x
     fold x C head of the inner CV in one Newton solve, :mod:`medssl.bench.probe_grid`); wider ones
     one scikit-learn model at a time. Both minimise the same objective on the same folds.
     """
     if blas_threads is None:
         return _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter)
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter)
+    import torch
+
+    torch_threads = torch.get_num_threads()  # the batched grid's small torch ops, likewise
+    torch.set_num_threads(blas_threads)
+    try:
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            return _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter)
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def _linear_probe(train_x, train_y, test_x, seed, groups, n_classes, c_grid, n_folds, max_iter) -> np.ndarray:
