@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from medssl.nn.transformer import Transformer, init_vit_weights
 from medssl.retina.encoders import sincos_pos_embed
+from medssl.ssl.mae import masked_patch_loss
 
 
 def patchify(x: Tensor, patch_size: int) -> Tensor:
@@ -94,14 +95,7 @@ def masked_mse(pred: Tensor, target: Tensor, masked: Tensor, *, norm_target: boo
     With `norm_target`, each target patch is standardised by its own mean and unbiased variance
     over all its values (MAE's norm_pix_loss, eps 1e-6).
     """
-    pred, target = pred.flatten(2), target.flatten(2)
-    if norm_target:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1e-6).sqrt()
-    per_patch = (pred - target).pow(2).mean(dim=-1)
-    weight = masked.to(per_patch.dtype)
-    return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
+    return masked_patch_loss(pred.flatten(2), target.flatten(2), masked, norm_target=norm_target)
 
 
 def masked_bce(logits: Tensor, target: Tensor, masked: Tensor) -> Tensor:
