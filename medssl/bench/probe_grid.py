@@ -1,8 +1,8 @@
 """A grid of L2 logistic-regression probes fitted in one batched solve over cached features.
 
 In the spirit of dinov2's linear evaluation (many linear heads, one per learning rate, trained
-together in one pass over the features), every (fold, C, class) head of a probe's inner
-cross-validation and its final fits are solved at once: stacked damped Newton iterations with
+together in one pass over the features), every (class, fold, C) head of a probe's inner
+cross-validation is solved at once, and then every class's final head: stacked damped Newton iterations with
 batched Cholesky solves (torch, float64), each head with its own step halving, instead of one
 scikit-learn ``lbfgs`` fit per head.
 
