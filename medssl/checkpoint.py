@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from medssl.io import make_temp_dir
+from medssl.io import make_temp_dir, replace_folder
 from medssl.registry import EncoderSpec, encoder_entry
 
 CARD_SCHEMA_VERSION = 1
@@ -78,14 +78,7 @@ def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) 
         state = {k.replace("_orig_mod.", ""): v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "encoder": card["encoder"]["name"]})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from medssl.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, package_versions
-from medssl.io import make_temp_dir
+from medssl.io import make_temp_dir, replace_folder
 from medssl.mri.unet_decoder import UNetDecoder3d
 from medssl.registry import EncoderSpec, encoder_entry
 
@@ -132,14 +132,7 @@ def save_task_checkpoint(model: nn.Module, folder: str | Path, card: Mapping[str
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "kind": TASK_CARD_KIND,
                                                             "task": str(card["task"]["number"])})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
