@@ -71,7 +71,7 @@ def index_wfdb_folder(
     Raises LayoutError for a missing root, a malformed CSV, bad split names/fractions, or a
     subject that the CSV puts in two splits.
     """
-    import wfdb  # lazy: heavy import
+    from medssl.ecg.wfdb_reader import read_header
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -89,9 +89,11 @@ def index_wfdb_folder(
         record_id = hea.relative_to(root).with_suffix("").as_posix()
         base = hea.with_suffix("")
         try:
-            header = wfdb.rdheader(str(base), rd_segments=False)
+            header, _ = read_header(base)  # lenient: record lines as found in the wild are repaired
         except Exception as exc:
-            skipped.append((str(base), f"header does not parse ({type(exc).__name__})"))
+            msg = str(exc)
+            skipped.append((str(base), msg[len(f"{base}: "):] if msg.startswith(f"{base}: ") else
+                            f"header does not parse ({type(exc).__name__})"))
             continue
         parsed[record_id] = header
         seg_names = getattr(header, "seg_name", None)

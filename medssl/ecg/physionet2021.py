@@ -20,10 +20,20 @@ kept with its known codes, its unknown codes are listed in the row's `unknown_dx
 warning naming the record is logged. A record with no known code is skipped with the codes named.
 
 Site: the first folder under the root (or under a `training`/`validation`/`test` folder) that
-is not a `g<N>` group folder; without one, the source is inferred from the record name prefix
-(`SOURCE_PREFIXES`). Subjects: the Challenge headers carry no patient id, so each record is its
-own subject (see the data card for the caveat on PTB and PTB-XL, which have repeat recordings).
-Splits by subject through `medssl.ecg.layouts.subject_split`.
+is not a `g<N>` group folder nor a lead-set folder; without one, the source is inferred from the
+record name prefix (`SOURCE_PREFIXES`).
+
+Subjects: the Challenge headers carry no patient id, so each recording is its own subject, named
+by the recording (`E00271`), not by its path: the Challenge's reduced-lead copies of a recording
+(folders such as `12_leads/`, `6_leads/`, `4_leads/`, `3_leads/`, `2_leads/`, each holding the same
+names with fewer channels) are one subject, so one person's ECG never sits in two splits. Each
+row says which leads it holds (`leads`, `n_leads`). See the data card for the caveat on PTB and
+PTB-XL, which have repeat recordings of one person under different names. Splits by subject
+through `medssl.ecg.layouts.subject_split`.
+
+Headers are read leniently (`medssl.ecg.wfdb_reader.read_header`): record lines as written by
+the Georgia and CPSC sources (`E00271.mat 12 500 5000 05-May-2020 14:50:55`) are repaired in
+memory and the repairs listed in the row's `header_repairs`.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from pathlib import Path
 from medssl.data.manifest import join_labels
 from medssl.ecg.layouts import LayoutError, subject_split
 from medssl.ecg.leads import canonical_lead_name
-from medssl.ecg.wfdb_reader import parse_header_comments
+from medssl.ecg.wfdb_reader import EcgReadError, parse_header_comments, read_header
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,7 @@ SOURCE_PREFIXES: dict[str, str] = {
 
 _SPLIT_FOLDERS = frozenset({"training", "validation", "test"})
 _GROUP_FOLDER = re.compile(r"^g\d+$", re.IGNORECASE)
+_LEAD_FOLDER = re.compile(r"(^|[_\-\s])(\d{1,2}|twelve|six|four|three|two)[_\-\s]?leads?$", re.IGNORECASE)
 
 # Bytes per sample of the WFDB storage formats whose file size is checked against the header.
 _BYTES_PER_SAMPLE: dict[str, float] = {
@@ -86,17 +97,17 @@ def index_physionet2021(
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Manifest rows for the Challenge records under `root`, and the (path, reason) pairs skipped.
 
-    Row: record_id (path relative to root without extension), subject_id (= record_id), path
-    (absolute, without extension), split, labels (";"-joined abbreviations), site (source),
-    sampling_rate (Hz), n_samples, leads (";"-joined canonical leads in the header), dx (the
-    header's SNOMED codes, ";"-joined), unknown_dx (codes not in the table). Sorted by record_id.
+    Row: record_id (path relative to root without extension), subject_id (the recording's name,
+    shared by its reduced-lead copies), path (absolute, without extension), split (by subject),
+    labels (";"-joined abbreviations), site (source), sampling_rate (Hz), n_samples, leads
+    (";"-joined canonical leads in the header), n_leads, dx (the header's SNOMED codes,
+    ";"-joined), unknown_dx (codes not in the table), header_repairs (what the lenient header
+    reader changed, "; "-joined; usually empty). Sorted by record_id.
 
-    Skipped: headers that do not parse; no standard lead; a missing signal file; a signal file
+    Skipped: headers that do not parse even repaired; no standard lead; a missing signal file; a signal file
     whose size disagrees with the header's length (e.g. a 500 Hz header on 250 Hz data); no
     `#Dx` line; no code in the table. Raises LayoutError for a missing root.
     """
-    import wfdb  # lazy: heavy import
-
     root = Path(root).resolve()
     if not root.is_dir():
         raise LayoutError(f"{root}: folder not found")
@@ -107,9 +118,9 @@ def index_physionet2021(
         base = hea.with_suffix("")
         record_id = base.relative_to(root).as_posix()
         try:
-            header = wfdb.rdheader(str(base))
-        except Exception as exc:
-            skipped.append((str(base), f"header does not parse ({type(exc).__name__})"))
+            header, repairs = read_header(base)
+        except EcgReadError as exc:
+            skipped.append((str(base), _reason(exc, base)))
             continue
         if getattr(header, "seg_name", None):
             skipped.append((str(base), "multi-segment record; the Challenge layout has single-segment records"))
@@ -137,27 +148,42 @@ def index_physionet2021(
                         base, ", ".join(unknown), SNOMED_TABLE)
         rows.append({
             "record_id": record_id,
-            "subject_id": record_id,
+            "subject_id": recording_name(record_id),
             "path": str(base),
-            "split": subject_split(record_id, split_seed, split_fractions),
+            "split": subject_split(recording_name(record_id), split_seed, split_fractions),
             "labels": join_labels(table[c]["abbreviation"] for c in known),
             "site": record_source(record_id),
             "sampling_rate": float(header.fs),
             "n_samples": int(header.sig_len or 0),
             "leads": ";".join(leads),
+            "n_leads": len(leads),
             "dx": ";".join(codes),
             "unknown_dx": ";".join(unknown),
+            "header_repairs": "; ".join(repairs),
         })
     rows.sort(key=lambda r: r["record_id"])
     skipped.sort()
     return rows, skipped
 
 
+def recording_name(record_id: str) -> str:
+    """The recording a record is a copy of: its file name (`E00271` for `georgia/g1/E00271` and for
+    `6_leads/georgia/E00271`). The Challenge's record names are unique across its sources, and its
+    reduced-lead copies keep the name, so the name is the subject."""
+    return record_id.rsplit("/", 1)[-1]
+
+
+def is_lead_set_folder(folder: str) -> bool:
+    """Whether `folder` names one of the Challenge's lead sets (`12_leads`, `6-lead`, `twelve_leads`,
+    `training_data_3_leads`...): reduced-lead copies of the same recordings, not a source."""
+    return _LEAD_FOLDER.search(folder) is not None
+
+
 def record_source(record_id: str) -> str:
     """Source of a record: its source folder, else the one its name prefix implies, else ""."""
     parts = record_id.split("/")
     for folder in parts[:-1]:
-        if folder.lower() in _SPLIT_FOLDERS or _GROUP_FOLDER.match(folder):
+        if folder.lower() in _SPLIT_FOLDERS or _GROUP_FOLDER.match(folder) or is_lead_set_folder(folder):
             continue
         return folder
     name = parts[-1]
@@ -165,6 +191,11 @@ def record_source(record_id: str) -> str:
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             return SOURCE_PREFIXES[prefix]
     return ""
+
+
+def _reason(exc: Exception, base: Path) -> str:
+    msg = str(exc)
+    return msg[len(f"{base}: "):] if msg.startswith(f"{base}: ") else msg
 
 
 def signal_file_problem(header, base: Path) -> str:

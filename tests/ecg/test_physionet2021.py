@@ -15,7 +15,12 @@ scipy_io = pytest.importorskip("scipy.io")
 
 from medssl.data.layouts import index_layout  # noqa: E402
 from medssl.ecg.layouts import subject_split  # noqa: E402
-from medssl.ecg.physionet2021 import index_physionet2021, record_source, snomed_table  # noqa: E402
+from medssl.ecg.physionet2021 import (  # noqa: E402
+    index_physionet2021,
+    is_lead_set_folder,
+    record_source,
+    snomed_table,
+)
 from medssl.ecg.readers import read_ecg_record  # noqa: E402
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -89,8 +94,9 @@ def test_labels_sources_and_splits(replica, caplog):
     assert sites["A0001"] == "cpsc_2018" and sites["Q0001"] == "cpsc_2018_extra" and sites["E00001"] == "georgia"
     assert sites["JS00001"] == "chapman_shaoxing" and sites["JS10650"] == "ningbo" and sites["HR00001"] == "ptb-xl"
     for row in rows:
-        assert row["subject_id"] == row["record_id"]
-        assert row["split"] == subject_split(row["record_id"])
+        assert row["subject_id"] == row["record_id"].rsplit("/", 1)[-1]  # the recording's name
+        assert row["split"] == subject_split(row["subject_id"])
+        assert row["n_leads"] == 12 and row["header_repairs"] == ""
         assert row["path"] == str(replica.resolve() / row["record_id"])
         assert "age" not in row and "sex" not in row
     assert got["A0001"]["record_id"] == "training/cpsc_2018/g1/A0001"
@@ -116,6 +122,10 @@ def test_record_source_rules():
     assert record_source("HR12345") == "ptb-xl" and record_source("S0001") == "ptb"
     assert record_source("JS00001") == "chapman_shaoxing_ningbo"
     assert record_source("rec_001") == ""
+    assert record_source("6_leads/georgia/E01234") == "georgia"  # lead-set folders are not sources
+    assert record_source("twelve_leads/E01234") == "georgia"
+    assert all(is_lead_set_folder(f) for f in ("12_leads", "2-lead", "six_leads", "training_data_3_leads"))
+    assert not any(is_lead_set_folder(f) for f in ("georgia", "g1", "cpsc_2018", "ptb-xl"))
 
 
 def test_snomed_table_ships_with_the_package():
@@ -135,3 +145,84 @@ def test_layout_is_registered_and_rejects_tasks(replica):
     assert len(rows) == 10
     with pytest.raises(ValueError, match="no tasks"):
         index_layout("physionet2021", replica, task="rhythm")
+
+
+GEORGIA_RECORD_LINE = "E00271.mat 12 500 500 05-May-2020 14:50:55"  # as the Georgia source writes it
+
+
+def _georgia(folder: Path, name: str = "E00271", leads: list[str] = LEADS) -> np.ndarray:
+    """A Challenge .mat record whose header has the Georgia record line: extension on the name,
+    date before the time, month as a name (wfdb raises HeaderSyntaxError or misreads the time)."""
+    val = _write_mat(folder, name, "426783006,164889003")[[LEADS.index(lead) for lead in leads]]
+    if len(leads) < 12:
+        scipy_io.savemat(str(folder / f"{name}.mat"), {"val": val}, format="4")
+    text = (folder / f"{name}.hea").read_text().splitlines()
+    signal_lines = [line.replace(" 12 500 500", "") for line in text[1:13]]
+    kept = [line for line in signal_lines if line.rsplit(" ", 1)[-1] in leads]
+    record_line = GEORGIA_RECORD_LINE.replace("E00271", name).replace(" 12 ", f" {len(leads)} ")
+    (folder / f"{name}.hea").write_text("\n".join([record_line, *kept, *text[13:]]) + "\n")
+    return val
+
+
+def test_georgia_record_line_is_read_not_skipped(tmp_path):
+    from medssl.ecg.wfdb_reader import read_header, read_wfdb_record, repair_record_line
+
+    val = _georgia(tmp_path)
+    with pytest.raises(Exception, match="record line"):
+        wfdb.rdheader(str(tmp_path / "E00271"))  # what wfdb-python does with it
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    fixed, repairs = repair_record_line(GEORGIA_RECORD_LINE, "E00271")
+    assert fixed == "E00271 12 500 500 14:50:55 05/05/2020"
+    assert "file extension dropped from the record name" in repairs and "time moved before the date" in repairs
+    header, repairs = read_header(tmp_path / "E00271.hea")
+    assert header.fs == 500 and header.sig_len == 500 and header.n_sig == 12 and repairs
+    assert str(header.base_time) == "14:50:55" and str(header.base_date) == "2020-05-05"
+    rec = read_wfdb_record(tmp_path / "E00271")
+    assert rec.signal.shape == (12, 500) and rec.lead_names == tuple(LEADS)
+    np.testing.assert_allclose(rec.signal, val / 1000.0, atol=1e-6)
+    assert rec.metadata["header_repairs"] == repairs and rec.metadata["base_date"] == "2020-05-05"
+    assert not any("2020" in r or "May" in r for r in repairs)  # repairs never quote the date
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the input folder is untouched
+
+    rows, skipped = index_physionet2021(tmp_path)
+    assert not skipped and [r["subject_id"] for r in rows] == ["E00271"]
+    assert "time moved before the date" in rows[0]["header_repairs"]
+
+
+def test_record_line_variants():
+    from medssl.ecg.wfdb_reader import repair_record_line
+
+    assert repair_record_line("100 2 360 650000") == ("100 2 360 650000", [])
+    assert repair_record_line("100 2 360 650000 0:0:0 01/01/2020")[1] == []
+    assert repair_record_line("A0001.mat 12 500 7500 05-Feb-2020 11:39:16")[0] == "A0001 12 500 7500 11:39:16 05/02/2020"
+    assert repair_record_line("r.dat 12 500Hz 5000 2020-05-31")[0] == "r 12 500 5000 00:00:00 31/05/2020"
+    assert repair_record_line("r 12 500 5000 10:00:00 not-a-date")[0] == "r 12 500 5000 10:00:00"
+    with pytest.raises(ValueError, match="number of signals"):
+        repair_record_line("r twelve 500")
+
+
+def test_reduced_lead_copies_are_one_subject(tmp_path):
+    sets = {"12_leads": LEADS, "6_leads": LEADS[:6], "4_leads": ["I", "II", "III", "V2"],
+            "3_leads": ["I", "II", "V2"], "2_leads": ["I", "II"]}
+    for folder, leads in sets.items():
+        _georgia(tmp_path / folder / "georgia", "E00271", leads)
+        _write_mat(tmp_path / folder / "georgia", "E00272", "426783006")
+        if folder != "12_leads":  # the plain record's reduced copy: keep its leads' lines only
+            hea = tmp_path / folder / "georgia" / "E00272.hea"
+            lines = hea.read_text().splitlines()
+            kept = [line for line in lines[1:13] if line.rsplit(" ", 1)[-1] in leads]
+            val = scipy_io.loadmat(str(hea.with_suffix(".mat")))["val"][[LEADS.index(x) for x in leads]]
+            scipy_io.savemat(str(hea.with_suffix(".mat")), {"val": val}, format="4")
+            hea.write_text("\n".join([f"E00272 {len(leads)} 500 500", *kept, *lines[13:]]) + "\n")
+    rows, skipped = index_physionet2021(tmp_path)
+    assert skipped == []
+    assert len(rows) == 10
+    for name in ("E00271", "E00272"):
+        mine = [r for r in rows if r["subject_id"] == name]
+        assert len(mine) == 5 and len({r["split"] for r in mine}) == 1  # one subject, one split
+        assert {r["site"] for r in mine} == {"georgia"}
+        by_set = {r["record_id"].split("/")[0]: r for r in mine}
+        for folder, leads in sets.items():
+            assert by_set[folder]["leads"] == ";".join(leads) and by_set[folder]["n_leads"] == len(leads)
+    rec = read_ecg_record(tmp_path / "3_leads/georgia/E00271")
+    assert rec.lead_names == ("I", "II", "V2") and rec.signal.shape == (3, 500)
