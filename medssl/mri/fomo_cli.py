@@ -2,14 +2,15 @@
 
     medssl fomo finetune --task 2 --data /data/fomo-task2 --encoder runs/amaes/checkpoint \\
         --out runs/task2 [--shape 160 192 160 --patch-size 96 96 96 --epochs 50 --val-site siteB]
-    medssl fomo predict --task 2 --flair F --dwi_b1000 F --swi F --output sub_1.nii.gz --checkpoint runs/task2
+    medssl fomo predict --flair F --dwi_b1000 F --swi F --output sub_1.nii.gz --checkpoint runs/task2
     medssl fomo predict --task 3 --t1 F --t2 F --output sub_1.txt --checkpoint runs/task3
     medssl fomo predict --task 1 --input-dir /data/eval1 --output-dir out1 --checkpoint runs/task1
     medssl fomo validate --task 1 --input /data/eval1 --output out1 [--json report.json]
     medssl bench recipes/bench_fomo_demo.yaml --out outputs/bench_fomo_demo   (encoders adapted per task)
 
 The sequence arguments are those of the FOMO25 predict.py (`--flair --adc --dwi_b1000 --swi
---t2s --t1 --t2 --output`). `validate` exits with code 2 when any prediction is missing or
+--t2s --t1 --t2 --output`); predict's `--task` may be left out (the checkpoint's card has it), as
+the organisers do when they run the container's `/app/predict.py` (`medssl.mri.fomo_app`). `validate` exits with code 2 when any prediction is missing or
 malformed; bad input ends any command with one line and code 2.
 """
 
@@ -119,8 +120,9 @@ def add_fomo_parser(subparsers) -> argparse.ArgumentParser:
     sub = fomo.add_subparsers(dest="fomo_command", required=True)
 
     pr = sub.add_parser("predict", help="predict one session (FOMO25 predict.py arguments) or a task folder")
-    pr.add_argument("--task", type=int, choices=[1, 2, 3], required=True,
-                    help="1 infarct (probability), 2 meningioma (mask), 3 brain age (years)")
+    pr.add_argument("--task", type=int, choices=[1, 2, 3],
+                    help="1 infarct (probability), 2 meningioma (mask), 3 brain age (years); default: the "
+                         "checkpoint card's task (the organisers never pass it)")
     for name in SEQUENCE_ARGS:
         pr.add_argument(f"--{name}", metavar="FILE", help=f"{name} NIfTI of the session")
     pr.add_argument("--output", help="output file: .txt (tasks 1, 3) or .nii.gz (task 2)")

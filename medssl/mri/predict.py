@@ -1,7 +1,9 @@
 """FOMO25 predictions from a fine-tuned task checkpoint: one session's NIfTI files -> one output.
 
 `medssl fomo predict` takes the FOMO25 predict.py arguments (`--flair --adc --dwi_b1000 --swi |
---t2s --t1 --t2 --output`) plus `--checkpoint DIR` (a folder written by `medssl fomo finetune`):
+--t2s --t1 --t2 --output`) plus `--checkpoint DIR` (a folder written by `medssl fomo finetune`);
+`--task` is optional (the card says which task the checkpoint was fine-tuned for). The container's
+`/app/predict.py` is `medssl.mri.fomo_app`. Outputs:
 
 - task 1 (infarct): `--output X.txt`, one float, the infarct probability in [0, 1];
 - task 2 (meningioma): `--output X.nii.gz`, a uint8 mask in {0, 1} with the shape and affine of
@@ -134,12 +136,13 @@ class FomoPredictor:
 
 def predict_files(checkpoint: str | Path, task, files: Mapping[str, str | Path | None], output: str | Path,
                   device: str = "auto") -> Path:
-    """One session: FOMO25 argument names -> files, written to `output`."""
+    """One session: FOMO25 argument names -> files, written to `output`. `task` None: the task of
+    the checkpoint's card (the organisers never pass --task); given, it must agree with the card."""
     predictor = FomoPredictor(checkpoint, device)
-    if parse_task(task).number != predictor.task.number:
+    if task is not None and parse_task(task).number != predictor.task.number:
         raise ValueError(f"--task {parse_task(task).number} given, but {checkpoint} is a task "
                          f"{predictor.task.number} model")
-    return predictor.write(session_row(task, files), output)
+    return predictor.write(session_row(predictor.task, files), output)
 
 
 def predict_folder(checkpoint: str | Path, root: str | Path, out_dir: str | Path, device: str = "auto"

@@ -3,7 +3,9 @@ in the spirit of the organisers' check before a submission is scored.
 
 For every session of the input folder (fomo-task layout, labels not needed) the output folder
 must hold `<subject>_<session>.txt` (tasks 1, 3) or `<subject>_<session>.nii.gz` (task 2)
-(`medssl.mri.predict.output_name`), and:
+(`medssl.mri.predict.output_name`, what `medssl fomo predict --input-dir` writes) or, for a subject
+with one session, `<subject>.txt|.nii.gz`: the name the organisers' validator gives `--output`
+(`/output/sub_X.txt`). And:
 
 - a `.txt` holds exactly one number that parses as a float and is finite; task 1: a probability
   in [0, 1]; task 3: an age in years within `age_range` (default 0-120). An integer such as `63`
@@ -12,7 +14,9 @@ must hold `<subject>_<session>.txt` (tasks 1, 3) or `<subject>_<session>.nii.gz`
   sequence, FLAIR) and its affine (nibabel's best affine, within `atol_mm`), and binary values
   (0 and 1 only).
 
-Files in the output folder that no session expects are listed as notes, not problems.
+Files in the output folder that no session expects are listed as notes, not problems, and so are
+masks without a lesion voxel: valid here (a session may have no lesion), but the organisers'
+container validator wants both values 0 and 1 in each mask of its sample data.
 `ValidationReport.ok` is False when any problem was found; the CLI then exits with code 2.
 """
 
@@ -110,6 +114,12 @@ def check_mask_file(path: str | Path, reference: str | Path, atol_mm: float = 1e
     return problems
 
 
+def _has_foreground(path: Path) -> bool:
+    import nibabel as nib
+
+    return bool(np.any(np.asanyarray(nib.load(str(path)).dataobj)))
+
+
 def validate_outputs(task, input_root: str | Path, output_dir: str | Path, *, atol_mm: float = 1e-3
                      ) -> ValidationReport:
     """Check `output_dir` against every session of the task folder `input_root`."""
@@ -128,21 +138,38 @@ def validate_outputs(task, input_root: str | Path, output_dir: str | Path, *, at
     if not rows:
         report.problems.append((str(input_root), f"no task {spec.number} session to check against"))
         return report
+    sessions_of: dict[str, int] = {}
+    for row in rows:
+        sessions_of[row["subject"]] = sessions_of.get(row["subject"], 0) + 1
     expected = set()
+    empty_masks = []
     for row in rows:
         name = output_name(row, spec)
-        expected.add(name)
+        names = [name]
+        if sessions_of[row["subject"]] == 1:  # the organisers' name: /output/sub_X.txt
+            names.append(str(row["subject"]) + name[len(f"{row['subject']}_{row['session']}"):])
+        expected.update(names)
         report.n_expected += 1
-        path = output_dir / name
-        if not path.is_file():
-            report.problems.append((name, "missing"))
+        found = [n for n in names if (output_dir / n).is_file()]
+        if not found:
+            report.problems.append((name, "missing" + "".join(f" (nor {n})" for n in names[1:])))
             continue
+        name = found[0]
+        if len(found) > 1:
+            report.notes.append(f"{' and '.join(found)} are both there for one session; {name} was checked")
+        path = output_dir / name
         if spec.kind == "segmentation":
             problems = check_mask_file(path, row[f"seq_{spec.inputs[0]}"], atol_mm)
+            if not problems and not _has_foreground(path):
+                empty_masks.append(name)
         else:
             problems = check_value_file(path, spec)
         report.problems += [(name, p) for p in problems]
         report.n_valid += not problems
+    if empty_masks:
+        report.notes.append(f"{len(empty_masks)} mask(s) without a lesion voxel ({', '.join(empty_masks[:3])}"
+                            f"{', ...' if len(empty_masks) > 3 else ''}): valid, but the organisers' container "
+                            "validator wants both 0 and 1 in each mask of its sample data")
     extra = sorted(p.name for p in output_dir.iterdir() if p.is_file() and p.name not in expected
                    and not p.name.startswith("."))
     if extra:

@@ -12,37 +12,12 @@ import pytest
 
 from medssl.cli import main
 from medssl.imaging.nifti import read_nifti, write_nifti
-from medssl.mri.finetune import FinetuneSettings, finetune_task
 from medssl.mri.fomo_task import index_fomo_task
 from medssl.mri.predict import FomoPredictor, output_name, predict_folder
 from medssl.mri.preprocess import to_model_space
 from medssl.mri.validate import validate_outputs
 
 FLAGS = {"flair": "flair", "adc": "adc", "dwi_b1000": "dwi_b1000", "t1": "t1", "t2": "t2"}
-
-
-@pytest.fixture(scope="module")
-def checkpoints(fomo_task_root, tmp_path_factory):
-    """task -> a task checkpoint fine-tuned for one epoch on sites A and C (widths 8, 16; 32^3)."""
-    out, cache = tmp_path_factory.mktemp("fomo-ckpt"), tmp_path_factory.mktemp("fomo-ckpt-cache")
-    # task 3 through the command line: train on sites A and C, score site B at the end
-    assert main(["fomo", "finetune", "--task", "3", "--data", str(fomo_task_root(3)), "--encoder",
-                 "random:mri_unet_tiny:0", "--encoder-override", "widths=[8, 16]", "--encoder-override",
-                 "shape=[32, 32, 32]", "--shape", "32", "32", "32", "--epochs", "1", "--batch-size", "4", "--lr",
-                 "1e-3", "--val-site", "siteB", "--workers", "1", "--cache-dir", str(cache), "--out",
-                 str(out / "task3")]) == 0
-    card = json.loads((out / "task3" / "card.json").read_text())
-    assert card["training"]["n_sessions"] == 8 and card["training"]["validation"]["n_sessions"] == 4
-    assert {"mae_years", "pearson_r"} <= set(card["training"]["validation"])
-    folders = {3: out / "task3"}
-    for task in (1, 2):
-        rows, _ = index_fomo_task(fomo_task_root(task), task)
-        settings = FinetuneSettings(epochs=1, batch_size=4, lr=1e-3, shape=(32, 32, 32), workers=1,
-                                    patch_size=(16, 16, 16) if task == 2 else None,
-                                    encoder_overrides={"widths": [8, 16], "shape": [32, 32, 32]})
-        folders[task] = finetune_task([r for r in rows if r["site"] != "siteB"], task, "random:mri_unet_tiny:0",
-                                      out / f"task{task}", settings, cache_root=cache)
-    return folders
 
 
 def _cli_files(row) -> list[str]:
@@ -147,7 +122,7 @@ def test_validate_reports_each_kind_of_bad_output(fomo_task_root, tmp_path, caps
     problems = dict(report.problems)
     assert not report.ok and report.n_valid == len(rows) - 5
     assert "affine differs" in problems[names[1]] and "shape" in problems[names[2]]
-    assert "not binary: values 0.7" in problems[names[3]] and problems[names[4]] == "missing"
+    assert "not binary: values 0.7" in problems[names[3]] and problems[names[4]].startswith("missing")
     assert "not a readable NIfTI" in problems[names[5]]
     assert any("notes.txt" in n for n in report.notes)
     assert main(["fomo", "validate", "--task", "2", "--input", str(root2), "--output", str(bad)]) == 2
