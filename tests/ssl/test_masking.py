@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,7 +69,7 @@ def test_masker_is_deterministic_under_a_generator(masker):
 def test_multiblock_masker_batches():
     masker = MultiBlockPatchMasker(4, (0.175, 0.225))
     g = torch.Generator().manual_seed(0)
-    lo, hi = round(0.175 * N_PATCHES), round(0.225 * N_PATCHES)
+    lo, hi = int(0.175 * N_PATCHES), int(0.225 * N_PATCHES)
     for _ in range(20):
         keep, mask = masker(8, N_PATCHES, g)
         _check_common(keep, mask, 8, N_PATCHES)
@@ -87,7 +88,7 @@ def test_multiblock_single_block_is_contiguous_with_length_in_range():
         _check_common(keep, mask, 1, N_PATCHES)
         m = mask[0].tolist()
         assert _runs(m) == [len(m)], f"block not contiguous: {m}"
-        assert round(lo * N_PATCHES) <= len(m) <= round(hi * N_PATCHES)
+        assert int(lo * N_PATCHES) <= len(m) <= int(hi * N_PATCHES)
         assert keep.shape[1] + mask.shape[1] == N_PATCHES
         lengths.add(len(m))
     assert len(lengths) > 1
@@ -100,19 +101,44 @@ def test_multiblock_union_is_at_most_n_blocks_runs():
         keep, mask = masker(1, N_PATCHES, g)
         runs = _runs(mask[0].tolist())
         assert 1 <= len(runs) <= 3
-        assert min(runs) >= round(0.1 * N_PATCHES)
+        assert min(runs) >= int(0.1 * N_PATCHES)
         assert keep.shape[1] + mask.shape[1] == N_PATCHES
 
 
-def test_multiblock_trims_to_smallest_counts():
-    masker = MultiBlockPatchMasker(2, (0.1, 0.4))
-    g = torch.Generator().manual_seed(3)
-    trimmed = False
-    for _ in range(20):
-        keep, mask = masker(6, N_PATCHES, g)
-        _check_common(keep, mask, 6, N_PATCHES)
-        trimmed |= keep.shape[1] + mask.shape[1] < N_PATCHES
-    assert trimmed, "differently sized unions should force trimming"
+def _release_block_mask(rng: np.random.Generator, p: int, n_blocks=4, scale=(0.175, 0.225)) -> np.ndarray:
+    """The ECG-JEPA release's rule, restated: n_blocks blocks of int(p * U(scale)) patches each,
+    starts uniform in [0, p - length), one mask for the whole batch."""
+    m = np.zeros(p, bool)
+    for _ in range(n_blocks):
+        length = int(p * rng.uniform(*scale))
+        start = rng.integers(0, p - length)
+        m[start:start + length] = True
+    return m
+
+
+def test_multiblock_effective_shares_match_the_release_at_batch_128():
+    """What the context encoder and the predictor actually get per sample at batch 128: the same
+    context and target shares as the release (context ~23 of 50 patches), nothing dropped."""
+    masker = MultiBlockPatchMasker(4, (0.175, 0.225))
+    g = torch.Generator().manual_seed(0)
+    ctx, tgt = [], []
+    for _ in range(400):
+        keep, mask = masker(128, N_PATCHES, g)
+        _check_common(keep, mask, 128, N_PATCHES)
+        assert keep.shape[1] + mask.shape[1] == N_PATCHES, "a patch is neither context nor target"
+        ctx.append(keep.shape[1] / N_PATCHES)
+        tgt.append(mask.shape[1] / N_PATCHES)
+    rng = np.random.default_rng(1)
+    release = np.array([_release_block_mask(rng, N_PATCHES).mean() for _ in range(20000)])
+    assert abs(np.mean(tgt) - release.mean()) < 0.02
+    assert abs(np.mean(ctx) - (1 - release.mean())) < 0.02
+    assert np.mean(ctx) > 0.4  # the old per-sample union trimmed to the batch minimum gave ~0.2
+    assert abs(np.std(tgt) - release.std()) < 0.03
+
+
+def test_multiblock_mask_is_shared_by_the_batch():
+    keep, mask = MultiBlockPatchMasker()(16, N_PATCHES, torch.Generator().manual_seed(4))
+    assert (keep == keep[0]).all() and (mask == mask[0]).all()
 
 
 def test_multiblock_always_keeps_context():
