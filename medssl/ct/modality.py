@@ -87,9 +87,10 @@ def _series_row(headers, plan, path: str) -> dict[str, str]:
         "spacing_z_mm": f"{r.spacing_mm[2]:.6g}",
         "slice_thickness_mm": "" if facts.get("slice_thickness_mm") is None else f"{facts['slice_thickness_mm']:g}",
         "manufacturer": str(facts.get("manufacturer", "")), "kernel": str(facts.get("kernel", "")),
-        "series_description": str(facts.get("series_description", "")),
+        "body_part": str(facts.get("body_part", "")),
         "transfer_syntax": "; ".join(sorted({UID(x.transfer_syntax).name for x in plan.slices})),
-        "subject_id_source": h.subject_source, "dicom_problems": "; ".join(r.problems()),
+        "subject_id_source": h.subject_source, "series_id_source": h.series_source,
+        "dicom_problems": "; ".join(r.problems()),
     }
 
 
@@ -108,11 +109,14 @@ def index_dicom_folder(
     (non-DICOM files, DICOM files without images, series refused under the slice policies or
     needing a missing decoder plugin, nodules without a label or series).
 
-    One row per series (record_id = pseudonymous series id; columns: see `_series_row`), or with
+    One row per series (record_id = pseudonymous series id; columns: see `_series_row`; coded
+    facts only, never free text such as descriptions), or with
     `nodules` (a nodule-list CSV, coordinates in `frame`) one row per labelled nodule with
     record_id "<series id>-n<k>", labels "malignant" or "" and the finding's columns. A series
     spread over several folders or sharing its folder with others gets the path "folder#<series id>".
-    Headers of large folders are read in `workers` processes (default: one per core).
+    Headers of large folders are read in `workers` processes (default: one per core). Files without
+    a SeriesInstanceUID (anonymised exports) are grouped by what remains (`medssl.imaging.dicom`),
+    with one warning for the whole folder; their rows say so in `series_id_source`.
     """
     from medssl.ct.nodules import malignancy_label, nodule_row_columns, read_nodule_csv
     from medssl.ct.preprocess import is_nifti
@@ -122,6 +126,7 @@ def index_dicom_folder(
         list_files,
         plan_series,
         pseudonym,
+        warn_derived_series,
     )
 
     root = Path(root)
@@ -129,6 +134,7 @@ def index_dicom_folder(
     skipped = [(str(f), "NIfTI file: layout dicom indexes DICOM series; list NIfTI volumes in a manifest")
                for f in files if is_nifti(f)]
     series, not_dicom = _scan([f for f in files if not is_nifti(f)], salt, workers)
+    warn_derived_series(series, str(root))
     skipped += not_dicom
     rows: list[dict] = []
     by_id: dict[str, dict] = {}

@@ -1,6 +1,11 @@
 """DICOM series -> :class:`medssl.imaging.volume.Volume` (CT and MRI), with pseudonymous identities.
 
-A series is the set of files sharing a SeriesInstanceUID. Its slices are ordered by their
+A series is the set of files sharing a SeriesInstanceUID. Files whose SeriesInstanceUID is
+missing or blank (anonymisers blank or drop UIDs) are grouped by what remains: their folder,
+FrameOfReferenceUID, StudyInstanceUID, Modality, SeriesNumber, matrix size (Rows x Columns),
+ImageOrientationPatient and PixelSpacing (rounded); such a series gets a stable pseudonymous id
+(the same files in the same folder give the same id on every run) and ``series_id_source``
+says how it was formed; `warn_derived_series` warns once per scan. Its slices are ordered by their
 position along the slice normal (ImagePositionPatient projected on the cross product of the two
 ImageOrientationPatient direction cosines), never by file name or InstanceNumber. Stored values
 become physical values through the modality LUT (RescaleSlope/RescaleIntercept: Hounsfield units
@@ -29,24 +34,38 @@ Identities: PatientID and SeriesInstanceUID never leave this module in clear. A 
 ``ser-`` + the same of its SeriesInstanceUID. The salt is the ``salt`` argument, else the
 environment variable ``MEDSSL_PSEUDONYM_SALT``, else a public default: with the default, anyone
 holding a PatientID can recompute its pseudonym, so set a secret salt (and keep it: another salt
-gives other IDs) before sharing manifests of real data. Free-text header fields kept as facts
-(series description, kernel, ...) have the patient's ID and name parts removed. File paths are
-reported as they are: name folders after pseudonyms, not patients.
+gives other IDs) before sharing manifests of real data. File paths are reported as they are: name
+folders after pseudonyms, not patients.
+
+Free text is never kept: descriptions, comments, institution, physician, protocol and sequence
+names (SeriesDescription, StudyDescription, ImageComments, ProtocolName, ...) can hold names,
+birth dates and accession numbers, so only whitelisted, coded facts leave this module
+(:data:`FACT_KEYS`): numbers (kVp, field strength, TE/TR/TI, slice thickness), the manufacturer
+mapped onto a fixed vocabulary of vendors (else "other"), the reconstruction kernel only when it
+is kernel-shaped (`B30f`, `STANDARD`, `FC13`...), BodyPartExamined and ScanningSequence only as
+DICOM code strings, and ``contrast`` (yes/no, whether ContrastBolusAgent is set, not its text).
+A coded value that contains a part of the patient's identity (ID, name parts, birth date,
+accession number) is dropped too.
 
 Compressed transfer syntaxes are read through pydicom's pixel-data plugins; when a plugin is
 missing the error names the file, the transfer syntax and the packages that would decode it.
-Multi-frame (enhanced) images are refused with a clear error. pydicom's own warnings are silenced
-while a file is read: they can quote header values, names included.
+The project declares pylibjpeg with its openjpeg (JPEG 2000), libjpeg (JPEG, JPEG-LS) and RLE
+plugins as dependencies, so the transfer syntaxes anonymisers use decode out of the box.
+Multi-frame (enhanced) images are refused with a clear error. pydicom's own warnings and log
+records (e.g. "value length exceeds VR") are silenced while a file is read and its elements are
+converted (:func:`quiet_pydicom`): they can quote header values, names included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,17 +82,25 @@ COLLINEAR_TOL_MM = 0.1
 DUPLICATE_POLICIES = ("drop", "keep_first", "error")
 MISSING_POLICIES = ("error", "interpolate")
 UNEVEN_POLICIES = ("interpolate", "error")
-_FACT_TAGS = {  # header keyword -> meta key; facts about the acquisition, never the patient
-    "Manufacturer": "manufacturer", "ManufacturerModelName": "model", "ConvolutionKernel": "kernel",
-    "SeriesDescription": "series_description", "BodyPartExamined": "body_part", "KVP": "kvp",
-    "MagneticFieldStrength": "field_strength_t", "EchoTime": "echo_time_ms",
+_NUMERIC_FACTS = {  # header keyword -> meta key: numbers about the acquisition, never the patient
+    "KVP": "kvp", "MagneticFieldStrength": "field_strength_t", "EchoTime": "echo_time_ms",
     "RepetitionTime": "repetition_time_ms", "InversionTime": "inversion_time_ms",
-    "SliceThickness": "slice_thickness_mm", "ScanningSequence": "scanning_sequence",
-    "SequenceName": "sequence_name", "ContrastBolusAgent": "contrast_agent",
+    "SliceThickness": "slice_thickness_mm",
 }
-
-
-_PLAIN_FACTS = ("manufacturer", "model", "kernel", "scanning_sequence")  # coded values, not free text
+FACT_KEYS = ("manufacturer", "kernel", "body_part", "scanning_sequence", "contrast", *_NUMERIC_FACTS.values())
+# Manufacturer (free text, LO) -> vendor; matched on the lower-cased value, first match wins.
+VENDORS: tuple[tuple[str, str], ...] = (
+    ("siemens", "siemens"), ("ge medical", "ge"), ("ge healthcare", "ge"), ("general electric", "ge"),
+    ("gems", "ge"), ("philips", "philips"), ("toshiba", "canon"), ("canon", "canon"), ("hitachi", "hitachi"),
+    ("fujifilm", "fujifilm"), ("samsung", "samsung"), ("united imaging", "united_imaging"), ("uih", "united_imaging"),
+    ("neusoft", "neusoft"), ("esaote", "esaote"), ("agfa", "agfa"), ("carestream", "carestream"),
+    ("hologic", "hologic"), ("imatron", "imatron"), ("elscint", "elscint"), ("picker", "picker"),
+    ("marconi", "marconi"), ("bruker", "bruker"), ("mediso", "mediso"), ("shimadzu", "shimadzu"),
+)
+_KERNEL = re.compile(r"^[A-Za-z]{1,8}\d{0,3}[A-Za-z]?(?:[ ,\\/]\d{1,2}[A-Za-z]?)?$")
+_CODE_STRING = re.compile(r"^[A-Z_ ]{1,16}$")
+_SCANNING_SEQUENCES = frozenset({"SE", "IR", "GR", "EP", "RM"})
+_UID_FREE_KEY = ("FrameOfReferenceUID", "StudyInstanceUID", "Modality", "SeriesNumber")
 
 
 class DicomSeriesError(ValueError):
@@ -111,12 +138,20 @@ def pseudonym(value: str, *, salt: str | None = None, prefix: str = "sub", lengt
 
 
 def _identity_parts(ds) -> list[str]:
+    """Strings that identify the patient or the visit: IDs, name parts, birth date (as written and
+    as YYYY-MM-DD, DD/MM/YYYY, DD.MM.YYYY), accession number."""
     parts = []
-    pid = str(ds.get("PatientID", "") or "").strip()
-    if pid:
-        parts.append(pid)
-    name = str(ds.get("PatientName", "") or "")
-    parts += [p for p in re.split(r"[\^=\s,]+", name) if len(p) >= 2]
+    for key in ("PatientID", "OtherPatientIDs", "AccessionNumber", "IssuerOfPatientID"):
+        value = ds.get(key)
+        values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+        parts += [str(v).strip() for v in values if v is not None and len(str(v).strip()) >= 2]
+    for key in ("PatientName", "PatientMotherBirthName", "OtherPatientNames"):
+        name = str(ds.get(key, "") or "")
+        parts += [p for p in re.split(r"[\^=\s,]+", name) if len(p) >= 2]
+    dob = re.sub(r"\D", "", str(ds.get("PatientBirthDate", "") or ""))
+    if len(dob) == 8:
+        y, m, d = dob[:4], dob[4:6], dob[6:]
+        parts += [dob, f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{d}.{m}.{y}", f"{m}/{d}/{y}"]
     return parts
 
 
@@ -132,10 +167,96 @@ def scrub(text: str, identities: Iterable[str]) -> str:
 
 # ---------------------------------------------------------------- headers
 
+class _DropRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom while a file is read and its elements converted: its warnings and its log
+    records (pydicom both warns and logs, e.g. "The value length (72) exceeds the maximum length
+    of 64 allowed for VR LO", and may quote the value, a name included). pydicom converts raw
+    elements lazily, on first access, so every access to a dataset must happen inside."""
+    logger = logging.getLogger("pydicom")
+    quiet = _DropRecords()
+    logger.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _coded_facts(ds, identities: Sequence[str]) -> dict[str, Any]:
+    """The whitelisted, coded facts of a header (module docstring): never free text."""
+    facts: dict[str, Any] = {}
+    for tag, key in _NUMERIC_FACTS.items():
+        num = _number(ds.get(tag))
+        if num is not None:
+            facts[key] = num
+
+    def safe(value: str) -> bool:
+        return bool(value) and scrub(value, identities) == value
+
+    maker = str(ds.get("Manufacturer", "") or "").strip().lower()
+    if maker:
+        facts["manufacturer"] = next((v for k, v in VENDORS if k in maker), "other")
+    kernel = ds.get("ConvolutionKernel")
+    if kernel is not None and kernel != "":
+        if isinstance(kernel, (list, tuple)) or type(kernel).__name__ == "MultiValue":
+            kernel = "\\".join(str(v) for v in kernel)
+        kernel = str(kernel).strip()
+        if _KERNEL.match(kernel) and safe(kernel):
+            facts["kernel"] = kernel
+    body = str(ds.get("BodyPartExamined", "") or "").strip()
+    if _CODE_STRING.match(body) and safe(body):
+        facts["body_part"] = body
+    seq = ds.get("ScanningSequence")
+    if seq is not None and seq != "":
+        codes = [str(v).strip() for v in (seq if not isinstance(seq, str) else str(seq).split("\\"))]
+        if codes and all(c in _SCANNING_SEQUENCES for c in codes):
+            facts["scanning_sequence"] = "\\".join(codes)
+    if "ContrastBolusAgent" in ds:
+        facts["contrast"] = "yes" if str(ds.get("ContrastBolusAgent", "") or "").strip() else "no"
+    return facts
+
+
+def _derived_series_key(ds, path: Path, rows: int, cols: int, orientation, pixel_spacing) -> str:
+    """What groups a file into a series when its SeriesInstanceUID is missing or blank."""
+    parts = [f"folder={path.parent.resolve()}"]
+    for key in _UID_FREE_KEY:
+        parts.append(f"{key}={str(ds.get(key, '') or '').strip()}")
+    parts.append(f"matrix={rows}x{cols}")
+    parts.append("orientation=" + ("" if orientation is None else ",".join(f"{v:.3f}" for v in orientation)))
+    parts.append("spacing=" + ("" if pixel_spacing is None else ",".join(f"{v:.4f}" for v in pixel_spacing)))
+    return "derived:" + "|".join(parts)
+
+
+DERIVED_SERIES_SOURCE = ("derived (no SeriesInstanceUID): folder, FrameOfReferenceUID, StudyInstanceUID, "
+                         "Modality, SeriesNumber, matrix, orientation, pixel spacing")
+
+
+def warn_derived_series(series: dict[str, list[SliceHeader]], where: str = "") -> int:
+    """Warn once (one DicomSeriesWarning for the whole scan) when some series were formed without a
+    SeriesInstanceUID; returns how many were."""
+    derived = [hs for uid, hs in series.items() if uid.startswith("derived:")]
+    if derived:
+        n_files = sum(len(hs) for hs in derived)
+        warnings.warn(DicomSeriesWarning(
+            f"{where + ': ' if where else ''}{n_files} DICOM file(s) have no SeriesInstanceUID (blanked by an "
+            f"anonymiser?); grouped into {len(derived)} series by folder, FrameOfReferenceUID, StudyInstanceUID, "
+            f"Modality, SeriesNumber, matrix, orientation and pixel spacing, with stable pseudonymous ids"),
+            stacklevel=2)
+    return len(derived)
+
+
 @dataclass
 class SliceHeader:
     """What medssl keeps from one file's header (no identities: subject and series as pseudonyms;
-    the raw SeriesInstanceUID only groups files in memory and is never written)."""
+    the raw SeriesInstanceUID, or the key standing in for it, only groups files in memory and is
+    never written)."""
 
     path: Path
     series_uid: str = field(repr=False)
@@ -153,7 +274,8 @@ class SliceHeader:
     pixel_spacing: tuple[float, float] | None  # (between rows, between columns) mm
     instance: int | None
     spacing_between_slices: float | None
-    facts: dict[str, Any]
+    facts: dict[str, Any]  # whitelisted coded facts only (FACT_KEYS)
+    series_source: str = "SeriesInstanceUID"  # or DERIVED_SERIES_SOURCE
 
 
 def _floats(value, n: int, what: str, path: Path) -> np.ndarray | None:
@@ -183,16 +305,24 @@ def read_header(path: str | Path, *, salt: str | None = None) -> SliceHeader:
     from pydicom.errors import InvalidDicomError
 
     path = Path(path)
-    try:
-        with warnings.catch_warnings():  # pydicom's warnings can quote header values (names)
-            warnings.simplefilter("ignore")
+    with quiet_pydicom():  # also around every element access: pydicom converts values lazily
+        try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        raise NotDicomError(f"{path}: not a DICOM file (no 'DICM' preamble)") from None
-    except (OSError, EOFError) as e:
-        raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(e).__name__})") from None
-    except Exception as e:  # pydicom raises assorted errors on truncated/corrupt files
-        raise DicomSeriesError(f"{path}: corrupt DICOM header ({type(e).__name__})") from None
+        except InvalidDicomError:
+            raise NotDicomError(f"{path}: not a DICOM file (no 'DICM' preamble)") from None
+        except (OSError, EOFError) as e:
+            raise DicomSeriesError(f"{path}: unreadable DICOM file ({type(e).__name__})") from None
+        except Exception as e:  # pydicom raises assorted errors on truncated/corrupt files
+            raise DicomSeriesError(f"{path}: corrupt DICOM header ({type(e).__name__})") from None
+        try:
+            return _header_from_dataset(ds, path, salt)
+        except DicomSeriesError:
+            raise
+        except Exception as e:  # a malformed element met on conversion
+            raise DicomSeriesError(f"{path}: malformed DICOM header ({type(e).__name__})") from None
+
+
+def _header_from_dataset(ds, path: Path, salt: str | None) -> SliceHeader:
     sop = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
     sop_name = getattr(ds.get("SOPClassUID"), "name", sop) if "SOPClassUID" in ds else sop
     if "Rows" not in ds or "Columns" not in ds:
@@ -204,21 +334,20 @@ def read_header(path: str | Path, *, salt: str | None = None) -> SliceHeader:
     if pid:
         subject, source = pseudonym(pid, salt=salt, prefix="sub"), "PatientID"
     else:
-        study = str(ds.get("StudyInstanceUID", "") or "").strip() or str(path.parent)
-        subject, source = pseudonym(study, salt=salt, prefix="sub"), "StudyInstanceUID (no PatientID)"
-    series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-    if not series_uid:
-        raise DicomSeriesError(f"{path}: no SeriesInstanceUID")
-    facts: dict[str, Any] = {}
-    for tag, key in _FACT_TAGS.items():
-        value = ds.get(tag)
-        if value is None or value == "":
-            continue
-        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-            value = "\\".join(str(v) for v in value)
-        num = _number(value) if key.endswith(("_mm", "_ms", "_t")) or key == "kvp" else None
-        facts[key] = num if num is not None else str(value) if key in _PLAIN_FACTS else scrub(str(value), identities)
+        study = str(ds.get("StudyInstanceUID", "") or "").strip()
+        if study:
+            subject, source = pseudonym(study, salt=salt, prefix="sub"), "StudyInstanceUID (no PatientID)"
+        else:
+            subject = pseudonym(str(path.parent.resolve()), salt=salt, prefix="sub")
+            source = "folder (no PatientID, no StudyInstanceUID)"
+    rows, cols = int(ds.Rows), int(ds.Columns)
     pixel_spacing = _floats(ds.get("PixelSpacing"), 2, "PixelSpacing", path)
+    orientation = _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path)
+    series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    series_source = "SeriesInstanceUID"
+    if not series_uid:
+        series_uid = _derived_series_key(ds, path, rows, cols, orientation, pixel_spacing)
+        series_source = DERIVED_SERIES_SOURCE
     instance = ds.get("InstanceNumber")
     try:
         instance = int(instance) if instance not in (None, "") else None
@@ -227,12 +356,13 @@ def read_header(path: str | Path, *, salt: str | None = None) -> SliceHeader:
     return SliceHeader(
         path=path, series_uid=series_uid, series_id=pseudonym(series_uid, salt=salt, prefix="ser"),
         subject_id=subject, subject_source=source, modality=str(ds.get("Modality", "") or ""),
-        sop_class=str(sop_name), transfer_syntax=ts, rows=int(ds.Rows), columns=int(ds.Columns),
+        sop_class=str(sop_name), transfer_syntax=ts, rows=rows, columns=cols,
         n_frames=int(_number(ds.get("NumberOfFrames")) or 1),
         position=_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path),
+        orientation=orientation,
         pixel_spacing=None if pixel_spacing is None else (float(pixel_spacing[0]), float(pixel_spacing[1])),
-        instance=instance, spacing_between_slices=_number(ds.get("SpacingBetweenSlices")), facts=facts,
+        instance=instance, spacing_between_slices=_number(ds.get("SpacingBetweenSlices")),
+        facts=_coded_facts(ds, identities), series_source=series_source,
     )
 
 
@@ -477,8 +607,7 @@ def read_slice_pixels(path: str | Path) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut
 
     path = Path(path)
-    with warnings.catch_warnings():  # pydicom's warnings can quote header values (names)
-        warnings.simplefilter("ignore")
+    with quiet_pydicom():  # pydicom's warnings and logs can quote header values (names)
         try:
             ds = pydicom.dcmread(path)
         except Exception as e:
@@ -562,6 +691,7 @@ def read_dicom_series(
     when there are several (pseudonymous id or SeriesInstanceUID). Policies: module docstring.
     """
     series_map, skipped, where = _resolve_source(source, salt)
+    warn_derived_series(series_map, where)
     if not series_map and skipped:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise DicomSeriesError(f"{where}: no DICOM image files ({reasons})")
@@ -586,7 +716,8 @@ def read_dicom_series(
     first = plan.slices[0]
     meta = {
         "source": "dicom", "modality": first.modality, "series_id": first.series_id, "subject_id": first.subject_id,
-        "subject_id_source": first.subject_source, "n_slices": int(stack.shape[-1]),
+        "subject_id_source": first.subject_source, "series_id_source": first.series_source,
+        "n_slices": int(stack.shape[-1]),
         "spacing_mm": tuple(float(v) for v in report.spacing_mm),
         "transfer_syntaxes": sorted({h.transfer_syntax for h in plan.slices}),
         **first.facts, "report": report,
