@@ -58,6 +58,11 @@ _NOT_ENCODER = re.compile(
 )
 TANG_WINDOW = [-1000.0, 1000.0]
 TANG_SPACING_MM = [1.5, 1.5, 2.0]
+# What the release's pretraining did to every CT (research-contributions SwinUNETR/Pretrain/utils/
+# data_utils.py, defaults in main.py): written into the imported spec as `release_preprocessing`.
+RELEASE_PREPROCESSING = ("RAS orientation; HU clipped to [-1000, 1000] and scaled to [0, 1] "
+                         "(ScaleIntensityRanged, clip=True); no resampling in pretraining (fine-tuning: "
+                         "1.5 x 1.5 x 2.0 mm); 96^3 crops (SwinUNETR/Pretrain/utils/data_utils.py)")
 
 
 def _backbone_prefix(keys) -> str | None:
@@ -172,6 +177,7 @@ def import_swinunetr(
     encoder.spec.license = "weights: the checkpoint's licence (MONAI research-contributions: Apache-2.0); architecture: Apache-2.0"
     encoder.spec.paper = ("Tang Y et al. Self-Supervised Pre-Training of Swin Transformers for 3D Medical Image "
                           "Analysis. CVPR 2022")
+    encoder.spec.input["release_preprocessing"] = RELEASE_PREPROCESSING
     return encoder.eval()
 
 

@@ -14,13 +14,31 @@ from medssl.ecg.readers import read_ecg_record
 from medssl.ecg.wfdb_reader import EcgReadError
 
 
+def spec_filtering(spec_input: dict) -> dict:
+    """The filter and standardisation an ECG contract declares (`bandpass_hz`: [low, high] or None
+    for no filter; `standardize`: per-lead z-score or not), as EcgPreprocess settings; {} when it
+    declares neither (medssl's own encoders: EcgPreprocess's defaults, 0.67-40 Hz and z-score).
+    Imported release weights declare their release's (ECG-JEPA: no filter, raw amplitudes)."""
+    out = {}
+    if "bandpass_hz" in spec_input:
+        band = spec_input["bandpass_hz"]
+        low, high = (None, None) if band is None else band
+        out.update(bandpass_low=low, bandpass_high=high)
+    if "standardize" in spec_input:
+        out["standardize"] = bool(spec_input["standardize"])
+    return out
+
+
 def preprocess_for_encoder(spec_input: dict, **settings) -> EcgPreprocess:
-    """The preprocessing an ECG encoder's input contract asks for (leads, rate, length)."""
+    """The preprocessing an ECG encoder's input contract asks for (leads, rate, length, and the
+    filter and standardisation it declares, see `spec_filtering`); `settings` fill in the rest
+    but never override what the contract declares."""
+    declared = spec_filtering(spec_input)
     return EcgPreprocess(
         leads=tuple(spec_input["leads"]),
         sampling_rate=spec_input["sampling_rate"],
         num_samples=spec_input["num_samples"],
-        **settings,
+        **{**settings, **declared},
     )
 
 

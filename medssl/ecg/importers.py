@@ -7,6 +7,13 @@ ECG-JEPA release (github.com/sehunfromdaegu/ECG_JEPA): a `.pt`/`.pth` file holdi
 positional embedding before every block, and its `representation` is the mean over tokens of
 the final LayerNorm: `EcgPatchTransformer` with the release's settings computes the same thing.
 Files are read with `torch.load(weights_only=True)`: tensors only, no code runs.
+
+Input contract (`RELEASE_PREPROCESSING`, written into the imported spec and honoured by
+`medssl.ecg.dataset.preprocess_for_encoder`, hence by `medssl embed` and the bench): the release
+trains and evaluates on raw amplitudes (mV, as stored) of leads I, II, V1-V6, resampled to 250 Hz
+(`scipy.signal.resample` to 2500 samples for 10 s, in `ecg_data.py`), with no filter and no
+standardisation (its datasets apply no transform). medssl resamples with a polyphase filter
+instead of the FFT; both are band-limited and agree within the 0-125 Hz band.
 """
 
 from __future__ import annotations
@@ -28,6 +35,19 @@ _FIXED = {
     "pos_embed": "pos_embed",
     "norm.weight": "transformer.norm.weight",
     "norm.bias": "transformer.norm.bias",
+}
+
+
+RELEASE_PREPROCESSING = {
+    "leads": ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"],
+    "sampling_rate": 250.0,
+    "num_samples": 2500,
+    "units": "mV",
+    "bandpass_hz": None,
+    "standardize": False,
+    "normalisation": "none: raw amplitudes resampled to 250 Hz, no filter, no standardisation (ECG-JEPA release)",
+    "release_preprocessing": ("leads I, II, V1-V6; scipy.signal.resample to 2500 samples (10 s at 250 Hz); no "
+                              "filter; no standardisation (ECG_JEPA ecg_data.py)"),
 }
 
 
@@ -102,6 +122,11 @@ def import_ecg_jepa_release(path: str | Path, *, num_heads: int = 16) -> torch.n
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     encoder.spec.provenance = f"imported from the ECG-JEPA public release checkpoint {path.name} (sha256 {digest}...)"
     encoder.spec.license = "weights: the ECG-JEPA release's licence (see its repository); architecture: Apache-2.0"
+    encoder.spec.input.update({k: v for k, v in RELEASE_PREPROCESSING.items()
+                               if k not in ("sampling_rate", "num_samples", "leads")})
+    if encoder.spec.input["sampling_rate"] != RELEASE_PREPROCESSING["sampling_rate"]:
+        raise CheckpointError(f"{path}: the encoder's contract says {encoder.spec.input['sampling_rate']} Hz; "
+                              "the release's is 250 Hz")
     return encoder.eval()
 
 

@@ -18,7 +18,8 @@ _DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.sel
 def ecg_inputs(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: Mapping[str, Any],
                cache_root: str | Path | None) -> ArrayCache:
     """(N_windows, n_leads, num_samples) float32 windows for an ECG encoder's contract; the recipe's
-    `bandpass` and `notch_hz` data settings apply when given."""
+    `bandpass` and `notch_hz` data settings apply when given, except where the contract declares
+    its own filter (imported release weights: `preprocess_for_encoder`)."""
     from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
 
     low, high = data_cfg.get("bandpass") or (None, None)

@@ -44,6 +44,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RETFOUND_RGB_INTENSITY = "RGB in [0,1], then ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225) per channel"
 RETFOUND_GREY_INTENSITY = "unit [0,1] grey (RETFound's per-channel colour normalisation is folded into the patch embedding)"
+# RETFound_MAE util/datasets.py, build_transform (evaluation): RGB, bicubic resize of the short
+# side to input/0.875, centre crop to the input size, ToTensor ([0, 1]), ImageNet mean/std.
+RELEASE_PREPROCESSING = ("RGB; bicubic resize to 256 and centre crop to 224 (evaluation); [0, 1]; ImageNet "
+                         "mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225) per channel "
+                         "(RETFound_MAE util/datasets.py)")
 RETFOUND_PAPER = (
     "Zhou Y, Chia MA, Wagner SK, et al. A foundation model for generalizable disease detection from "
     "retinal images. Nature 622, 156-163 (2023) (RETFound)"
@@ -238,6 +243,7 @@ def import_retfound(
     encoder.spec.provenance = f"imported from the RETFound-layout checkpoint {path.name} (sha256 {digest}...); " + "; ".join(notes)
     encoder.spec.license = "weights: the RETFound release's licence (see its repository); architecture: Apache-2.0"
     encoder.spec.paper = RETFOUND_PAPER
+    encoder.spec.input["release_preprocessing"] = RELEASE_PREPROCESSING
     encoder.eval()
     return (encoder, report) if return_report else encoder
 

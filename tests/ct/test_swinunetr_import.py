@@ -140,3 +140,22 @@ def test_refuses_pickled_code_and_other_layouts(tmp_path):
     assert not looks_like_swinunetr(ecg)
     with pytest.raises(CheckpointError, match="no SwinUNETR Swin weights"):
         import_swinunetr(ecg)
+
+
+def test_spec_states_the_release_preprocessing_and_the_data_path_applies_it(tmp_path):
+    """Tang et al.'s pretraining (SwinUNETR/Pretrain/utils/data_utils.py): RAS, then
+    ScaleIntensityRanged(a_min=-1000, a_max=1000, b_min=0, b_max=1, clip=True), 96^3 crops."""
+    import numpy as np
+    from monai.transforms import ScaleIntensityRange
+
+    from medssl.ct.modality import CTInputSettings
+    from medssl.ct.windowing import window_channels
+
+    enc = import_swinunetr(_save(tmp_path / "model_swinvit.pt", fake_model_swinvit()))
+    spec = enc.spec.input
+    assert "[-1000, 1000]" in spec["release_preprocessing"] and "data_utils.py" in spec["release_preprocessing"]
+    settings = CTInputSettings.from_spec(spec)
+    assert list(settings.shape) == [96, 96, 96]
+    hu = np.linspace(-2500, 2500, 101, dtype=np.float32)
+    release = np.asarray(ScaleIntensityRange(a_min=-1000, a_max=1000, b_min=0.0, b_max=1.0, clip=True)(hu))
+    assert np.allclose(window_channels(hu, settings.windows)[0], release, atol=1e-6)

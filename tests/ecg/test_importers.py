@@ -122,3 +122,39 @@ def test_unknown_file_formats_are_named(tmp_path):
     path.write_bytes(b"\0" * 10)
     with pytest.raises(CheckpointError, match="weights.bin: not a checkpoint folder"):
         load_encoder(path)
+
+
+def test_imported_contract_is_the_releases_preprocessing_and_the_data_path_honours_it(tmp_path):
+    """The release (ECG_JEPA ecg_data.py) feeds raw amplitudes of I, II, V1-V6 resampled to 250 Hz
+    with scipy.signal.resample, no filter, no standardisation: so must medssl for its weights."""
+    import numpy as np
+    import scipy.signal as sps
+
+    from medssl.ecg.dataset import preprocess_for_encoder
+    from medssl.ecg.record import EcgRecord
+    from medssl.registry import create_encoder
+
+    path = tmp_path / "epoch100.pth"
+    torch.save({"encoder": fake_release_state()}, path)
+    spec = import_ecg_jepa_release(path, num_heads=4).spec.input
+    assert spec["leads"] == ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert (spec["sampling_rate"], spec["num_samples"], spec["units"]) == (250.0, 2500, "mV")
+    assert spec["bandpass_hz"] is None and spec["standardize"] is False
+    assert "band-pass" not in spec["normalisation"] and "no standardisation" in spec["normalisation"]
+    assert "ecg_data.py" in spec["release_preprocessing"]
+    # a recipe's filter does not override the contract (the bench passes data.bandpass through)
+    prep = preprocess_for_encoder(spec, bandpass_low=0.67, bandpass_high=40.0)
+    assert (prep.bandpass_low, prep.bandpass_high, prep.standardize) == (None, None, False)
+    # 10 s at 500 Hz with a DC offset and baseline wander, which a 0.67 Hz high-pass and a z-score remove
+    t = np.arange(5000) / 500.0
+    scale = np.linspace(0.5, 1.5, 8)[:, None]
+    signal = (scale * (0.8 + 0.3 * np.sin(2 * np.pi * 0.2 * t) + 0.5 * np.sin(2 * np.pi * 7.0 * t))).astype(np.float32)
+    record = EcgRecord(signal=signal, lead_names=tuple(spec["leads"]), sampling_rate=500.0, record_id="r", path="")
+    x = prep(record)
+    release = sps.resample(signal.astype(np.float64), 2500, axis=1)
+    assert x.shape == (8, 2500)
+    assert np.abs(x - release)[:, 50:-50].max() < 0.01  # polyphase vs FFT resampling: equal in-band
+    assert np.allclose(x.mean(axis=1), 0.8 * scale[:, 0], atol=0.05)  # the offset is still there
+    # medssl's own encoders keep their contract: 0.67-40 Hz band-pass and a per-lead z-score
+    native = preprocess_for_encoder(create_encoder("ecg_jepa_tiny").spec.input)
+    assert (native.bandpass_low, native.bandpass_high, native.standardize) == (0.67, 40.0, True)

@@ -92,7 +92,8 @@ def test_imported_encoder_computes_what_the_timm_vit_computes(tmp_path):
     # The spec rebuilds the same architecture.
     from medssl.registry import create_encoder
 
-    assert create_encoder(enc.spec.name, **enc.spec.hparams).spec.input == enc.spec.input
+    rebuilt = create_encoder(enc.spec.name, **enc.spec.hparams).spec.input
+    assert rebuilt == {k: v for k, v in enc.spec.input.items() if k != "release_preprocessing"}
 
 
 def test_positions_are_interpolated_bicubically_for_another_input_size(tmp_path):
@@ -185,3 +186,20 @@ def test_real_vit_large_shapes_import(tmp_path):
     enc = import_retfound(save(tmp_path, state))
     assert enc.spec.name == "retina_vit_large" and enc.spec.hparams["num_heads"] == 16
     assert enc.spec.hparams["depth"] == 24 and enc.grid == (14, 14)
+
+
+def test_spec_states_the_release_preprocessing_and_the_data_path_applies_it(tmp_path):
+    """RETFound_MAE util/datasets.py: RGB, ToTensor ([0, 1]), then ImageNet mean/std per channel."""
+    import numpy as np
+
+    from medssl.retina.preprocess import RetinaPreprocess, normalise
+
+    enc = import_retfound(save(tmp_path, fake_retfound_state(3)), num_heads=HEADS)
+    spec = enc.spec.input
+    assert "ImageNet" in spec["release_preprocessing"] and "datasets.py" in spec["release_preprocessing"]
+    prep = RetinaPreprocess.for_encoder(spec)
+    assert (prep.colour, prep.intensity, prep.shape) == ("rgb", "imagenet", (224, 224))
+    img = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    release_mean, release_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm IMAGENET_DEFAULT_*
+    expected = (img - np.array(release_mean)[:, None, None]) / np.array(release_std)[:, None, None]
+    assert np.allclose(normalise(img, prep.intensity), expected, atol=1e-6)
