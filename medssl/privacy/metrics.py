@@ -8,7 +8,19 @@ Low-FPR reporting follows Carlini et al. 2022 ("Membership Inference Attacks Fro
 Principles", Sec. III.B / Sec. V): the TPR at a fixed low FPR (e.g. 0.1 %) is the metric that
 matters, AUC alone hides it. An FPR of f can only be measured with at least ceil(1/f)
 non-members (a single false positive among fewer non-members already exceeds f), so
-:func:`tpr_at_fpr` flags such cases (``achievable=False``) and :func:`check_fpr_feasible` raises.
+:func:`tpr_at_fpr` flags such cases (``achievable=False``) and :func:`check_fpr_feasible` raises;
+:func:`tpr_table` reports them as ``None`` with the reason and adds the TPR at the smallest FPR
+the non-members can measure (1 / n_nonmembers).
+
+Uncertainty. The TPR at a fixed FPR depends on a threshold estimated from the non-members, so
+its interval must carry that threshold's uncertainty too: :func:`tpr_bootstrap_ci` resamples
+members *and* non-members and re-estimates the threshold in every replicate. A Clopper-Pearson
+interval over the members (:func:`clopper_pearson`) is conditional on the observed threshold
+and covers the true TPR far less often than its nominal level with tens of non-members; it is
+kept as a second, labelled column. :func:`auc_permutation_test` gives the distribution of the
+AUC under "membership carries no signal" at the audit's own sample sizes (labels permuted over
+the audited subjects), and :func:`auc_difference_ci` a paired interval for AUC(target) -
+AUC(control) on the same subjects.
 """
 
 from __future__ import annotations
@@ -19,6 +31,8 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
+    "auc_difference_ci",
+    "auc_permutation_test",
     "auc_score",
     "auc_with_ci",
     "check_fpr_feasible",
@@ -27,6 +41,8 @@ __all__ = [
     "roc_curve_points",
     "roc_loglog_svg",
     "tpr_at_fpr",
+    "tpr_bootstrap_ci",
+    "tpr_table",
 ]
 
 
@@ -166,8 +182,9 @@ def tpr_at_fpr(scores, is_member, fpr: float, confidence: float = 0.95) -> dict:
     Returns dict(value, ci_low, ci_high, threshold, n_members, n_nonmembers, achievable,
     fpr_target, fpr_realised, n_true_positives, n_false_positives, min_nonmembers, note).
     ``achievable`` is False when n_nonmembers < ceil(1/fpr): the operating point is then the
-    zero-false-positive point (FPR = 0 < target), whose TPR is only a lower bound of the TPR at
-    the target; ``note`` says so.
+    largest non-member score (a realised FPR of 0 here, an FPR near 1/(n_nonmembers + 1) in the
+    population), which is *not* an estimate, nor a bound, of the TPR at the target FPR; ``note``
+    says so and :func:`tpr_table` reports ``None`` for it.
     """
     s, m = _scores_labels(scores, is_member)
     need = min_nonmembers_for_fpr(fpr)
@@ -182,8 +199,8 @@ def tpr_at_fpr(scores, is_member, fpr: float, confidence: float = 0.95) -> dict:
     note = (
         ""
         if achievable
-        else f"not achievable: FPR {fpr:g} needs >= {need} non-members, got {n_neg}; "
-        f"value is the TPR at 0 false positives (a lower bound)"
+        else f"not estimable: FPR {fpr:g} needs >= {need} non-members, got {n_neg}; "
+        f"value is the TPR above the largest non-member score (an FPR near 1/{n_neg + 1}), not a TPR at {fpr:g}"
     )
     return {
         "value": tp / n_pos,
@@ -200,6 +217,135 @@ def tpr_at_fpr(scores, is_member, fpr: float, confidence: float = 0.95) -> dict:
         "min_nonmembers": need,
         "note": note,
     }
+
+
+def _chunks(n_total: int, n_cols: int, budget: int = 2_000_000):
+    step = max(1, min(n_total, budget // max(n_cols, 1)))
+    for start in range(0, n_total, step):
+        yield min(step, n_total - start)
+
+
+def tpr_bootstrap_ci(
+    scores, is_member, fpr: float, n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the TPR at ``fpr`` that carries the threshold's uncertainty.
+
+    Every replicate resamples members and non-members with replacement (stratified, class sizes
+    kept), re-estimates the threshold from the resampled non-members with the rule of
+    :func:`tpr_at_fpr` ((k+1)-th largest, k = floor(fpr * n_nonmembers), strict >) and measures
+    the TPR of the resampled members above it. Returns (low, high)."""
+    s, m = _scores_labels(scores, is_member)
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be positive, got {n_bootstrap}")
+    pos, neg = s[m], s[~m]
+    k = math.floor(fpr * neg.size + 1e-9)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for n in _chunks(n_bootstrap, s.size):
+        nb = neg[rng.integers(0, neg.size, (n, neg.size))]
+        thr = np.full(n, -np.inf) if k >= neg.size else -np.partition(-nb, k, axis=1)[:, k]
+        pb = pos[rng.integers(0, pos.size, (n, pos.size))]
+        vals.append((pb > thr[:, None]).mean(axis=1))
+    v = np.concatenate(vals)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _tpr_entry(scores, is_member, fpr: float, n_bootstrap: int, seed: int, confidence: float) -> dict:
+    r = tpr_at_fpr(scores, is_member, fpr, confidence)
+    lo, hi = tpr_bootstrap_ci(scores, is_member, fpr, n_bootstrap, seed, confidence)
+    return {"value": r["value"], "ci_low": lo, "ci_high": hi,
+            "cp_ci_low": r["ci_low"], "cp_ci_high": r["ci_high"], "achievable": True,
+            "fpr_realised": r["fpr_realised"], "n_false_positives": r["n_false_positives"], "reason": None}
+
+
+def tpr_table(
+    scores, is_member, fprs=(0.001, 0.01, 0.1), n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict:
+    """TPR at each FPR in ``fprs`` (keys ``f"{fpr:g}"``) plus ``"min_measurable"``, the TPR at the
+    smallest FPR the non-members can measure (1 / n_nonmembers: one false positive allowed).
+
+    Each estimable entry: ``value``; ``ci_low``/``ci_high`` from :func:`tpr_bootstrap_ci` (both
+    classes resampled, threshold re-estimated); ``cp_ci_low``/``cp_ci_high``, Clopper-Pearson over
+    the members *conditional on the observed threshold* (narrower, under-covers); ``achievable``
+    True, ``fpr_realised``, ``n_false_positives``, ``reason`` None. An FPR below
+    1 / n_nonmembers is not estimable: ``value`` and every interval are None, ``achievable`` False
+    and ``reason`` says why. ``min_measurable`` adds ``fpr`` (its target)."""
+    s, m = _scores_labels(scores, is_member)
+    n_neg = int((~m).sum())
+    out = {}
+    for f in fprs:
+        need = min_nonmembers_for_fpr(f)
+        if n_neg < need:
+            out[f"{f:g}"] = {
+                "value": None, "ci_low": None, "ci_high": None, "cp_ci_low": None, "cp_ci_high": None,
+                "achievable": False, "fpr_realised": None, "n_false_positives": None,
+                "reason": f"not estimable: FPR {f:g} needs >= {need} non-members, the audit has {n_neg} "
+                          f"(one false positive is an FPR of {1.0 / n_neg:.3g}); see the TPR at the smallest "
+                          "measurable FPR instead",
+            }
+        else:
+            out[f"{f:g}"] = _tpr_entry(s, m, f, n_bootstrap, seed, confidence)
+    f_min = 1.0 / n_neg
+    out["min_measurable"] = {"fpr": f_min, **_tpr_entry(s, m, f_min, n_bootstrap, seed, confidence)}
+    return out
+
+
+def auc_permutation_test(
+    scores, is_member, n_permutations: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> dict:
+    """Null distribution of the AUC at these sample sizes: membership labels permuted over the
+    same subjects (the scores kept), so it holds whatever the score distribution is.
+
+    Returns dict(auc, null_low, null_high (the central ``confidence`` band of the permutation
+    AUCs), null_mean, p_value, alternative="greater", n_permutations). The p-value is one-sided
+    (leakage raises the AUC): (1 + #{permuted AUC >= observed}) / (1 + n_permutations).
+    """
+    s, m = _scores_labels(scores, is_member)
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be positive, got {n_permutations}")
+    ranks = stats.rankdata(s)
+    n_pos, n_neg = int(m.sum()), int((~m).sum())
+    observed = (ranks[m].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    rng = np.random.default_rng(seed)
+    null = []
+    for n in _chunks(n_permutations, s.size):
+        picks = np.argsort(rng.random((n, s.size)), axis=1)[:, :n_pos]
+        null.append((ranks[picks].sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    null = np.concatenate(null)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(null, [alpha / 2, 1 - alpha / 2])
+    p = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
+    return {"auc": float(observed), "null_low": float(lo), "null_high": float(hi), "null_mean": float(null.mean()),
+            "p_value": float(p), "alternative": "greater", "n_permutations": int(n_permutations)}
+
+
+def auc_difference_ci(
+    scores_a, scores_b, is_member, n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict:
+    """AUC(a) - AUC(b) for two score vectors on the *same* subjects (e.g. the target model and a
+    control model), with a paired stratified bootstrap: each replicate resamples members and
+    non-members and evaluates both AUCs on the same resample. Returns dict(difference, ci_low,
+    ci_high, auc_a, auc_b, n_bootstrap, confidence)."""
+    a, m = _scores_labels(scores_a, is_member)
+    b, _ = _scores_labels(scores_b, is_member)
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be positive, got {n_bootstrap}")
+    pos_i, neg_i = np.flatnonzero(m), np.flatnonzero(~m)
+    labels = np.r_[np.ones(pos_i.size, bool), np.zeros(neg_i.size, bool)]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for n in _chunks(n_bootstrap, 2 * a.size):
+        idx = np.concatenate([pos_i[rng.integers(0, pos_i.size, (n, pos_i.size))],
+                              neg_i[rng.integers(0, neg_i.size, (n, neg_i.size))]], axis=1)
+        diffs.append(_auc_batch(a[idx], labels) - _auc_batch(b[idx], labels))
+    d = np.concatenate(diffs)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    auc_a, auc_b = float(_auc_batch(a[None], m)[0]), float(_auc_batch(b[None], m)[0])
+    return {"difference": auc_a - auc_b, "ci_low": float(lo), "ci_high": float(hi), "auc_a": auc_a, "auc_b": auc_b,
+            "n_bootstrap": int(n_bootstrap), "confidence": float(confidence)}
 
 
 def roc_loglog_svg(

@@ -50,7 +50,7 @@ def test_tpr_at_1pct_fpr_and_unachievable_flag():
     assert r["threshold"] == 98.0 and r["value"] == 0.0 and r["n_false_positives"] == 1
     low = tpr_at_fpr(scores, is_member, 0.001)  # needs 1000 non-members
     assert not low["achievable"] and low["min_nonmembers"] == 1000
-    assert "1000" in low["note"]
+    assert "1000" in low["note"] and "not estimable" in low["note"]
     assert low["threshold"] == 99.0 and low["n_false_positives"] == 0 and low["value"] == 0.0
 
 
@@ -145,3 +145,87 @@ def test_roc_loglog_svg_is_valid_svg_with_diagonal():
     assert pts[0] == pytest.approx((float(d.get("x1")), float(d.get("y1"))))
     assert pts[-1] == pytest.approx((float(d.get("x2")), float(d.get("y2"))))
     assert "1e-03" in svg or "0.001" in svg
+
+
+# ---------------------------------------------------------------- simulations of known answer
+
+def _gauss(rng, d, n_pos, n_neg):
+    s = np.r_[rng.normal(d, 1, n_pos), rng.normal(0, 1, n_neg)]
+    return s, np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
+
+
+def test_tpr_table_nulls_unestimable_fprs_and_adds_the_smallest_measurable():
+    from medssl.privacy.metrics import tpr_table
+
+    s, m = _gauss(np.random.default_rng(0), 1.0, 30, 59)
+    t = tpr_table(s, m, (0.001, 0.01, 0.1), n_bootstrap=200)
+    for k in ("0.001", "0.01"):  # 59 non-members: one false positive is an FPR of 0.017
+        assert t[k]["value"] is None and t[k]["ci_low"] is None and t[k]["cp_ci_high"] is None
+        assert not t[k]["achievable"] and "needs >= " in t[k]["reason"] and "59" in t[k]["reason"]
+    e = t["0.1"]
+    assert e["achievable"] and e["reason"] is None and e["ci_low"] <= e["value"] <= e["ci_high"]
+    assert e["value"] == tpr_at_fpr(s, m, 0.1)["value"] and e["fpr_realised"] <= 0.1
+    low = t["min_measurable"]
+    assert low["fpr"] == pytest.approx(1 / 59) and low["n_false_positives"] <= 1
+    assert low["value"] == tpr_at_fpr(s, m, 1 / 59)["value"]
+
+
+@pytest.mark.parametrize("fpr", [0.1, 0.2])
+def test_tpr_bootstrap_ci_covers_the_true_tpr_where_clopper_pearson_does_not(fpr):
+    """Members N(1, 1), non-members N(0, 1), 30 vs 59: the true TPR at FPR f is
+    1 - Phi(Phi^-1(1 - f) - 1). The bootstrap that re-estimates the threshold keeps near-nominal
+    coverage; Clopper-Pearson (threshold held fixed) falls short of it."""
+    from medssl.privacy.metrics import tpr_bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    true = 1 - stats.norm.cdf(stats.norm.ppf(1 - fpr) - 1.0)
+    n_sim = 200
+    boot = cp = 0
+    for i in range(n_sim):
+        s, m = _gauss(rng, 1.0, 30, 59)
+        lo, hi = tpr_bootstrap_ci(s, m, fpr, n_bootstrap=300, seed=i)
+        r = tpr_at_fpr(s, m, fpr)
+        boot += lo <= true <= hi
+        cp += r["ci_low"] <= true <= r["ci_high"]
+    assert boot / n_sim >= 0.88, boot / n_sim
+    assert cp / n_sim < boot / n_sim, (cp / n_sim, boot / n_sim)
+
+
+def test_auc_permutation_test_has_its_level_and_power():
+    from medssl.privacy.metrics import auc_permutation_test
+
+    rng = np.random.default_rng(2)
+    p_null = []
+    for i in range(200):  # no signal, 29 vs 30 subjects
+        s, m = _gauss(rng, 0.0, 29, 30)
+        r = auc_permutation_test(s, m, n_permutations=400, seed=i)
+        p_null.append(r["p_value"])
+    p_null = np.array(p_null)
+    assert (p_null <= 0.05).mean() <= 0.09  # the level holds
+    assert stats.kstest(p_null, "uniform").pvalue > 0.01  # p-values ~ uniform under the null
+    assert r["null_low"] < 0.4 and r["null_high"] > 0.6 and abs(r["null_mean"] - 0.5) < 0.02  # ~[0.35, 0.65]
+    power = np.mean([auc_permutation_test(*_gauss(rng, 1.0, 29, 30), n_permutations=400, seed=i)["p_value"] <= 0.05
+                     for i in range(50)])
+    assert power > 0.8  # d = 1 with 29 vs 30 is detected nearly always
+    exact = auc_permutation_test([3.0, 2.0, 1.0, 0.0], [1, 1, 0, 0], n_permutations=3000)
+    assert exact["auc"] == 1.0 and exact["p_value"] == pytest.approx(1 / 6, abs=0.03)  # 1 of C(4,2) orders
+
+
+def test_auc_difference_ci_is_paired_and_detects_a_real_difference():
+    from medssl.privacy.metrics import auc_difference_ci
+
+    rng = np.random.default_rng(3)
+    s, m = _gauss(rng, 1.0, 40, 40)
+    same = auc_difference_ci(s, s, m, n_bootstrap=300)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
+    control = rng.normal(0, 1, 80)  # a control model: scores unrelated to membership
+    d = auc_difference_ci(s, control, m, n_bootstrap=500)
+    assert d["difference"] == pytest.approx(d["auc_a"] - d["auc_b"]) and d["ci_low"] > 0
+    # coverage of the true difference (target AUC Phi(1/sqrt 2) - control AUC 0.5)
+    true = stats.norm.cdf(1 / np.sqrt(2)) - 0.5
+    hits = 0
+    for i in range(100):
+        s, m = _gauss(rng, 1.0, 30, 30)
+        r = auc_difference_ci(s, rng.normal(0, 1, 60), m, n_bootstrap=300, seed=i)
+        hits += r["ci_low"] <= true <= r["ci_high"]
+    assert hits >= 85
