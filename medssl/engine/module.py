@@ -15,13 +15,40 @@ from torch import nn
 from medssl.nn.schedules import cosine_schedule, momentum_schedule
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(module: nn.Module, weight_decay: float, no_weight_decay: tuple[str, ...] | list[str] = ()
+                 ) -> list[dict]:
+    """AdamW groups: biases and 1-D parameters (norm scales) never decay (as in MAE, ECG-JEPA,
+    SimMIM, DINO); nor do parameters whose name contains one of `no_weight_decay` (a recipe's
+    `optim.no_weight_decay`, e.g. ["pos_embed", "cls_token"])."""
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        skip = p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in no_weight_decay)
+        (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def optimizer_settings(optim: dict) -> dict:
+    """AdamW keyword arguments of a recipe's `optim` section, the same keys for every recipe:
+    `lr`, `weight_decay`, `betas` (default torch's (0.9, 0.999)), `eps` (default 1e-8), and
+    `no_weight_decay` (extra names excluded from decay). Raises ValueError for bad values."""
+    betas = tuple(float(b) for b in (optim.get("betas") or (0.9, 0.999)))
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {optim.get('betas')!r}")
+    eps = float(optim.get("eps", 1e-8))
+    names = optim.get("no_weight_decay") or []
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"optim.no_weight_decay must be a list of parameter-name parts, got {names!r}")
+    return {"lr": float(optim["lr"]), "weight_decay": float(optim["weight_decay"]), "betas": betas, "eps": eps,
+            "no_weight_decay": tuple(names)}
+
+
+def build_optimizer(module: nn.Module, optim: dict) -> torch.optim.AdamW:
+    """The AdamW every pretraining recipe gets (see `optimizer_settings`)."""
+    s = optimizer_settings(optim)
+    return torch.optim.AdamW(param_groups(module, s["weight_decay"], s["no_weight_decay"]), lr=s["lr"],
+                             betas=s["betas"], eps=s["eps"])
 
 
 class SSLModule(L.LightningModule):
@@ -64,10 +91,7 @@ class SSLModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        opt = self.wrap_optimizer(
-            torch.optim.AdamW(param_groups(self.method, o["weight_decay"]), lr=o["lr"],
-                              betas=tuple(o.get("betas") or (0.9, 0.999)))
-        )
+        opt = self.wrap_optimizer(build_optimizer(self.method, o))
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = int(o.get("warmup_epochs", 0) * steps_per_epoch)
