@@ -51,16 +51,20 @@ def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.
 
 
 def comparison_notes(results: list[dict], steps: int | None) -> list[str]:
-    """One sentence per domain on pretrained vs random init with all labels, as measured."""
+    """One sentence per domain on pretrained vs random init with all labels, as measured; the
+    verdict is at Holm-adjusted p < 0.05 over all the comparisons of the report (the same family
+    as report.json's `p_holm`)."""
+    from medssl.bench.report import adjust_comparisons, comparison_verdict
+
     notes = []
-    for row in results:
-        if row.get("kind") != "comparison" or row.get("shots") != "all":
+    for row in adjust_comparisons([dict(r) for r in results if r.get("kind") == "comparison"]):
+        if row.get("shots") != "all":
             continue
-        verdict = "better than" if row["ci_low"] > 0 else "worse than" if row["ci_high"] < 0 else "not distinguishable from"
+        verdict = comparison_verdict(row)
         notes.append(
             f"{DOMAIN_WORDS.get(row['domain'], row['domain'])}, all labels: {row['encoder_a']} is {verdict} {row['encoder_b']} "
             f"(AUROC difference {row['delta']:+.3f}, 95% CI [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
-            f"p = {row['p_value']:.3f}) after {steps} pretraining steps on a CPU budget."
+            f"p = {row['p_value']:.3f}, Holm-adjusted {row['p_holm']:.3f}) after {steps} pretraining steps on a CPU budget."
         )
     return notes
 

@@ -460,3 +460,18 @@ def ranking_heatmap_svg(rank_frequencies, encoders: Sequence[str], *,
                  f'text-anchor="middle">final position (1 = best)</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def holm_adjust(p_values) -> list[float | None]:
+    """Holm's step-down adjustment (Holm 1979) of a family of p-values, controlling the
+    family-wise error rate: sorted ascending, p_(i) -> max_{j<=i} min(1, (m - j + 1) p_(j)).
+    None / NaN entries are passed through and do not count in the family size m."""
+    ps = [None if p is None or not np.isfinite(p) else float(p) for p in p_values]
+    idx = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
+    m = len(idx)
+    out: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out

@@ -13,7 +13,8 @@ JSON schema (``schema_version`` 1)::
       "runs": [per-seed rows],             # encoder, domain, shots, seed, metric, value,
                                            # n_train_subjects, n_train_records, excluded_classes, warnings
       "comparisons": [rows],               # domain, shots, metric, encoder_a, encoder_b, delta,
-                                           # ci_low, ci_high, p_value, n_seeds, method
+                                           # ci_low, ci_high, p_value, p_holm, n_seeds, method
+      "p_adjustment": str,                 # "Holm (family: all comparisons of the report); ..."
       "notes": [str]
     }
 
@@ -70,6 +71,34 @@ def machine_info() -> dict:
     return info
 
 
+P_ADJUSTMENT = "Holm"
+VERDICT_ALPHA = 0.05
+
+
+def adjust_comparisons(comparisons: list[dict]) -> list[dict]:
+    """Add `p_holm` to every comparison: Holm's step-down adjustment over all the comparisons of
+    the report (encoders x tasks x metrics x shots x domains form one family), beside the raw
+    `p_value`. In place; returns the list."""
+    from medssl.bench.ranking import holm_adjust
+
+    for c, p in zip(comparisons, holm_adjust([c.get("p_value") for c in comparisons])):
+        c["p_holm"] = p
+    return comparisons
+
+
+def comparison_verdict(c: Mapping, alpha: float = VERDICT_ALPHA) -> str:
+    """"better than" / "worse than" / "not distinguishable from" for encoder_a vs encoder_b, from
+    the Holm-adjusted p-value (`p_holm`, or the raw one when no family was adjusted) and the sign
+    of the difference (flipped for lower-is-better metrics)."""
+    p = c.get("p_holm", c.get("p_value"))
+    if p is None or not math.isfinite(p) or p >= alpha:
+        return "not distinguishable from"
+    better = (c.get("delta") or 0.0) > 0
+    if c.get("higher_is_better") is False:
+        better = not better
+    return "better than" if better else "worse than"
+
+
 def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None = None,
                 notes: Sequence[str] = ()) -> dict:
     """Assemble a schema-1 report dict from ``few_shot_evaluation`` rows (split on their ``kind``)."""
@@ -83,7 +112,9 @@ def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None =
         "config": dict(config or {}),
         "results": by_kind["aggregate"],
         "runs": by_kind["run"],
-        "comparisons": by_kind["comparison"],
+        "comparisons": adjust_comparisons(by_kind["comparison"]),
+        "p_adjustment": f"{P_ADJUSTMENT} (family: all comparisons of the report); verdicts at "
+                        f"adjusted p < {VERDICT_ALPHA}",
         "notes": list(notes),
     }
 
@@ -339,13 +370,15 @@ def _comparisons_table(comps: list[dict]) -> str:
         return "<p>No comparisons (fewer than two encoders).</p>"
     extra = [k for k in ("task", "protocol", "metric") if any(k in c for c in comps)] if _grouped(comps) else []
     out = ["<table><thead><tr>" + "".join(f"<th>{k}</th>" for k in extra) + "<th>domain</th><th>shots</th>"
-           "<th>A</th><th>B</th><th>Δ (A − B)</th><th>95% CI</th><th>p</th><th>method</th></tr></thead><tbody>"]
+           "<th>A</th><th>B</th><th>Δ (A − B)</th><th>95% CI</th><th>p</th><th>p (Holm)</th><th>method</th>"
+           "</tr></thead><tbody>"]
     for c in comps:
         out.append(
             "<tr>" + "".join(f"<td>{_e(c.get(k))}</td>" for k in extra) +
             f"<td>{_e(c.get('domain'))}</td><td>{_e(_setting(c))}</td><td>{_e(c.get('encoder_a'))}</td>"
             f"<td>{_e(c.get('encoder_b'))}</td><td>{_num(c.get('delta'))}</td>"
             f"<td>[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]</td><td>{_p(c.get('p_value'))}</td>"
+            f"<td>{_p(c.get('p_holm'))}</td>"
             f"<td>{_e(c.get('method', ''))}</td></tr>")
     out.append("</tbody></table>")
     return "\n".join(out)

@@ -46,7 +46,9 @@
         {..., "domain_ref", "domain", "gap", "ci_low", "ci_high"}],
       "comparisons": [   # every pair of encoders (config order), same draws and resamples
         {..., "encoder_a", "encoder_b", "delta" (mean a - mean b), "ci_low", "ci_high", "p_value",
-         "n_seeds", "higher_is_better", "method"}],
+         "p_holm" (Holm-adjusted over every comparison of the run), "n_seeds", "higher_is_better",
+         "method"}],
+      "p_adjustment": "Holm (...)",
       "errors": [{"encoder", "task", "protocol", "shots", "label_fraction", "seed", "error"}],
       "ranking": [   # per eval domain name, FOMO-style (medssl.bench.ranking.rank_table): each
                      # task x protocol x setting is one ranking task, ranked on its metrics' means
@@ -107,6 +109,7 @@ from medssl.bench.protocols import (
 )
 from medssl.bench.report import (
     _jsonable,
+    adjust_comparisons,
     machine_info,
     make_report,
     overlay_example,
@@ -526,6 +529,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
+    adjust_comparisons(results["comparisons"])  # p_holm: Holm over every comparison of the run
     doc = {
         "schema_version": SCHEMA_VERSION, "title": cfg.title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
@@ -538,6 +542,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                           "n_subjects": len({r["subject_id"] for r in rows[ds]}), "n_embedded": n_embedded.get(ds)}
                      for ds in used},
         **{k: results[k] for k in ("records", "aggregates", "gaps", "comparisons", "errors")},
+        "p_adjustment": "Holm (family: all comparisons of this run); p_holm beside each raw p_value",
         "ranking": _rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders],
                              cfg.n_bootstrap),
         "notes": notes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
