@@ -242,11 +242,13 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "privacy_audit"
     result = run_audit(args.checkpoint, _load_rows(args.members), _load_rows(args.nonmembers), threat=args.threat,
                        attack=args.attack, n_refs=args.refs, n_queries=args.queries, aggregate=args.aggregate,
-                       population_rows=population, out_dir=out, seed=args.seed)
-    tpr = result["tpr_at_fpr"]["0.01"]
-    print(f"AUC {result['auc']:.3f} [{result['auc_ci'][0]:.3f}, {result['auc_ci'][1]:.3f}], TPR@1%FPR "
-          f"{tpr['value']:.3f}{'' if tpr['achievable'] else ' (not achievable)'}; null check AUC "
-          f"{result['null_check']['auc']:.3f}\nreport: {out / 'report.html'}\n        {out / 'audit.json'}")
+                       population_rows=population, out_dir=out, seed=args.seed, control_checkpoint=args.control,
+                       n_permutations=args.permutations, rmia_a=args.rmia_a)
+    low = result["tpr_at_min_fpr"]
+    print(f"AUC {result['auc']:.3f} [{result['auc_ci'][0]:.3f}, {result['auc_ci'][1]:.3f}], permutation null band "
+          f"[{result['null_band'][0]:.3f}, {result['null_band'][1]:.3f}], p = {result['p_value']:.3g}; TPR at FPR "
+          f"{low['fpr']:.3g} (smallest measurable) {low['value']:.3f}\n{result['conclusion']}\n"
+          f"report: {out / 'report.html'}\n        {out / 'audit.json'}\n        {out / result['scores_file']}")
     return 0
 
 
@@ -329,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--queries", type=_positive_int, default=4, help="mask draws / augmented views per window")
     au.add_argument("--aggregate", choices=["mean", "max"], default="mean")
     au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--control", help="control checkpoint: the same recipe trained on subjects independent of the "
+                                      "audited labels (default for lira/rmia: reference model 0, leave-one-out)")
+    au.add_argument("--permutations", type=_positive_int, default=2000, help="permutations for the null band")
+    au.add_argument("--rmia-a", type=float, default=None, help="RMIA's offline a (default: tuned on the references)")
     au.add_argument("--out", help="output folder (default: privacy_audit next to the checkpoint folder)")
     au.set_defaults(func=_cmd_audit)
 

@@ -69,13 +69,25 @@ def _prepare(target, reference, transform: str | None) -> tuple[np.ndarray, np.n
     return t, r
 
 
-def _gaussian_fit(
-    ref: np.ndarray, mask: np.ndarray, per_example: bool, side: str, min_var: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example mean and variance (B, Q) of ref (R, B, Q) over the references where mask (R, B).
+VARIANCE_MODES = ("auto", "per_example", "pooled", "global")
+MIN_POOLED_DOF = 8
 
-    per_example=False: one variance per query, pooled over all examples from the deviations
-    around each example's own mean (the paper's "fixed variance" variant).
+
+def _gaussian_fit(
+    ref: np.ndarray, mask: np.ndarray, variance: str, side: str, enough_for_per_example: bool,
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Per-example mean (B, Q) of ref (R, B, Q) over the references where mask (R, B), and a
+    variance by rule ``variance`` (returns the rule actually used):
+
+    * ``per_example``: each example's own variance (needs >= 2 references per example on this
+      side; ``auto`` uses it when ``enough_for_per_example``, the caller's rule);
+    * ``pooled``: one variance per query pooled *within* examples (deviations around each
+      example's own mean), with sum(n_b - 1) degrees of freedom (``auto``: when >= MIN_POOLED_DOF);
+    * ``global``: the variance of all this side's reference signals across examples and models
+      (the reference code's ``fix_variance`` for few shadow models, Carlini et al. 2022): it
+      includes the spread between examples, so it is wider; ``auto`` falls back to it when the
+      references are too few for a within-example estimate (e.g. one per side).
+    Variance None when even the global one cannot be estimated (fewer than 2 signals) or is 0.
     """
     n = mask.sum(axis=0)  # (B,)
     if (n == 0).any():
@@ -86,14 +98,36 @@ def _gaussian_fit(
     w = mask[:, :, None].astype(np.float64)
     mu = (w * ref).sum(axis=0) / n[:, None]
     sq = (w * (ref - mu[None]) ** 2).sum(axis=0)  # (B, Q)
-    if per_example:
+    dof = int((n - 1).sum())
+    if variance == "auto":
+        variance = ("per_example" if enough_for_per_example and int(n.min()) >= 2 else
+                    "pooled" if dof >= MIN_POOLED_DOF else "global")
+    if variance == "per_example":
         if (n < 2).any():
             raise ValueError(f"per-example variances need >= 2 {side} references per example")
         var = sq / (n[:, None] - 1)
-    else:
-        dof = max(int(n.sum()) - n.size, 1)
+    elif variance == "pooled":
+        if dof < 1:
+            raise ValueError(f"a pooled within-example variance needs some example with >= 2 {side} references")
         var = np.broadcast_to(sq.sum(axis=0, keepdims=True) / dof, mu.shape)
-    return mu, np.maximum(var, min_var)
+    else:
+        vals = ref[mask]  # (N, Q): every signal of this side
+        if vals.shape[0] < 2:
+            return mu, None, variance
+        var = np.broadcast_to(vals.var(axis=0, ddof=1)[None], mu.shape)
+    scale = max(1.0, float(np.mean(ref[mask] ** 2)))
+    if not (np.asarray(var) > 1e-12 * scale).all():
+        return mu, None, variance
+    return mu, np.asarray(var, dtype=np.float64), variance
+
+
+def _check_variance(var, side: str, rule: str):
+    if var is None:
+        raise ValueError(
+            f"LiRA: the {side} reference signals have no usable variance (rule {rule!r}: too few references "
+            "or identical signals); train more reference models"
+        )
+    return var
 
 
 def _check_membership(reference_in, r: int, b: int) -> np.ndarray:
@@ -110,7 +144,8 @@ def lira_online(
     *,
     fixed_variance_below: int = DEFAULT_FIXED_VARIANCE_BELOW,
     transform: str | None = None,
-    min_var: float = 1e-12,
+    variance: str = "auto",
+    info: dict | None = None,
 ) -> np.ndarray:
     """Online LiRA (Carlini et al. 2022, Sec. IV, Algorithm 1).
 
@@ -121,15 +156,27 @@ def lira_online(
     reference signals and score
         Lambda = log N(x; mu_in, s_in^2) - log N(x; mu_out, s_out^2),
     averaged over the Q queries (the paper's augmented-query variant: mean of per-query
-    log-ratios). Variances are per example when R >= fixed_variance_below (64, the paper's
-    threshold), else one global variance per side (the paper's "fixed variance" variant, pooled
-    within-example here: deviations around each example's own mean). Returns float64 (B,).
+    log-ratios). Variances (``variance``, see :func:`_gaussian_fit`): ``auto`` uses per-example
+    variances when R >= fixed_variance_below (64, the paper's threshold), else one variance per side pooled within examples, else (too few
+    references for that, e.g. one per side) the global variance across examples and models as
+    the authors' code does for few shadows. A side whose variance still cannot be estimated
+    borrows the other side's (the paper's fixed-variance variant shares one); with neither, the
+    attack is refused. ``info`` (a dict, optional) receives the rules used. Returns float64 (B,).
     """
+    if variance not in VARIANCE_MODES:
+        raise ValueError(f"variance must be one of {VARIANCE_MODES}, got {variance!r}")
     t, r = _prepare(target, reference, transform)
     m = _check_membership(reference_in, r.shape[0], r.shape[1])
-    per_example = r.shape[0] >= fixed_variance_below
-    mu_in, var_in = _gaussian_fit(r, m, per_example, "IN", min_var)
-    mu_out, var_out = _gaussian_fit(r, ~m, per_example, "OUT", min_var)
+    enough = r.shape[0] >= fixed_variance_below
+    mu_in, var_in, rule_in = _gaussian_fit(r, m, variance, "IN", enough)
+    mu_out, var_out, rule_out = _gaussian_fit(r, ~m, variance, "OUT", enough)
+    if var_in is None and var_out is not None:
+        var_in, rule_in = var_out, f"{rule_out} (OUT side's)"
+    elif var_out is None and var_in is not None:
+        var_out, rule_out = var_in, f"{rule_in} (IN side's)"
+    var_in, var_out = _check_variance(var_in, "IN", rule_in), _check_variance(var_out, "OUT", rule_out)
+    if info is not None:
+        info.update(variance_in=rule_in, variance_out=rule_out)
     ll_in = stats.norm.logpdf(t, mu_in, np.sqrt(var_in))
     ll_out = stats.norm.logpdf(t, mu_out, np.sqrt(var_out))
     return (ll_in - ll_out).mean(axis=1)
@@ -142,7 +189,8 @@ def lira_offline(
     *,
     fixed_variance_below: int = DEFAULT_FIXED_VARIANCE_BELOW,
     transform: str | None = None,
-    min_var: float = 1e-12,
+    variance: str = "auto",
+    info: dict | None = None,
 ) -> np.ndarray:
     """Offline LiRA (Carlini et al. 2022, Sec. IV, "offline" variant): OUT references only.
 
@@ -152,16 +200,21 @@ def lira_offline(
     resolvable in the far tail), averaged over queries. The reference code
     (github.com/tensorflow/privacy, lira plot.py) uses the OUT log-density instead; we follow the
     paper text. reference_in: (R, B) bool or None (None: every reference is OUT for every
-    example, e.g. models trained on disjoint data). Variance rule as in :func:`lira_online`.
-    Returns float64 (B,).
+    example, e.g. models trained on disjoint data). Variance rule as in :func:`lira_online`
+    (refused when the OUT variance cannot be estimated). Returns float64 (B,).
     """
+    if variance not in VARIANCE_MODES:
+        raise ValueError(f"variance must be one of {VARIANCE_MODES}, got {variance!r}")
     t, r = _prepare(target, reference, transform)
     if reference_in is None:
         out = np.ones(r.shape[:2], bool)
     else:
         out = ~_check_membership(reference_in, r.shape[0], r.shape[1])
-    per_example = int(out.sum(axis=0).min()) >= fixed_variance_below
-    mu_out, var_out = _gaussian_fit(r, out, per_example, "OUT", min_var)
+    enough = int(out.sum(axis=0).min()) >= fixed_variance_below
+    mu_out, var_out, rule = _gaussian_fit(r, out, variance, "OUT", enough)
+    var_out = _check_variance(var_out, "OUT", rule)
+    if info is not None:
+        info.update(variance_out=rule)
     return (-stats.norm.logsf(t, mu_out, np.sqrt(var_out))).mean(axis=1)
 
 

@@ -23,13 +23,39 @@ Threat models
 
 Attacks: ``loss`` (threshold on the signal, no references), ``lira`` and ``rmia`` (with
 ``n_refs`` reference models from :mod:`medssl.privacy.references` trained on
-``population_rows``). LiRA is *online* when every audited subject is IN for at least one and
-OUT for at least one reference (i.e. the population contains the audited subjects), else
-*offline* (OUT references only). RMIA is offline; its population samples z are windows of a
-quarter of the population subjects held out of every reference model. Both are refused, before
-any reference is trained, when some audited window would have no OUT reference (one reference
-trained on a population that holds audited subjects). Window scores are pooled
-per subject (``aggregate`` = mean | max) before the metrics.
+``population_rows``). Each reference trains on as many subjects as the target did (the card's
+``metrics.n_subjects``, else the number of members), capped at half the reference pool when the
+pool holds audited subjects (so each has IN and OUT references) and at the pool otherwise; a cap
+is warned about. LiRA is *online* when every audited subject is IN for at least one and OUT for
+at least one reference, else *offline* (OUT references only); its Gaussian variances fall back
+from per-example (>= 64 references) to pooled within-example to the global variance across
+examples (the authors' code for few shadows), or the attack is refused
+(:mod:`medssl.privacy.attacks`). RMIA is offline; its population samples z are windows of
+population subjects that are *not audited* (neither members nor non-members) and are held out of
+every reference model: by default all non-audited population subjects except those the
+reference pool needs to reach twice the target's size (at least half of them go to z); ``n_z``
+sets the number. Fewer than 200 z windows are warned about. RMIA's offline ``a`` is ``rmia_a``,
+or tuned as ML Privacy Meter does (reference 0 plays the target with the others as references,
+on the reference pool, best AUC over a = 0, 0.1, ..., 1; needs >= 2 references), else 0.3. Both
+attacks are refused, before any reference is trained, when some audited window would have no
+OUT reference. Window scores are pooled per subject (``aggregate`` = mean | max).
+
+Statistics (:mod:`medssl.privacy.metrics`). AUC with a stratified bootstrap CI over subjects;
+a permutation null band and one-sided p-value at the audit's own sample sizes (membership labels
+permuted over the audited subjects; for the learned attacker the classifier is refitted for
+each of 200 permutations). TPR at FPR 0.1 %, 1 %, 10 %: ``null`` with the reason when the FPR is
+below 1 / n_nonmembers; otherwise the value, a bootstrap CI over both classes that re-estimates
+the threshold (``ci_low``/``ci_high``) and the Clopper-Pearson CI conditional on the threshold
+(``cp_ci_low``/``cp_ci_high``). ``tpr_at_min_fpr``: the TPR at FPR = 1 / n_nonmembers.
+
+Control: the same attack with a control model as the target, a model of the same recipe whose
+membership is independent of the audited labels: ``control_checkpoint`` (e.g. trained on other
+subjects), else, for lira/rmia with >= 2 references, reference model 0 with the others as its
+references (leave-one-out). Reported: its AUC, null band and p-value and AUC(target) -
+AUC(control) with a paired stratified bootstrap CI. The control covers what the split-half check
+cannot: a difference between the member and non-member groups (case mix, site, prevalence) that
+any model of the recipe would pick up. ``conclusion`` reads "leakage detected" only when the
+p-value is <= 0.05 and the difference's CI excludes 0.
 
 Membership verification. The card stores only a SHA-256 of the training manifest (one row per
 window), so a *subset* of the training data cannot be checked against it. When the members
@@ -37,9 +63,10 @@ passed are the whole training manifest, their fingerprint equals the card's and 
 says "verified"; otherwise it warns that membership could not be verified (a mislabelled
 "member" makes the attack look weaker than it is).
 
-Null check: the same attack scores of the non-members, split into two disjoint random halves
-(one half labelled "members"); AUC ~ 0.5 and TPR ~ FPR are expected, anything else points to a
-bias in the pipeline rather than leakage.
+Split-half check (``null_check``): the same attack scores of the non-members split into two
+disjoint random halves (one half labelled "members"), with its own permutation band. It detects
+pipeline artefacts that separate subjects regardless of membership; it cannot see differences
+between members and non-members (``what`` says so); the control does.
 
 Source check (run automatically when some non-members come from sources, the manifests' ``site``
 column, that no member comes from): the same attack between non-members from the members'
@@ -49,26 +76,48 @@ manifest (subjects that are not members). An AUC far from 0.5 there measures the
 datasets, which the main result would otherwise mistake for membership. Skipped (with the
 reason) when either group has fewer than ``MIN_SUBJECTS`` subjects.
 
-``audit.json`` schema (``schema_version`` 1; no subject or record identifiers, only counts)::
+Per-subject scores: ``subject_scores.csv`` (written atomically beside audit.json): columns
+``subject_key`` (HMAC-SHA256 pseudonym of the subject id, ``subj-`` + 16 hex digits, salt from
+``salt`` / $MEDSSL_PSEUDONYM_SALT / the public default, warned about), ``member`` (1/0),
+``<threat>_<attack>`` (the subject's score, higher = more member-like) and, with a control,
+``control_<threat>_<attack>``.
+
+``audit.json`` schema (``schema_version`` 2; no subject or record identifiers, only counts)::
 
     {
-      "schema_version": 1, "created": ISO-8601 UTC,
+      "schema_version": 2, "created": ISO-8601 UTC,
       "checkpoint": str, "encoder": str, "method": str,
-      "threat": "score" | "embedding", "attack": "loss" | "lira" | "rmia",
+      "precision": "32", "device": "cpu",           # the audit scores models in fp32 on the CPU
+      "threat": "score" | "embedding" | "learned", "attack": "loss" | "lira" | "rmia",
       "mode": "online" | "offline" | null,      # null for the loss attack
       "aggregate": "mean" | "max", "n_queries": int, "n_reference_models": int,
+      "references": null | {"n_train_subjects", "population_subjects",
+                            "variance_in"/"variance_out" (LiRA: "per_example" | "pooled" | "global" ...),
+                            "n_z_subjects", "n_z", "a", "a_source", "a_grid_auc" (RMIA)},
       "n_members": int, "n_nonmembers": int,        # subjects
       "n_member_windows": int, "n_nonmember_windows": int,
       "membership_verified": bool,
       "auc": float, "auc_ci": [low, high],
-      "tpr_at_fpr": {"0.001": {"value", "ci_low", "ci_high", "achievable", "fpr_realised"},
-                     "0.01": {...}, "0.1": {...}},
+      "null_band": [low, high], "p_value": float, "n_permutations": int,
+      "tpr_at_fpr": {"0.001": TPR, "0.01": TPR, "0.1": TPR},
+      "tpr_at_min_fpr": {"fpr": 1 / n_nonmembers, **TPR},
+          # TPR = {"value": float | null, "ci_low", "ci_high" (bootstrap, threshold re-estimated),
+          #        "cp_ci_low", "cp_ci_high" (Clopper-Pearson, conditional on the threshold),
+          #        "achievable": bool, "fpr_realised", "n_false_positives", "reason": null | str}
+          #        (value and intervals null, with the reason, when FPR < 1 / n_nonmembers)
       "roc": {"fpr": [...], "tpr": [...]},
-      "null_check": {"n_members": int, "n_nonmembers": int, "auc": float, "auc_ci": [low, high],
-                     "tpr_at_fpr": {same as above}},
+      "control": null | {"source": str, "mode" (lira/rmia), "n_members", "n_nonmembers", "auc", "auc_ci",
+                         "null_band", "p_value", "difference": {"value", "ci_low", "ci_high"}},
+      "conclusion": str,
+      "null_check": {"what": str, "n_members", "n_nonmembers", "auc", "auc_ci", "null_band", "p_value",
+                     "n_permutations", "tpr_at_fpr", "tpr_at_min_fpr"},       # the split-half check
       "source_check": null | {"skipped": reason} | {"member_sources": [...], "other_sources": [...],
                      "n_members" (same-source non-members), "n_nonmembers" (other-source), "auc", "auc_ci",
-                     "tpr_at_fpr"},
+                     "null_band", "p_value", "tpr_at_fpr", "tpr_at_min_fpr"},
+      "dp_check": null | {"accountant_epsilon", "delta", "verdict": str, "assumption": str,
+                  "empirical": {"epsilon_lower", "beta", "n_guesses", "n_correct", "k", "n_tries"}},
+                  # DP-SGD checkpoints only: medssl.privacy.dp_audit (Steinke et al. 2023, one run)
+      "scores_file": "subject_scores.csv",
       "warnings": [str]
     }
 """
@@ -78,6 +127,8 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import logging
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,16 +139,19 @@ from safetensors.torch import load_file
 from medssl.checkpoint import load_encoder, read_card, update_card
 from medssl.data.manifest import manifest_fingerprint
 from medssl.engine.pretrain import METHOD_WEIGHTS_FILE
+from medssl.imaging.dicom import SALT_ENV, pseudonym
 from medssl.io import atomic_write_json, atomic_write_text
 from medssl.privacy.aggregate import aggregate_by_subject
 from medssl.privacy.attacks import lira_offline, lira_online, loss_attack, rmia
 from medssl.privacy.metrics import (
+    auc_difference_ci,
+    auc_permutation_test,
     auc_with_ci,
     check_fpr_feasible,
     min_nonmembers_for_fpr,
     roc_curve_points,
     roc_loglog_svg,
-    tpr_at_fpr,
+    tpr_table,
 )
 from medssl.privacy.signals import augmentation_consistency, ssl_loss_signal
 
@@ -107,6 +161,15 @@ log = logging.getLogger(__name__)
 
 FPRS = (0.001, 0.01, 0.1)
 MIN_SUBJECTS = 10
+LEARNED_PERMUTATIONS = 200  # the learned attacker's null refits its classifier per permutation
+RMIA_MIN_Z = 200
+DEFAULT_RMIA_A = 0.3
+SCORES_FILE = "subject_scores.csv"
+SPLIT_HALF_TEXT = (
+    "the same scores between two random halves of the non-members: it detects artefacts of the pipeline that "
+    "separate subjects regardless of membership (ordering, aggregation, a score tied to the record count); it "
+    "cannot detect differences between members and non-members other than membership (case mix, site, label "
+    "prevalence, acquisition), which the control model covers")
 THREATS = ("score", "embedding", "learned")
 ATTACKS = ("loss", "lira", "rmia")
 _DEFAULT_VIEW_AUGMENT = [
@@ -184,18 +247,55 @@ def _signal(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray, n_queries: 
     return np.concatenate(out)
 
 
-def _fpr_table(scores: np.ndarray, labels: np.ndarray) -> dict:
-    out = {}
-    for f in FPRS:
-        r = tpr_at_fpr(scores, labels, f)
-        out[f"{f:g}"] = {k: r[k] for k in ("value", "ci_low", "ci_high", "achievable", "fpr_realised")}
-    return out
+def _learned_null(features: np.ndarray, labels: np.ndarray, n_permutations: int, seed: int) -> dict:
+    """Permutation null of the learned attacker: the labels are permuted and the cross-fitted
+    classifier is refitted for every permutation (its scores depend on the labels)."""
+    from medssl.privacy.learned import cross_fitted_scores
+    from medssl.privacy.metrics import auc_score
+
+    observed = auc_score(cross_fitted_scores(features, labels, seed=seed), labels)
+    rng = np.random.default_rng(seed + 7)
+    null = np.array([auc_score(cross_fitted_scores(features, p, seed=seed), p)
+                     for p in (rng.permutation(labels) for _ in range(n_permutations))])
+    lo, hi = np.quantile(null, [0.025, 0.975])
+    return {"null_low": float(lo), "null_high": float(hi), "null_mean": float(null.mean()),
+            "p_value": (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations),
+            "alternative": "greater", "n_permutations": n_permutations}
 
 
-def _metrics(scores: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+def _metrics(scores: np.ndarray, labels: np.ndarray, seed: int, n_permutations: int = 2000,
+             features: np.ndarray | None = None) -> dict:
+    """AUC + bootstrap CI, permutation null band + p-value, TPR table (see the module docstring).
+    ``features``: the learned attacker's, so its null refits the classifier (at most 200 times)."""
     ci = auc_with_ci(scores, labels, seed=seed)
+    if features is None:
+        perm = auc_permutation_test(scores, labels, n_permutations, seed=seed + 3)
+    else:
+        perm = _learned_null(features, labels, min(n_permutations, LEARNED_PERMUTATIONS), seed)
+    table = tpr_table(scores, labels, FPRS, seed=seed)
     return {"n_members": ci["n_members"], "n_nonmembers": ci["n_nonmembers"], "auc": ci["auc"],
-            "auc_ci": [ci["ci_low"], ci["ci_high"]], "tpr_at_fpr": _fpr_table(scores, labels)}
+            "auc_ci": [ci["ci_low"], ci["ci_high"]], "null_band": [perm["null_low"], perm["null_high"]],
+            "p_value": perm["p_value"], "n_permutations": perm["n_permutations"],
+            "tpr_at_min_fpr": table.pop("min_measurable"), "tpr_at_fpr": table}
+
+
+def _conclusion(main: dict, control: dict | None, alpha: float = 0.05) -> str:
+    n = f"{main['n_members']} members vs {main['n_nonmembers']} non-members"
+    above = main["p_value"] <= alpha
+    if control is None:
+        return (f"AUC above its permutation null band (p = {main['p_value']:.3g}, {n}); no control model was "
+                "audited, so a difference between the groups other than membership is not ruled out" if above else
+                f"no leakage measurable at this power ({n}; p = {main['p_value']:.3g}); no control model was audited")
+    d = control["difference"]
+    if above and d["ci_low"] > 0:
+        return (f"leakage detected: AUC above its permutation null band (p = {main['p_value']:.3g}) and above "
+                f"the control's (difference {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]), {n}")
+    if above:
+        return (f"AUC above its permutation null band (p = {main['p_value']:.3g}) but not clearly above the "
+                f"control's (difference {d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]): part or all "
+                "of it may come from differences between the groups other than membership")
+    return (f"no leakage measurable at this power ({n}; p = {main['p_value']:.3g}, difference to the control "
+            f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
 
 
 def source_mismatch_warnings(members_rows: Sequence[dict], nonmembers_rows: Sequence[dict]) -> list[str]:
@@ -228,11 +328,23 @@ def run_audit(
     population_rows: Sequence[dict] | None = None,
     out_dir: str | Path,
     seed: int = 0,
+    control_checkpoint: str | Path | None = None,
+    n_permutations: int = 2000,
+    rmia_a: float | None = None,
+    n_z: int | None = None,
+    salt: str | None = None,
 ) -> dict:
     """Audit ``checkpoint`` for membership leakage of ``members_rows`` vs ``nonmembers_rows``
-    (manifest rows; membership per subject). Writes ``out_dir/audit.json`` and
-    ``out_dir/report.html`` (see the module docstring), appends a summary to the card's
-    ``privacy`` section, and returns the audit dict. Bad settings raise ValueError."""
+    (manifest rows; membership per subject). Writes ``out_dir/audit.json``,
+    ``out_dir/report.html`` and ``out_dir/subject_scores.csv`` (see the module docstring),
+    appends a summary to the card's ``privacy`` section, and returns the audit dict.
+
+    control_checkpoint: a model of the same recipe whose training subjects are independent of the
+    audited labels (e.g. trained on other subjects); default for lira/rmia with >= 2 references:
+    reference model 0 (leave-one-out). rmia_a: RMIA's offline ``a`` (default: tuned on the
+    reference models when there are >= 2, else 0.3). n_z: RMIA's population subjects (default
+    see the module docstring). salt: for the pseudonymous subject keys (default
+    $MEDSSL_PSEUDONYM_SALT, else the public default). Bad settings raise ValueError."""
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
     if threat not in THREATS:
@@ -243,6 +355,10 @@ def run_audit(
         raise ValueError(f"aggregate must be mean or max, got {aggregate!r}")
     if n_queries < 1:
         raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+    if n_permutations < 100:
+        raise ValueError(f"n_permutations must be >= 100 for a usable null band, got {n_permutations}")
+    if rmia_a is not None and not 0.0 <= rmia_a <= 1.0:
+        raise ValueError(f"rmia_a must be in [0, 1], got {rmia_a}")
     mem_s, non_s = _subjects(members_rows), _subjects(nonmembers_rows)
     overlap = mem_s & non_s
     if overlap:
@@ -262,14 +378,21 @@ def run_audit(
     cfg = card.get("recipe") or {}
     if not cfg.get("method"):
         raise ValueError(f"{checkpoint}: the card has no training recipe; the audit rebuilds the method from it")
+    if control_checkpoint is not None:
+        control_checkpoint = Path(control_checkpoint)
+        ccard = read_card(control_checkpoint)
+        if (ccard.get("recipe") or {}).get("method") != cfg["method"] or ccard["encoder"]["name"] != card["encoder"]["name"]:
+            raise ValueError("the control checkpoint must have the target's method and encoder "
+                             f"({cfg['method']}, {card['encoder']['name']})")
 
     warnings: list[str] = []
     for f in FPRS:
         try:
             check_fpr_feasible(len(non_s), f)
-        except ValueError:  # reported, not refused: the figure is then a lower bound
-            warnings.append(f"TPR at FPR {f:g} is not achievable with {len(non_s)} non-member subjects "
-                            f"(needs >= {min_nonmembers_for_fpr(f)}); the figure is the TPR at 0 false positives")
+        except ValueError:  # reported as null, not refused
+            warnings.append(f"TPR at FPR {f:g} is not estimable with {len(non_s)} non-member subjects "
+                            f"(needs >= {min_nonmembers_for_fpr(f)}): reported as null; see the TPR at the "
+                            f"smallest measurable FPR (1/{len(non_s)})")
     warnings += source_mismatch_warnings(members_rows, nonmembers_rows)
     # the arrays, and the membership check against the card's fingerprint
     enc_probe = load_encoder(checkpoint)
@@ -285,12 +408,14 @@ def run_audit(
     x = np.concatenate([x_mem, x_non])
     win_subjects = np.array([str(r["subject_id"]) for r in [*used_mem, *used_non]])
     score_seed = int(cfg.get("seed", 0))
+    target_size = int((card.get("metrics") or {}).get("n_subjects") or len(mem_s))
 
-    def learned_features(xs: np.ndarray, ws: np.ndarray, subjects: Sequence[str]) -> np.ndarray:
+    def learned_features(xs: np.ndarray, ws: np.ndarray, subjects: Sequence[str], ckpt: Path = checkpoint,
+                         recipe: dict = cfg) -> np.ndarray:
         from medssl.privacy.learned import subject_features
 
-        losses = _signal("score", cfg, checkpoint, xs, n_queries, seed, score_seed, warnings)
-        consistency = _signal("embedding", cfg, checkpoint, xs, n_queries, seed, score_seed, [])
+        losses = _signal("score", recipe, ckpt, xs, n_queries, seed, score_seed, warnings if ckpt == checkpoint else [])
+        consistency = _signal("embedding", recipe, ckpt, xs, n_queries, seed, score_seed, [])
         return subject_features(subjects, ws, losses, consistency)
 
     def loss_scores(xs: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,28 +424,69 @@ def run_audit(
         return aggregate_by_subject(loss_attack(sig) if threat == "score" else np.asarray(sig, np.float64), ws,
                                     aggregate)
 
+    def threshold_scores(sig: np.ndarray) -> np.ndarray:
+        return loss_attack(sig) if threat == "score" else np.asarray(sig, dtype=np.float64)
+
+    ccfg = (read_card(control_checkpoint).get("recipe") or cfg) if control_checkpoint is not None else cfg
     mode = None
     n_ref_used = 0
     features = None
+    reference_info: dict | None = None
+    control_scores, control_source, control_info = None, None, None
+    subjects = np.array(sorted(set(win_subjects.tolist())))
+    labels = np.isin(subjects, sorted(mem_s))
     if threat == "learned":
         from medssl.privacy.learned import cross_fitted_scores
 
-        subjects = np.array(sorted(set(win_subjects.tolist())))
         features = learned_features(x, win_subjects, subjects)
-        labels = np.isin(subjects, sorted(mem_s))
         subj_scores = cross_fitted_scores(features, labels, seed=seed)
+        if control_checkpoint is not None:
+            cf = learned_features(x, win_subjects, subjects, control_checkpoint, ccfg)
+            control_scores, control_source = cross_fitted_scores(cf, labels, seed=seed), "control checkpoint"
     else:
         target = _signal(threat, cfg, checkpoint, x, n_queries, seed, score_seed, warnings)
+        csig = (_signal(threat, ccfg, control_checkpoint, x, n_queries, seed, score_seed, [])
+                if control_checkpoint is not None else None)
         if attack == "loss":
-            win_scores = loss_attack(target) if threat == "score" else np.asarray(target, dtype=np.float64)
+            win_scores = threshold_scores(target)
+            if csig is not None:
+                control_win, control_source = threshold_scores(csig), "control checkpoint"
         else:
-            mode, n_ref_used, win_scores = _reference_attack(
-                attack, threat, cfg, checkpoint, x, win_subjects, target, population_rows, n_refs, n_queries,
-                out_dir, seed, score_seed, enc_probe)
-        subjects, subj_scores = aggregate_by_subject(win_scores, win_subjects, aggregate)
-        labels = np.isin(subjects, sorted(mem_s))
-    main = _metrics(subj_scores, labels, seed)
+            ref = _ReferenceAttack(attack, threat, cfg, x, win_subjects, mem_s | non_s, population_rows, n_refs,
+                                   n_queries, out_dir, seed, score_seed, enc_probe, target_size, rmia_a, n_z,
+                                   warnings)
+            target_z = ref.signal_on_z(checkpoint, cfg)
+            reference_info, win_scores = ref.score(target, target_z)
+            mode, n_ref_used = reference_info.pop("mode"), ref.n_refs
+            if csig is not None:
+                control_info, control_win = ref.score(csig, ref.signal_on_z(control_checkpoint, ccfg))
+                control_source = "control checkpoint"
+            elif ref.n_refs >= 2:
+                try:
+                    control_info, control_win = ref.score(ref.ref_sig[0], ref.ref_z_sig(0), exclude=0)
+                    control_source = "reference model 0 (leave-one-out: the others are its references)"
+                except ValueError as err:
+                    warnings.append(f"the leave-one-out control (reference model 0 as the target) is impossible: "
+                                    f"{err}; pass a control checkpoint (--control) or train more reference models")
+        if control_source is not None:
+            control_scores = aggregate_by_subject(control_win, win_subjects, aggregate)[1]
+        subj_scores = aggregate_by_subject(win_scores, win_subjects, aggregate)[1]
+    main = _metrics(subj_scores, labels, seed, n_permutations, features)
     fpr, tpr, _ = roc_curve_points(subj_scores, labels)
+
+    control = None
+    if control_scores is not None:
+        diff = auc_difference_ci(subj_scores, control_scores, labels, seed=seed + 5)
+        cm = _metrics(control_scores, labels, seed, n_permutations)
+        control = {"source": control_source, **({"mode": control_info.get("mode")} if control_info else {}),
+                   "n_members": cm["n_members"], "n_nonmembers": cm["n_nonmembers"], "auc": cm["auc"],
+                   "auc_ci": cm["auc_ci"], "null_band": cm["null_band"], "p_value": cm["p_value"],
+                   "difference": {"value": diff["difference"], "ci_low": diff["ci_low"], "ci_high": diff["ci_high"]}}
+    else:
+        warnings.append("no control model was audited: pass a control checkpoint (the same recipe trained on "
+                        "subjects independent of the audited labels, --control) or use lira/rmia with >= 2 reference "
+                        "models; without it, differences between the member and non-member groups other than "
+                        "membership cannot be told apart from leakage")
 
     def group_metrics(mask_a: np.ndarray, mask_b: np.ndarray) -> dict:
         """The attack between two groups of subjects (a labelled "members"); the learned attacker
@@ -330,84 +496,206 @@ def run_audit(
             from medssl.privacy.learned import cross_fitted_scores
 
             scores = cross_fitted_scores(features[keep], mask_a[keep], seed=seed)
-        else:
-            scores = subj_scores[keep]
-        return _metrics(scores, mask_a[keep], seed)
+            return _metrics(scores, mask_a[keep], seed, n_permutations, features[keep])
+        return _metrics(subj_scores[keep], mask_a[keep], seed, n_permutations)
 
-    # null check: two random halves of the non-members
+    # split-half check: two random halves of the non-members
     non_idx = np.flatnonzero(~labels)
     half = np.zeros(len(subjects), dtype=bool)
     half[np.random.default_rng(seed + 1).permutation(non_idx)[: non_idx.size // 2]] = True
-    null = group_metrics(half, ~labels & ~half)
+    null = {"what": SPLIT_HALF_TEXT, **group_metrics(half, ~labels & ~half)}
     source_check = _source_check(members_rows, nonmembers_rows, population_rows, subjects, labels, attack,
                                  group_metrics, features, subj_scores, cfg, enc_probe, loss_scores,
-                                 learned_features, seed)
+                                 learned_features, seed, n_permutations)
+
+    from medssl.privacy.dp_audit import dp_check
+
+    dp = dp_check(card, subj_scores, labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = [pseudonym(s, salt=salt, prefix="subj") for s in subjects.tolist()]
+    if not salt and not os.environ.get(SALT_ENV):
+        warnings.append(f"subject keys in {SCORES_FILE} use the public default salt: anyone holding the subject ids "
+                        f"can link them; set ${SALT_ENV} (kept secret) for keys only its holder can link")
+    column = f"{threat}_{attack}"
+    lines = ["subject_key,member," + column + (f",control_{column}" if control_scores is not None else "")]
+    for i, k in enumerate(keys):
+        row = [k, str(int(labels[i])), repr(float(subj_scores[i]))]
+        if control_scores is not None:
+            row.append(repr(float(control_scores[i])))
+        lines.append(",".join(row))
+    atomic_write_text(out_dir / SCORES_FILE, "\n".join(lines) + "\n")
 
     result = {
-        "schema_version": 1,
+        "schema_version": 2,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(checkpoint), "encoder": card["encoder"]["name"], "method": cfg.get("method"),
+        "precision": _precision(), "device": "cpu",
         "threat": threat, "attack": attack, "mode": mode, "aggregate": aggregate, "n_queries": n_queries,
-        "n_reference_models": n_ref_used,
+        "n_reference_models": n_ref_used, "references": reference_info,
         "n_members": int(labels.sum()), "n_nonmembers": int((~labels).sum()),
         "n_member_windows": len(used_mem), "n_nonmember_windows": len(used_non),
         "membership_verified": verified,
-        "auc": main["auc"], "auc_ci": main["auc_ci"], "tpr_at_fpr": main["tpr_at_fpr"],
+        "auc": main["auc"], "auc_ci": main["auc_ci"], "null_band": main["null_band"], "p_value": main["p_value"],
+        "n_permutations": main["n_permutations"],
+        "tpr_at_fpr": main["tpr_at_fpr"], "tpr_at_min_fpr": main["tpr_at_min_fpr"],
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-        "null_check": null, "source_check": source_check, "warnings": warnings,
+        "control": control, "conclusion": _conclusion(main, control),
+        "null_check": null, "source_check": source_check, "dp_check": dp,
+        "scores_file": SCORES_FILE, "warnings": warnings,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "audit.json", result)
     atomic_write_text(out_dir / "report.html", render_html(result))
     update_card(checkpoint, "privacy", {
         "kind": "membership_inference", "created": result["created"], "audit": str(out_dir / "audit.json"),
         **{k: result[k] for k in ("threat", "attack", "mode", "n_members", "n_nonmembers", "auc", "auc_ci",
-                                  "n_reference_models", "membership_verified")},
+                                  "null_band", "p_value", "n_reference_models", "membership_verified", "conclusion")},
         "tpr_at_fpr": {k: v["value"] for k, v in result["tpr_at_fpr"].items()},
-        "null_check_auc": null["auc"],
+        "tpr_not_estimable": {k: v["reason"] for k, v in result["tpr_at_fpr"].items() if not v["achievable"]},
+        "tpr_at_min_fpr": {"fpr": result["tpr_at_min_fpr"]["fpr"], "value": result["tpr_at_min_fpr"]["value"]},
+        "control_auc_difference": control["difference"] if control else None,
+        "dp_empirical_epsilon_lower": dp["empirical"]["epsilon_lower"] if dp else None,
+        "split_half_check_auc": null["auc"],
     })
     return result
 
 
-def _reference_attack(attack, threat, cfg, checkpoint, x, win_subjects, target, population_rows, n_refs, n_queries,
-                      out_dir, seed, score_seed, enc_probe):
-    """(mode, number of references, window scores) of LiRA or RMIA with reference models trained on
-    the population (see the module docstring)."""
-    from medssl.privacy.references import membership_matrix, train_reference_models
+def _precision() -> str:
+    """The precision the audit computed in: it runs the models on the CPU without autocast, fp32."""
+    return "32"
 
-    pop_subjects = sorted(_subjects(population_rows))
-    rng = np.random.default_rng(seed)
-    z_subjects = set()
-    if attack == "rmia":
-        z_subjects = set(rng.choice(pop_subjects, max(1, len(pop_subjects) // 4), replace=False).tolist())
-    ref_rows = [r for r in population_rows if str(r["subject_id"]) not in z_subjects]
-    # which references will train on each audited window, known before training anything
-    pool = sorted(_subjects(ref_rows))
-    planned = membership_matrix(n_refs, len(pool), seed)[:, np.searchsorted(pool, win_subjects).clip(0, len(pool) - 1)]
-    planned &= np.isin(win_subjects, pool)[None]
-    if not (~planned).any(axis=0).all() and (attack == "rmia" or not planned.any(axis=0).all()):
-        raise ValueError(
-            f"{attack}: {int((~(~planned).any(axis=0)).sum())} audited window(s) would have no OUT reference "
-            "model; use more reference models (--refs >= 2) or a population disjoint from the audited subjects")
-    refs = train_reference_models(cfg, ref_rows, n_refs, out_dir / "references", seed)
-    ref_sig = np.stack([_signal(threat, cfg, r.checkpoint, x, n_queries, seed, score_seed, []) for r in refs])
-    ref_in = np.stack([r.membership(win_subjects) for r in refs])  # (R, W)
-    if attack == "lira":
-        t_sig, r_sig = (-target, -ref_sig) if threat == "score" else ((1 + target) / 2, (1 + ref_sig) / 2)
-        tr = None if threat == "score" else "logit"
-        if ref_in.any(axis=0).all() and (~ref_in).any(axis=0).all():
-            return "online", len(refs), lira_online(t_sig, r_sig, ref_in, transform=tr)
-        return "offline", len(refs), lira_offline(t_sig, r_sig, ref_in, transform=tr)
-    z_rows = [r for r in population_rows if str(r["subject_id"]) in z_subjects]
-    x_z, _ = _arrays(cfg, z_rows, enc_probe)
-    z_t = _signal(threat, cfg, checkpoint, x_z, n_queries, seed, score_seed, [])
-    z_r = np.stack([_signal(threat, cfg, r.checkpoint, x_z, n_queries, seed, score_seed, []) for r in refs])
 
-    def prob(sig):
-        return np.exp(-np.asarray(sig).mean(axis=-1)) if threat == "score" else np.clip((1 + sig) / 2, 1e-6, 1)
+class _ReferenceAttack:
+    """LiRA or RMIA with reference models trained on the population (see the module docstring):
+    trains (or reuses) the references, scores the audited windows with them, and scores any
+    target signal (the audited model's, a control's, or a reference's own, leaving it out)."""
 
-    return "offline", len(refs), rmia(prob(target), prob(ref_sig), prob(z_t), prob(z_r), reference_in=ref_in,
-                                      offline=True)
+    def __init__(self, attack, threat, cfg, x, win_subjects, audited, population_rows, n_refs, n_queries, out_dir,
+                 seed, score_seed, enc_probe, target_size, rmia_a, n_z, warnings):
+        from medssl.privacy.references import membership_matrix, train_reference_models
+
+        self.attack, self.threat, self.cfg = attack, threat, cfg
+        self.n_queries, self.seed, self.score_seed = n_queries, seed, score_seed
+        pop_subjects = sorted(_subjects(population_rows))
+        audited_in_pop = [s for s in pop_subjects if s in audited]
+        extra = [s for s in pop_subjects if s not in audited]
+        rng = np.random.default_rng(seed)
+        z_subjects: set[str] = set()
+        if attack == "rmia":
+            if not extra:
+                raise ValueError("rmia: the population samples z must be subjects outside the audit, and every "
+                                 "population subject is audited; add other subjects to --population")
+            if n_z is None:
+                need = max(0, 2 * target_size - len(audited_in_pop))
+                n_z = max(math.ceil(len(extra) / 2), len(extra) - need)
+                if not audited_in_pop:
+                    n_z = min(n_z, len(extra) - 2)
+            if not 1 <= n_z <= len(extra) - (0 if audited_in_pop else 2):
+                raise ValueError(f"rmia: n_z = {n_z} population subjects for z, but {len(extra)} non-audited "
+                                 "population subjects must also leave >= 2 for the reference models")
+            z_subjects = set(rng.choice(extra, n_z, replace=False).tolist())
+        ref_rows = [r for r in population_rows if str(r["subject_id"]) not in z_subjects]
+        pool = sorted(_subjects(ref_rows))
+        shared = any(s in audited for s in pool)
+        cap = len(pool) // 2 if shared else len(pool)
+        n_in = max(1, min(target_size, cap))
+        if n_in < target_size:
+            warnings.append(
+                f"reference models train on {n_in} subjects, fewer than the target's {target_size}: the population "
+                f"left for them has {len(pool)} subjects (needs >= {2 * target_size if shared else target_size}); "
+                "smaller training sets over-fit differently from the target")
+        planned = membership_matrix(n_refs, len(pool), seed, n_in)[
+            :, np.searchsorted(pool, win_subjects).clip(0, len(pool) - 1)]
+        planned &= np.isin(win_subjects, pool)[None]
+        if not (~planned).any(axis=0).all() and (attack == "rmia" or not planned.any(axis=0).all()):
+            raise ValueError(
+                f"{attack}: {int((~(~planned).any(axis=0)).sum())} audited window(s) would have no OUT reference "
+                "model; use more reference models (--refs >= 2) or a population disjoint from the audited subjects")
+        self.refs = train_reference_models(cfg, ref_rows, n_refs, out_dir / "references", seed, n_in=n_in)
+        self.n_refs = len(self.refs)
+        self.ref_sig = np.stack([self._sig(r.checkpoint, cfg, x) for r in self.refs])
+        self.ref_in = np.stack([r.membership(win_subjects) for r in self.refs])  # (R, W)
+        self.info = {"n_train_subjects": n_in, "population_subjects": len(pop_subjects)}
+        self.x_z = None
+        if attack == "rmia":
+            z_rows = [r for r in population_rows if str(r["subject_id"]) in z_subjects]
+            self.x_z, _ = _arrays(cfg, z_rows, enc_probe)
+            self.z_r = np.stack([self._sig(r.checkpoint, cfg, self.x_z) for r in self.refs])
+            self.info.update(n_z_subjects=len(z_subjects), n_z=int(len(self.x_z)))
+            if len(self.x_z) < RMIA_MIN_Z:
+                warnings.append(f"RMIA has {len(self.x_z)} population samples z (fewer than {RMIA_MIN_Z}): its "
+                                f"scores take at most {len(self.x_z) + 1} values and its low-FPR figures are coarse")
+            if rmia_a is not None:
+                self.a, self.info["a_source"] = float(rmia_a), "given"
+            elif self.n_refs >= 2:
+                self.a, grid = self._tune_a(ref_rows, audited, enc_probe)
+                self.info.update(a_source="tuned on reference model 0 (others as references)", a_grid_auc=grid)
+                if not grid:
+                    self.info["a_source"] = "default (the tuning windows held one class only)"
+                    warnings.append(f"RMIA's a = {DEFAULT_RMIA_A} untuned: reference 0's tuning windows held "
+                                    "one class only (use more reference models)")
+            else:
+                self.a, self.info["a_source"] = DEFAULT_RMIA_A, "default (one reference model: nothing to tune on)"
+                warnings.append(f"RMIA's a = {DEFAULT_RMIA_A} untuned: tuning needs >= 2 reference models")
+            self.info["a"] = self.a
+
+    def _sig(self, ckpt, cfg, xs):
+        return _signal(self.threat, cfg, ckpt, xs, self.n_queries, self.seed, self.score_seed, [])
+
+    def signal_on_z(self, ckpt, cfg):
+        return None if self.x_z is None else self._sig(ckpt, cfg, self.x_z)
+
+    def ref_z_sig(self, i):
+        return None if self.x_z is None else self.z_r[i]
+
+    def _prob(self, sig):
+        sig = np.asarray(sig)
+        return np.exp(-sig.mean(axis=-1)) if self.threat == "score" else np.clip((1 + sig) / 2, 1e-6, 1)
+
+    def _tune_a(self, ref_rows, audited, enc_probe) -> tuple[float, dict]:
+        """Privacy Meter's way: reference 0 plays the target, the others are its references, on
+        windows whose membership in reference 0 is known (the audited windows and the reference
+        pool's); the a with the best window-level AUC wins ({} and the default a when those windows
+        hold one class only). The audited labels are not used."""
+        from medssl.privacy.metrics import auc_score
+
+        # every audited window (its membership in each reference is known; outside the pool: OUT for all)
+        # and the pool's other windows
+        extra_rows = [r for r in ref_rows if str(r["subject_id"]) not in audited]
+        sig, member = self.ref_sig, self.ref_in
+        if extra_rows:
+            x_e, used = _arrays(self.cfg, extra_rows, enc_probe)
+            ws = [str(r["subject_id"]) for r in used]
+            sig = np.concatenate([sig, np.stack([self._sig(r.checkpoint, self.cfg, x_e) for r in self.refs])], axis=1)
+            member = np.concatenate([member, np.stack([r.membership(ws) for r in self.refs])], axis=1)
+        usable = (~member[1:]).any(axis=0)
+        grid = {}
+        labels = member[0, usable]
+        if labels.all() or not labels.any():
+            return DEFAULT_RMIA_A, grid
+        for a in np.round(np.linspace(0, 1, 11), 2):
+            s = rmia(self._prob(sig[0, usable]), self._prob(sig[1:, usable]), self._prob(self.z_r[0]),
+                     self._prob(self.z_r[1:]), reference_in=member[1:, usable], a=float(a), offline=True)
+            grid[f"{a:g}"] = auc_score(s, labels)
+        best = max(grid, key=grid.get)
+        return float(best), grid
+
+    def score(self, t_sig, t_z=None, exclude: int | None = None) -> tuple[dict, np.ndarray]:
+        """({"mode", ...}, window scores) of target signal t_sig (and its z signal for RMIA),
+        with reference ``exclude`` left out (it is the target)."""
+        keep = [i for i in range(self.n_refs) if i != exclude]
+        r_sig, r_in = self.ref_sig[keep], self.ref_in[keep]
+        if self.attack == "lira":
+            t_, r_ = (-t_sig, -r_sig) if self.threat == "score" else ((1 + t_sig) / 2, (1 + r_sig) / 2)
+            tr = None if self.threat == "score" else "logit"
+            info = dict(self.info)
+            if r_in.any(axis=0).all() and (~r_in).any(axis=0).all():
+                s = lira_online(t_, r_, r_in, transform=tr, info=info)
+                return {"mode": "online", **info}, s
+            s = lira_offline(t_, r_, r_in, transform=tr, info=info)
+            return {"mode": "offline", **info}, s
+        s = rmia(self._prob(t_sig), self._prob(r_sig), self._prob(t_z), self._prob(self.z_r[keep]),
+                 reference_in=r_in, a=self.a, offline=True)
+        return {"mode": "offline", **self.info}, s
 
 
 def _site_of(rows: Sequence[dict]) -> dict[str, str]:
@@ -415,7 +703,8 @@ def _site_of(rows: Sequence[dict]) -> dict[str, str]:
 
 
 def _source_check(members_rows, nonmembers_rows, population_rows, subjects, labels, attack, group_metrics,
-                  features, subj_scores, cfg, enc_probe, loss_scores, learned_features, seed) -> dict | None:
+                  features, subj_scores, cfg, enc_probe, loss_scores, learned_features, seed,
+                  n_permutations) -> dict | None:
     """The attack between non-members of the members' source(s) and non-members of the other
     source(s); None when every non-member source also holds members."""
     member_sites = set(_site_of(members_rows).values())
@@ -445,11 +734,11 @@ def _source_check(members_rows, nonmembers_rows, population_rows, subjects, labe
         extra_subjects = np.array(sorted(set(ws.tolist())))
         f = np.concatenate([features[same], learned_features(x_extra, ws, extra_subjects), features[other]])
         a = np.r_[np.ones(int(same.sum()) + len(extra_subjects), bool), np.zeros(int(other.sum()), bool)]
-        return {**base, **_metrics(cross_fitted_scores(f, a, seed=seed), a, seed)}
+        return {**base, **_metrics(cross_fitted_scores(f, a, seed=seed), a, seed, n_permutations, f)}
     _, extra_scores = loss_scores(x_extra, ws)
     scores = np.concatenate([subj_scores[same], extra_scores, subj_scores[other]])
     a = np.r_[np.ones(int(same.sum()) + extra_scores.size, bool), np.zeros(int(other.sum()), bool)]
-    return {**base, **_metrics(scores, a, seed)}
+    return {**base, **_metrics(scores, a, seed, n_permutations)}
 
 
 _THREAT_TEXT = {
@@ -464,13 +753,45 @@ _THREAT_TEXT = {
 }
 
 
-def _fpr_rows(table: dict) -> str:
+def _fmt(v) -> str:
+    return "null" if v is None else f"{v:.3f}"
+
+
+def _fpr_rows(table: dict, min_fpr: dict | None = None) -> str:
     rows = []
     for f, r in table.items():
-        ok = "" if r["achievable"] else " (not achievable: TPR at 0 false positives)"
+        if not r["achievable"]:
+            rows.append(f"<tr><td>{html.escape(f)}</td><td>null</td><td></td><td></td>"
+                        f"<td>{html.escape(r['reason'])}</td></tr>")
+            continue
         rows.append(f"<tr><td>{html.escape(f)}</td><td>{r['value']:.3f}</td>"
-                    f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td><td>{html.escape(ok)}</td></tr>")
+                    f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td>"
+                    f"<td>[{r['cp_ci_low']:.3f}, {r['cp_ci_high']:.3f}]</td><td></td></tr>")
+    if min_fpr is not None:
+        r = min_fpr
+        rows.append(f"<tr><td>{r['fpr']:.3g} (smallest measurable: 1 false positive)</td><td>{r['value']:.3f}</td>"
+                    f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td>"
+                    f"<td>[{r['cp_ci_low']:.3f}, {r['cp_ci_high']:.3f}]</td><td></td></tr>")
     return "".join(rows)
+
+
+def _band(d: dict) -> str:
+    return (f"AUC {d['auc']:.3f} (95% bootstrap CI [{d['auc_ci'][0]:.3f}, {d['auc_ci'][1]:.3f}]); permutation null "
+            f"band at these sample sizes [{d['null_band'][0]:.3f}, {d['null_band'][1]:.3f}], one-sided p = "
+            f"{d['p_value']:.3g} ({d['n_permutations']} permutations)" if "n_permutations" in d else
+            f"AUC {d['auc']:.3f} (95% bootstrap CI [{d['auc_ci'][0]:.3f}, {d['auc_ci'][1]:.3f}]); permutation null "
+            f"band [{d['null_band'][0]:.3f}, {d['null_band'][1]:.3f}], one-sided p = {d['p_value']:.3g}")
+
+
+def _control_html(control: dict | None) -> str:
+    e = html.escape
+    if control is None:
+        return ("<h2>Control</h2><p class=warn>No control model was audited: a difference between the member and "
+                "non-member groups other than membership cannot be told apart from leakage.</p>")
+    d = control["difference"]
+    return (f"<h2>Control</h2><p>The same attack with {e(control['source'])} as the target, a model whose "
+            f"membership is independent of the audited labels: {e(_band(control))}. AUC(target) - AUC(control) = "
+            f"{d['value']:+.3f} (95% paired bootstrap CI [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]).</p>")
 
 
 def _source_html(check: dict | None) -> str:
@@ -482,10 +803,21 @@ def _source_html(check: dict | None) -> str:
     if "skipped" in check:
         return head + f"<p class=warn>Not run: {e(check['skipped'])}</p>"
     return head + (f"<p>The same attack between {check['n_members']} non-members of the members' source(s) and "
-                   f"{check['n_nonmembers']} of the other source(s): AUC {check['auc']:.3f} "
-                   f"[{check['auc_ci'][0]:.3f}, {check['auc_ci'][1]:.3f}]. Near 0.5: the sources are "
+                   f"{check['n_nonmembers']} of the other source(s): {e(_band(check))}. Near 0.5: the sources are "
                    "interchangeable for this attack. Far from 0.5: part of the main result measures the "
                    "difference between datasets, not membership.</p>")
+
+
+def _dp_html(check: dict | None) -> str:
+    if not check:
+        return ""
+    e = html.escape
+    emp = check["empirical"]
+    acc = "none" if check["accountant_epsilon"] is None else f"{check['accountant_epsilon']:.3g}"
+    return (f"<h2>DP-SGD check</h2><p>Accountant's epsilon {e(acc)} (delta {e(str(check['delta']))}); empirical "
+            f"lower bound from this audit (one-run auditing, Steinke et al. 2023, 95% confidence) "
+            f"{emp['epsilon_lower']:.3f} ({emp['n_correct']} of {emp['n_guesses']} guesses right). "
+            f"{e(check['verdict'])}. Assumes {e(check['assumption'])}.</p>")
 
 
 def render_html(result: dict) -> str:
@@ -496,7 +828,9 @@ def render_html(result: dict) -> str:
                                  if result["mode"] else "")
     svg = roc_loglog_svg(result["roc"]["fpr"], result["roc"]["tpr"], label=f"{result['attack']} attack")
     warn = "".join(f"<li>{e(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
-    head = "<tr><th>FPR</th><th>TPR</th><th>95% CI (Clopper-Pearson)</th><th></th></tr>"
+    head = ("<tr><th>FPR</th><th>TPR</th><th>95% CI (bootstrap over both classes, threshold re-estimated)</th>"
+            "<th>95% CI (Clopper-Pearson, conditional on the threshold)</th><th></th></tr>")
+    scores = f"<p>Per-subject scores (pseudonymous keys): <code>{e(result['scores_file'])}</code>.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>medssl membership-inference audit</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
@@ -511,16 +845,20 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}
 non-member subjects ({result['n_nonmember_windows']} windows). Membership verified against the card:
 {'yes' if result['membership_verified'] else 'no'}.</p>
 <h2>Results</h2>
-<p>AUC {result['auc']:.3f} (95% bootstrap CI over subjects [{result['auc_ci'][0]:.3f}, {result['auc_ci'][1]:.3f}])</p>
-<table>{head}{_fpr_rows(result['tpr_at_fpr'])}</table>
+<p><b>{e(result['conclusion'])}</b></p>
+<p>{e(_band(result))}. Bootstrap over subjects; the null band is the central 95% of the AUCs with the
+membership labels permuted over the audited subjects.</p>
+<p>TPR at fixed FPRs. An FPR below 1/(non-members) is not estimable and is reported as null;
+the last row is the TPR at the smallest FPR these non-members can measure.</p>
+<table>{head}{_fpr_rows(result['tpr_at_fpr'], result['tpr_at_min_fpr'])}</table>
+{scores}
 <h3>ROC (log-log)</h3>
 {svg}
-<h2>Null check</h2>
-<p>The same scores, non-members only, split into two random halves ({null['n_members']} vs {null['n_nonmembers']}
-subjects): expected AUC near 0.5 and TPR near FPR. AUC {null['auc']:.3f}
-[{null['auc_ci'][0]:.3f}, {null['auc_ci'][1]:.3f}].</p>
-<table>{head}{_fpr_rows(null['tpr_at_fpr'])}</table>
+{_control_html(result.get('control'))}
+<h2>Split-half check (null check)</h2>
+<p>{e(null['what'])}. {null['n_members']} vs {null['n_nonmembers']} subjects: {e(_band(null))}.</p>
 {_source_html(result.get("source_check"))}
+{_dp_html(result.get("dp_check"))}
 <h2>Warnings</h2>
 <ul class="warn">{warn}</ul>
 </body></html>

@@ -1,5 +1,5 @@
-"""Reference ("shadow") models for LiRA / RMIA: the target's recipe, trained on random halves of a
-population of subjects (Carlini et al. 2022, Sec. IV; Zarifzadeh et al. 2024, Sec. 3).
+"""Reference ("shadow") models for LiRA / RMIA: the target's recipe, trained on random subsets of a
+population of subjects (halves, or as many subjects as the target trained on: ``n_in``) (Carlini et al. 2022, Sec. IV; Zarifzadeh et al. 2024, Sec. 3).
 
 Layout under ``out_dir``::
 
@@ -63,15 +63,29 @@ class ReferenceModel:
         return np.array([bool(index.get(str(s), False)) for s in subject_ids], dtype=bool)
 
 
-def membership_matrix(n_refs: int, n_subjects: int, seed: int) -> np.ndarray:
+def membership_matrix(n_refs: int, n_subjects: int, seed: int, n_in: int | None = None) -> np.ndarray:
     """(n_refs, n_subjects) bool: which reference trains on which subject.
 
-    n_refs == 1: a random half of the subjects. n_refs >= 2: every subject is IN for exactly
-    floor(n_refs / 2) references, chosen at random per subject (Carlini et al. 2022's balanced
-    design), so each reference trains on about half the subjects and every subject has IN and OUT
-    references (what online LiRA needs).
+    n_in None (half the subjects): n_refs == 1: a random half of the subjects. n_refs >= 2: every
+    subject is IN for exactly floor(n_refs / 2) references, chosen at random per subject (Carlini
+    et al. 2022's balanced design), so each reference trains on about half the subjects and every
+    subject has IN and OUT references (what online LiRA needs).
+
+    n_in given (e.g. the target's number of training subjects): every reference trains on exactly
+    n_in subjects, chosen greedily among the subjects IN for the fewest references so far (ties at
+    random), so IN counts per subject differ by at most one.
     """
     rng = np.random.default_rng(seed)
+    if n_in is not None:
+        if not 1 <= n_in <= n_subjects:
+            raise ValueError(f"n_in must be in [1, {n_subjects}], got {n_in}")
+        m = np.zeros((n_refs, n_subjects), dtype=bool)
+        count = np.zeros(n_subjects)
+        for i in range(n_refs):
+            pick = np.lexsort((rng.random(n_subjects), count))[:n_in]
+            m[i, pick] = True
+            count[pick] += 1
+        return m
     if n_refs == 1:
         m = np.zeros((1, n_subjects), dtype=bool)
         m[0, rng.permutation(n_subjects)[: n_subjects // 2]] = True
@@ -80,14 +94,16 @@ def membership_matrix(n_refs: int, n_subjects: int, seed: int) -> np.ndarray:
     return ranks < n_refs // 2
 
 
-def reference_key(cfg: dict, population_rows: Sequence[dict], n_refs: int, seed: int) -> str:
-    """Hash identifying a reference set: recipe (without cache_dir), population, n_refs, seed."""
+def reference_key(cfg: dict, population_rows: Sequence[dict], n_refs: int, seed: int,
+                  n_in: int | None = None) -> str:
+    """Hash identifying a reference set: recipe (without cache_dir), population, n_refs, seed and
+    the training-set size n_in (None: halves)."""
     recipe = copy.deepcopy(cfg)
     recipe.get("data", {}).pop("cache_dir", None)  # where arrays are cached does not change a model
-    blob = json.dumps(
-        {"recipe": recipe, "population": manifest_fingerprint(population_rows), "n_refs": n_refs, "seed": seed},
-        sort_keys=True, default=str,
-    )
+    key = {"recipe": recipe, "population": manifest_fingerprint(population_rows), "n_refs": n_refs, "seed": seed}
+    if n_in is not None:
+        key["n_in"] = int(n_in)
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -111,20 +127,23 @@ def train_reference_models(
     *,
     progress_bar: bool = False,
     workers: int | None = None,
+    n_in: int | None = None,
 ) -> list[ReferenceModel]:
     """Train (or reuse) ``n_refs`` reference models of recipe ``cfg``, each on a random half of the
     subjects of ``population_rows``; returns them in order (see the module docstring).
 
     workers: reference trainings at once in worker processes (default: one per two cores, at
-    most ``n_refs``); 1 trains them one after another in this process."""
+    most ``n_refs``); 1 trains them one after another in this process. n_in: subjects per
+    reference (the target's training-set size; None: half the population), see
+    :func:`membership_matrix`."""
     if n_refs < 1:
         raise ValueError(f"n_refs must be >= 1, got {n_refs}")
     subjects = tuple(sorted({str(r["subject_id"]) for r in population_rows}))
     if len(subjects) < 2:
         raise ValueError(f"the population needs at least 2 subjects to split in halves, got {len(subjects)}")
     pop_sha = manifest_fingerprint(population_rows)
-    root = Path(out_dir) / f"refs-{reference_key(cfg, population_rows, n_refs, seed)}"
-    plan = membership_matrix(n_refs, len(subjects), seed)
+    root = Path(out_dir) / f"refs-{reference_key(cfg, population_rows, n_refs, seed, n_in)}"
+    plan = membership_matrix(n_refs, len(subjects), seed, n_in)
     jobs = []  # (index, cfg, rows, run_dir) of the references still to train
     for i in range(n_refs):
         run_dir = root / f"ref_{i:03d}"

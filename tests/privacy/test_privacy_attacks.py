@@ -78,12 +78,16 @@ def test_lira_online_closed_form_and_variance_switch():
     from scipy.stats import norm
     vi, vo = 14.5 / 2, 10.0 / 2
     want = norm.logpdf(x, [2.0, 3.5], np.sqrt(vi)) - norm.logpdf(x, [0.0, 2.0], np.sqrt(vo))
-    np.testing.assert_allclose(lira_online(x, ref, ref_in), want)
+    np.testing.assert_allclose(lira_online(x, ref, ref_in, variance="pooled"), want)
     # per-example variances once R >= threshold
     want_pe = norm.logpdf(x, [2.0, 3.5], np.sqrt([2.0, 12.5])) - norm.logpdf(x, [0.0, 2.0], np.sqrt([2.0, 8.0]))
     np.testing.assert_allclose(lira_online(x, ref, ref_in, fixed_variance_below=4), want_pe)
     # offline: -log survival of the OUT Gaussian
-    np.testing.assert_allclose(lira_offline(x, ref, ref_in), -norm.logsf(x, [0.0, 2.0], np.sqrt(vo)))
+    np.testing.assert_allclose(lira_offline(x, ref, ref_in, variance="pooled"), -norm.logsf(x, [0.0, 2.0], np.sqrt(vo)))
+    # 2 residual degrees of freedom per side are too few for auto's pooled rule: global variance
+    info = {}
+    lira_online(x, ref, ref_in, info=info)
+    assert info == {"variance_in": "global", "variance_out": "global"}
 
 
 def test_lira_logit_transform_and_errors():
@@ -155,3 +159,29 @@ def test_rmia_online_and_errors():
         rmia(-target, ref, pop_t, pop_r)
     with pytest.raises(ValueError, match="shapes disagree"):
         rmia(target[:5], ref, pop_t, pop_r)
+
+
+def test_lira_with_one_reference_per_side_falls_back_to_a_global_variance():
+    """The degenerate case of the review: one IN and one OUT reference per example gave a pooled
+    variance of 0 (clipped to 1e-12), scores near 1e12 and hundreds of ties. The global variance
+    across examples keeps the scores finite, distinct and informative."""
+    rng = np.random.default_rng(3)
+    b = 2000
+    difficulty = rng.normal(0, 1, b)
+    member = rng.random(b) < 0.5
+    ref_in = np.zeros((2, b), bool)
+    ref_in[0, rng.random(b) < 0.5] = True
+    ref_in[1] = ~ref_in[0]
+    ref = difficulty[None] + 0.5 * ref_in + rng.normal(0, 0.3, (2, b))
+    target = difficulty + 0.5 * member + rng.normal(0, 0.3, b)
+    info = {}
+    s_on = lira_online(target, ref, ref_in, info=info)
+    assert info == {"variance_in": "global", "variance_out": "global"}
+    s_off = lira_offline(target, ref, ref_in, info=info)
+    for s in (s_on, s_off):
+        assert np.isfinite(s).all() and np.abs(s).max() < 1e3
+        assert np.unique(s).size > 0.99 * b  # no mass of ties
+    from medssl.privacy.metrics import auc_score
+    assert auc_score(s_off, member) > 0.6  # still detects the member shift
+    with pytest.raises(ValueError, match="no usable variance"):
+        lira_offline(np.zeros(3), np.ones((1, 3)), None)  # constant references: refused

@@ -22,18 +22,22 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """24 synthetic subjects (one record each); a tiny ECG-JEPA trained 1 epoch on the first 12."""
+    """36 synthetic subjects (one record each); a tiny ECG-JEPA trained 1 epoch on the first 12;
+    subjects 12-23 are the non-members, 24-35 an extra population (never audited)."""
     from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
 
     root = tmp_path_factory.mktemp("audit-cohort")
-    write_wfdb_cohort(generate_cohort(24, records_per_subject=1, seed=5), root / "data")
-    rows, _ = index_layout("synthetic", root / "data")
-    subjects = sorted({r["subject_id"] for r in rows})
-    members = [r for r in rows if r["subject_id"] in subjects[:12]]
-    nonmembers = [r for r in rows if r["subject_id"] in subjects[12:]]
+    write_wfdb_cohort(generate_cohort(36, records_per_subject=1, seed=5), root / "data")
+    every, _ = index_layout("synthetic", root / "data")
+    subjects = sorted({r["subject_id"] for r in every})
+    members = [r for r in every if r["subject_id"] in subjects[:12]]
+    nonmembers = [r for r in every if r["subject_id"] in subjects[12:24]]
+    extra = [r for r in every if r["subject_id"] in subjects[24:]]
+    rows = members + nonmembers
     cfg = resolve_recipe("ecg_jepa", [*TINY, f"data.cache_dir={root / 'cache'}"])
     ckpt = pretrain(cfg, members, root / "run", progress_bar=False)
-    return {"root": root, "rows": rows, "members": members, "nonmembers": nonmembers, "ckpt": ckpt}
+    return {"root": root, "rows": rows, "members": members, "nonmembers": nonmembers, "extra": extra,
+            "every": every, "ckpt": ckpt}
 
 
 def test_refuses_overlapping_member_and_nonmember_subjects(cohort, tmp_path):
@@ -61,27 +65,48 @@ def test_audit_json_schema_null_check_and_no_identifiers(cohort, tmp_path):
     assert doc == json.loads(json.dumps(result))
     assert (doc["threat"], doc["attack"], doc["mode"], doc["n_reference_models"]) == ("score", "loss", None, 0)
     assert (doc["n_members"], doc["n_nonmembers"]) == (12, 12)
+    assert doc["schema_version"] == 2 and doc["precision"] == "32"
     assert 0.0 <= doc["auc_ci"][0] <= doc["auc"] <= doc["auc_ci"][1] <= 1.0
+    # the permutation band of 12 vs 12 subjects is wide and centred on 0.5
+    lo, hi = doc["null_band"]
+    assert 0.2 < lo < 0.4 < 0.6 < hi < 0.8 and 0 < doc["p_value"] <= 1 and doc["n_permutations"] == 2000
     assert set(doc["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
     for entry in doc["tpr_at_fpr"].values():
-        assert set(entry) >= {"value", "ci_low", "ci_high", "achievable"}
-    # 12 non-members resolve FPR 0.1 (>= 10) but not 0.01 or 0.001; reported, not refused
+        assert set(entry) >= {"value", "ci_low", "ci_high", "cp_ci_low", "cp_ci_high", "achievable", "reason"}
+    # 12 non-members resolve FPR 0.1 (>= 10) but not 0.01 or 0.001: those are null, with the reason
     assert [doc["tpr_at_fpr"][k]["achievable"] for k in ("0.001", "0.01", "0.1")] == [False, False, True]
-    assert any("0.001 is not achievable" in w for w in doc["warnings"])
+    for k in ("0.001", "0.01"):
+        e = doc["tpr_at_fpr"][k]
+        assert e["value"] is None and e["ci_low"] is None and "needs >= " in e["reason"]
+    assert doc["tpr_at_fpr"]["0.1"]["value"] is not None and doc["tpr_at_fpr"]["0.1"]["reason"] is None
+    assert doc["tpr_at_min_fpr"]["fpr"] == pytest.approx(1 / 12) and doc["tpr_at_min_fpr"]["value"] is not None
+    assert any("0.001 is not estimable" in w for w in doc["warnings"])
+    # no control for a loss attack without --control: said, not hidden
+    assert doc["control"] is None and any("no control model" in w for w in doc["warnings"])
+    assert "no control model was audited" in doc["conclusion"]
     null = doc["null_check"]
-    assert (null["n_members"], null["n_nonmembers"]) == (6, 6)
+    assert (null["n_members"], null["n_nonmembers"]) == (6, 6) and "cannot detect" in null["what"]
     assert set(null["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"} and 0.0 <= null["auc"] <= 1.0
+    assert null["null_band"][0] < 0.5 < null["null_band"][1]
+    # per-subject scores: pseudonymous keys, labels, one score per subject
+    lines = (tmp_path / doc["scores_file"]).read_text().splitlines()
+    assert lines[0] == "subject_key,member,score_loss" and len(lines) == 25
+    assert sum(int(line.split(",")[1]) for line in lines[1:]) == 12
+    assert all(line.startswith("subj-") for line in lines[1:])
     # the whole training manifest was passed as members: verified against the card's fingerprint
     assert doc["membership_verified"] is True
     # the checkpoint's method.safetensors matched its encoder: the full method (predictor too) was scored
     assert not any("full SSL method state" in w for w in doc["warnings"])
     page = (tmp_path / "report.html").read_text()
-    assert "<svg" in page and "Null check" in page and "Threat model" in page
-    for text in (page, (tmp_path / "audit.json").read_text()):
+    assert "<svg" in page and "Split-half check" in page and "Threat model" in page and "Control" in page
+    assert "conditional on the threshold" in page and "not estimable" in page
+    for text in (page, (tmp_path / "audit.json").read_text(), (tmp_path / doc["scores_file"]).read_text()):
         for r in cohort["rows"]:
             assert r["subject_id"] not in text and r["record_id"] not in text
     privacy = read_card(cohort["ckpt"])["privacy"]
     assert len(privacy) == before + 1 and privacy[-1]["auc"] == doc["auc"]
+    assert privacy[-1]["tpr_at_fpr"]["0.001"] is None and "needs >= 1000" in privacy[-1]["tpr_not_estimable"]["0.001"]
+    assert privacy[-1]["p_value"] == doc["p_value"]
 
 
 def test_subset_of_members_is_flagged_as_unverified(cohort, tmp_path):
@@ -120,14 +145,20 @@ def test_cli_audit_writes_outputs_and_bad_input_exits_2(cohort, tmp_path, capsys
     assert len(err) == 1 and "both members and non-members" in err[0]
     assert main([*base, "--nonmembers", str(tmp_path / "non.csv"), "--queries", "1", "--out", str(tmp_path / "a")]) == 0
     assert (tmp_path / "a" / "audit.json").is_file() and (tmp_path / "a" / "report.html").is_file()
-    assert "null check AUC" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "permutation null band" in out and "subject_scores.csv" in out
 
 
 def test_lira_with_reference_models_on_a_population_containing_the_audited_subjects(cohort, tmp_path):
     doc = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], attack="lira", n_refs=2,
                     population_rows=cohort["rows"], n_queries=1, out_dir=tmp_path)
     assert (doc["mode"], doc["n_reference_models"]) == ("online", 2)
-    assert len(list((tmp_path / "references").glob("refs-*/ref_*/membership.json"))) == 2
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "references").glob("refs-*/ref_*/membership.json")]
+    # the target trained on 12 subjects; 24 in the population: references of the target's size
+    assert len(saved) == 2 and [sum(s["in"]) for s in saved] == [12, 12]
+    assert doc["references"]["n_train_subjects"] == 12 and doc["references"]["variance_in"] == "global"
+    # leaving reference 0 out leaves subjects with no OUT reference: no control, and it says why
+    assert doc["control"] is None and any("leave-one-out control" in w for w in doc["warnings"])
     assert "2 reference models" in (tmp_path / "report.html").read_text()
 
 
@@ -157,19 +188,55 @@ def test_loss_attack_detects_an_overfitted_tiny_jepa_while_the_null_check_stays_
     assert null["tpr_at_fpr"]["0.1"]["ci_low"] <= 0.1 <= null["tpr_at_fpr"]["0.1"]["ci_high"]
 
 
-def test_rmia_holds_population_samples_out_of_every_reference(cohort, tmp_path):
+def test_rmia_takes_z_from_subjects_outside_the_audit_and_tunes_a(cohort, tmp_path):
+    # a population of audited subjects only: no z can be drawn from it
+    with pytest.raises(ValueError, match="outside the audit"):
+        run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], attack="rmia", n_refs=2,
+                  population_rows=cohort["nonmembers"], n_queries=1, out_dir=tmp_path / "bad")
     # one reference trained on half of a population that holds audited subjects: those have no OUT model
     with pytest.raises(ValueError, match="no OUT reference model.*--refs >= 2"):
         run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], attack="rmia", n_refs=1,
-                  population_rows=cohort["nonmembers"], n_queries=1, out_dir=tmp_path / "bad")
+                  population_rows=cohort["nonmembers"] + cohort["extra"], n_queries=1, out_dir=tmp_path / "bad")
     assert not (tmp_path / "bad" / "references").exists()  # refused before training anything
     doc = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], attack="rmia", n_refs=2,
-                    population_rows=cohort["nonmembers"], n_queries=1, out_dir=tmp_path)
+                    population_rows=cohort["nonmembers"] + cohort["extra"], n_queries=1, out_dir=tmp_path)
     assert (doc["attack"], doc["mode"], doc["n_reference_models"]) == ("rmia", "offline", 2)
+    info = doc["references"]
+    # 12 extra subjects: 6 to z (the pool needs 2 x 12 subjects, so at least half go to z), 18 in the pool
+    assert (info["n_z_subjects"], info["n_z"]) == (6, 6) and info["population_subjects"] == 24
+    assert info["n_train_subjects"] == 9 and any("fewer than the target's 12" in w for w in doc["warnings"])
+    assert any("fewer than 200" in w for w in doc["warnings"])
+    assert 0.0 <= info["a"] <= 1.0 and info["a_source"].startswith("tuned") and len(info["a_grid_auc"]) == 11
     refs = sorted(tmp_path.glob("references/refs-*/ref_*"))
     saved = [json.loads((r / "membership.json").read_text()) for r in refs]
-    assert len(refs) == 2 and {s["n_subjects"] for s in saved} == {9}  # 12 minus 3 held out as z samples
+    assert len(refs) == 2 and {s["n_subjects"] for s in saved} == {18}
     assert 0.0 <= doc["auc"] <= 1.0
+    fixed = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], attack="rmia", n_refs=2, rmia_a=1.0,
+                      population_rows=cohort["nonmembers"] + cohort["extra"], n_queries=1, out_dir=tmp_path / "a1")
+    assert fixed["references"]["a"] == 1.0 and fixed["references"]["a_source"] == "given"
+
+
+def test_offline_lira_on_a_disjoint_population_has_a_leave_one_out_control(cohort, tmp_path):
+    doc = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], attack="lira", n_refs=2,
+                    population_rows=cohort["extra"], n_queries=1, out_dir=tmp_path)
+    assert doc["mode"] == "offline" and doc["references"]["variance_out"] == "pooled"
+    assert doc["references"]["n_train_subjects"] == 12  # the target's size: the whole disjoint population
+    control = doc["control"]
+    assert control["source"].startswith("reference model 0") and control["mode"] == "offline"
+    d = control["difference"]
+    assert d["ci_low"] <= d["value"] <= d["ci_high"] and d["value"] == pytest.approx(doc["auc"] - control["auc"])
+    assert control["null_band"][0] < 0.5 < control["null_band"][1]
+
+
+def test_control_checkpoint_gives_the_target_minus_control_difference(cohort, tmp_path):
+    doc = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], n_queries=1,
+                    control_checkpoint=cohort["ckpt"], out_dir=tmp_path)
+    control = doc["control"]  # the target as its own control: difference exactly 0
+    assert control["source"] == "control checkpoint" and control["auc"] == doc["auc"]
+    assert control["difference"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert "not clearly above the control" in doc["conclusion"] or "no leakage measurable" in doc["conclusion"]
+    header = (tmp_path / "subject_scores.csv").read_text().splitlines()[0]
+    assert header == "subject_key,member,score_loss,control_score_loss"
 
 
 def test_non_members_from_another_source_are_warned_about():
@@ -191,6 +258,7 @@ def test_learned_attacker_is_cross_fitted_and_refuses_reference_attacks(cohort, 
                     out_dir=tmp_path)
     assert doc["threat"] == "learned" and (doc["n_members"], doc["n_nonmembers"]) == (12, 12)
     assert 0 <= doc["auc"] <= 1 and doc["null_check"]["n_members"] + doc["null_check"]["n_nonmembers"] == 12
+    assert doc["n_permutations"] == 200 and doc["null_band"][0] < 0.5 < doc["null_band"][1]  # classifier refitted
     assert "cross-fitting" in (tmp_path / "report.html").read_text()
 
 

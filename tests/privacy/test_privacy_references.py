@@ -77,3 +77,14 @@ def test_references_train_in_parallel_worker_processes(tiny_cohort_dir, tmp_path
         assert np.array_equal(a.is_in, b.is_in) and a.seed == b.seed
         card = json.loads((a.checkpoint / "card.json").read_text())
         assert card["training_metrics"]["n_subjects"] == int(a.is_in.sum())
+
+
+@pytest.mark.parametrize("n_refs,n_subjects,n_in", [(1, 24, 12), (4, 48, 12), (3, 24, 12), (5, 10, 7)])
+def test_membership_matrix_trains_each_reference_on_the_targets_size_balanced(n_refs, n_subjects, n_in):
+    m = membership_matrix(n_refs, n_subjects, seed=2, n_in=n_in)
+    assert m.shape == (n_refs, n_subjects) and (m.sum(axis=1) == n_in).all()
+    counts = m.sum(axis=0)
+    assert counts.max() - counts.min() <= 1  # IN counts per subject differ by at most one
+    assert not np.array_equal(m, membership_matrix(n_refs, n_subjects, seed=3, n_in=n_in)) or n_in == n_subjects
+    with pytest.raises(ValueError, match="n_in"):
+        membership_matrix(2, 10, seed=0, n_in=11)
