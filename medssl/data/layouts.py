@@ -56,8 +56,24 @@ def _code15(root: Path, labels: str | None = None, task: str | None = None):
     return index_code15(root)
 
 
+def _volume_folder(root: Path, labels: str | None = None, task: str | None = None, *, csv: str | None = None,
+                   modality: str = "mri", id_column: str | None = None, pattern: str | None = None,
+                   sequence: str | None = None, split_seed: int | str = 0):
+    """NIfTI volumes / DICOM series (MRI or CT) listed in a CSV with an `image` column, or matched by name
+    to a participants table's ID column (`medssl.imaging.volume_folder`)."""
+    from medssl.imaging.volume_folder import index_volume_folder
+
+    try:
+        seed = int(split_seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"layout volume-folder: split_seed={split_seed!r} is not an integer") from None
+    return index_volume_folder(root, labels, task, csv_name=csv, modality=modality, id_column=id_column,
+                               pattern=pattern, sequence=sequence, split_seed=seed)
+
+
 LAYOUTS: dict[str, LayoutIndexer] = {
     "wfdb": _wfdb, "synthetic": _synthetic, "ptbxl": _ptbxl, "physionet2021": _physionet2021, "code15": _code15,
+    "volume-folder": _volume_folder,
 }
 # Image modalities register their layouts when their `modality` module is imported.
 _LAYOUT_MODULES = ("medssl.mri.modality", "medssl.retina.modality", "medssl.ct.modality")
