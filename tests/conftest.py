@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 
 SHARED_ECG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real recordings in ../shared/data/real/ (see its README), read in place and never written;
+    tests that take this fixture are skipped, with the reason, where that folder is absent."""
+    if not (REAL_DATA / "README.md").is_file():
+        pytest.skip(f"real data not found at {REAL_DATA} (../shared/data/real/ sits beside the repository in the "
+                    f"project's workspace and in CI; it is not distributed with medssl)")
+    return REAL_DATA
 
 
 @pytest.fixture(autouse=True, scope="session")
