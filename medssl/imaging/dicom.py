@@ -238,10 +238,20 @@ DERIVED_SERIES_SOURCE = ("derived (no SeriesInstanceUID): folder, FrameOfReferen
                          "Modality, SeriesNumber, matrix, orientation, pixel spacing")
 
 
-def warn_derived_series(series: dict[str, list[SliceHeader]], where: str = "") -> int:
-    """Warn once (one DicomSeriesWarning for the whole scan) when some series were formed without a
-    SeriesInstanceUID; returns how many were."""
+_WARNED_READING = False  # read_dicom_series warns about derived series once per process
+
+
+def warn_derived_series(series: dict[str, list[SliceHeader]], where: str = "", *, once_per_process: bool = False
+                        ) -> int:
+    """Warn once (one DicomSeriesWarning for the whole scan; with `once_per_process`, for the first
+    such scan of the process only, as when a cache reads series one by one) when some series were
+    formed without a SeriesInstanceUID; returns how many were."""
+    global _WARNED_READING
     derived = [hs for uid, hs in series.items() if uid.startswith("derived:")]
+    if derived and once_per_process:
+        if _WARNED_READING:
+            return len(derived)
+        _WARNED_READING = True
     if derived:
         n_files = sum(len(hs) for hs in derived)
         warnings.warn(DicomSeriesWarning(
@@ -691,7 +701,7 @@ def read_dicom_series(
     when there are several (pseudonymous id or SeriesInstanceUID). Policies: module docstring.
     """
     series_map, skipped, where = _resolve_source(source, salt)
-    warn_derived_series(series_map, where)
+    warn_derived_series(series_map, where, once_per_process=True)
     if not series_map and skipped:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:3])
         raise DicomSeriesError(f"{where}: no DICOM image files ({reasons})")
