@@ -1,9 +1,12 @@
 """ECG-JEPA pretraining throughput and model FLOP utilisation, against a naive baseline.
 
-Both arms train the same architecture on the same batches and masks, in the same process:
-- medssl: `scaled_dot_product_attention` with the cached Cross-Pattern Attention mask, bf16
-  autocast where the hardware has native bf16 (fp32 otherwise);
-- medssl factorized: the same, with `FactorizedCrossPattern` (same-lead and same-time scores only);
+All arms train the same architecture on the same batches and masks, in the same process, one
+step of each arm in turn (interleaved, so a change in the machine's load hits every arm alike):
+- medssl fp32 and medssl bf16: `scaled_dot_product_attention` with the cached Cross-Pattern
+  Attention mask, in fp32 and under bf16 autocast (the measurement behind medssl's default
+  precision: medssl.engine.hardware);
+- medssl factorized fp32 / bf16: the same, with `FactorizedCrossPattern` (same-lead and same-time
+  scores only);
 - naive: fp32, attention written out (QK^T, masked_fill, softmax, V) with the CroPA mask
   rebuilt at every call.
 Model FLOP utilisation (MFU) = model FLOPs per second (dense attention counted, backward = 2x
@@ -28,7 +31,7 @@ from torch import Tensor
 
 from medssl.ecg import cropa, encoders
 from medssl.ecg.encoders import JepaPredictor
-from medssl.engine.hardware import bf16_available
+from medssl.engine.hardware import default_precision
 from medssl.nn import transformer as tr
 from medssl.registry import create_encoder
 from medssl.ssl.jepa import JEPA
@@ -119,26 +122,31 @@ def step_flops(model: JEPA, batch: int, n_keep: int, n_mask: int) -> float:
     return batch * (target + 3 * (context + predictor))
 
 
-def time_training(model: JEPA, x: Tensor, steps: int, autocast: bool, device: str) -> float:
-    """Seconds per optimisation step (median of `steps` after one warm-up step)."""
-    model.to(device).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ctx = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-           if autocast else contextlib.nullcontext())
-    times = []
+def time_interleaved(arms: dict[str, tuple[JEPA, bool]], x: Tensor, steps: int, device: str) -> dict[str, float]:
+    """Seconds per optimisation step of each arm {name: (model, bf16 autocast)}: median of
+    `steps` after one warm-up step, the arms taking one step each in turn."""
+    state = {}
+    for name, (model, autocast) in arms.items():
+        model.to(device).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        ctx = (torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+               if autocast else contextlib.nullcontext())
+        state[name] = (model, opt, ctx, [])
     for i in range(steps + 1):
-        _sync(device)
-        t = time.perf_counter()
-        with ctx:
-            loss = model(x, step=i)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.update_target(0.996)
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+        for name, (model, opt, ctx, times) in state.items():
+            rebuild = masks_rebuilt_every_call() if name == "naive" else contextlib.nullcontext()
+            _sync(device)
+            t = time.perf_counter()
+            with rebuild, ctx:
+                loss = model(x, step=i)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            model.update_target(0.996)
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - t)
+    return {name: sorted(s[3])[len(s[3]) // 2] for name, s in state.items()}
 
 
 def main() -> None:
@@ -150,21 +158,22 @@ def main() -> None:
     args = ap.parse_args()
 
     device = args.device
-    use_bf16 = bf16_available("gpu" if device.startswith("cuda") else "cpu")
     x = torch.randn(args.batch, 8, 2500, device=device)
-    fast, naive = build(args.size, naive=False), build(args.size, naive=True)
-    factorized = build(args.size, naive=False, cropa_impl="factorized")
+    fast = build(args.size, naive=False)
+    arms = {
+        "naive": (build(args.size, naive=True), False),
+        "medssl_fp32": (fast, False),
+        "medssl_bf16": (build(args.size, naive=False), True),
+        "factorized_fp32": (build(args.size, naive=False, cropa_impl="factorized"), False),
+        "factorized_bf16": (build(args.size, naive=False, cropa_impl="factorized"), True),
+    }
     keep, mask = fast.sample_masks(args.batch, 0)
     flops = step_flops(fast, args.batch, keep.shape[1], mask.shape[1])
     # masks depend on the step; the FLOP count uses step 0's (counts vary by a few patches).
+    t = time_interleaved(arms, x, args.steps, device)
+    peak = {"fp32": matmul_peak_flops(torch.float32, device), "bf16": matmul_peak_flops(torch.bfloat16, device)}
 
-    with masks_rebuilt_every_call():
-        t_naive = time_training(naive, x, args.steps, autocast=False, device=device)
-    t_fast = time_training(fast, x, args.steps, autocast=use_bf16, device=device)
-    t_fact = time_training(factorized, x, args.steps, autocast=use_bf16, device=device)
-    peak_fast = matmul_peak_flops(torch.bfloat16 if use_bf16 else torch.float32, device)
-    peak_fp32 = peak_fast if not use_bf16 else matmul_peak_flops(torch.float32, device)
-
+    default = "bf16" if default_precision(device) == "bf16" else "fp32"
     result = {
         "machine": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "device": device,
@@ -172,29 +181,23 @@ def main() -> None:
         "torch": torch.__version__,
         "size": args.size,
         "batch": args.batch,
-        "precision_medssl": "bf16-autocast" if use_bf16 else "fp32",
-        "naive_samples_per_s": args.batch / t_naive,
-        "medssl_samples_per_s": args.batch / t_fast,
-        "speedup": t_naive / t_fast,
-        "factorized_samples_per_s": args.batch / t_fact,
-        "speedup_factorized": t_naive / t_fact,
-        "matmul_peak_tflops": peak_fast / 1e12,
-        "matmul_peak_fp32_tflops": peak_fp32 / 1e12,
+        "steps": args.steps,
+        "medssl_default_precision": default,
+        "samples_per_s": {name: args.batch / v for name, v in t.items()},
+        "speedup_vs_naive": {name: t["naive"] / v for name, v in t.items()},
+        "bf16_over_fp32": t["medssl_fp32"] / t["medssl_bf16"],
+        "matmul_peak_tflops": {k: v / 1e12 for k, v in peak.items()},
         "model_tflops_per_step": flops / 1e12,
-        "mfu_medssl": flops / t_fast / peak_fast,
-        "mfu_factorized_dense_equivalent": flops / t_fact / peak_fast,
-        "mfu_naive_vs_fp32_peak": flops / t_naive / peak_fp32,
+        "mfu": {name: flops / v / peak["bf16" if name.endswith("bf16") else "fp32"] for name, v in t.items()},
     }
     print(f"ECG-JEPA {args.size} pretraining, batch {args.batch}, {device} ({result['machine']}), "
-          f"{result['threads']} threads, torch {torch.__version__}")
-    print(f"  naive  (fp32, masked_fill, mask rebuilt): {result['naive_samples_per_s']:8.2f} samples/s  "
-          f"MFU {result['mfu_naive_vs_fp32_peak']:.1%} of fp32 peak")
-    print(f"  medssl ({result['precision_medssl']}, SDPA, cached CroPA): {result['medssl_samples_per_s']:8.2f} samples/s  "
-          f"MFU {result['mfu_medssl']:.1%} of {result['precision_medssl']} peak "
-          f"({result['matmul_peak_tflops']:.3f} TFLOP/s measured)")
-    print(f"  medssl factorized CroPA: {result['factorized_samples_per_s']:8.2f} samples/s  "
-          f"(dense-equivalent MFU {result['mfu_factorized_dense_equivalent']:.1%})")
-    print(f"  speed-up over naive: SDPA {result['speedup']:.2f}x, factorized {result['speedup_factorized']:.2f}x")
+          f"{result['threads']} threads, torch {torch.__version__}; medssl's default here: {default}")
+    for name in t:
+        print(f"  {name:16s} {result['samples_per_s'][name]:8.2f} samples/s  "
+              f"{result['speedup_vs_naive'][name]:5.2f}x naive  MFU {result['mfu'][name]:.1%} "
+              f"of the {'bf16' if name.endswith('bf16') else 'fp32'} matmul peak")
+    print(f"  bf16 autocast / fp32 (medssl, SDPA): {result['bf16_over_fp32']:.2f}x; matmul peak "
+          f"fp32 {result['matmul_peak_tflops']['fp32']:.3f}, bf16 {result['matmul_peak_tflops']['bf16']:.3f} TFLOP/s")
     print(json.dumps(result))
 
 

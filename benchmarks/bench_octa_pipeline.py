@@ -62,7 +62,7 @@ def bench_config(out: Path, *, quick: bool) -> dict:
     for e in cfg["encoders"]:
         if e["ref"].startswith("random:"):
             continue
-        path = (CONFIG.parent / e["ref"]).resolve()
+        path = REPO / e["ref"]  # relative to the working directory (a packaged example), here the repository
         try:
             path = out / path.relative_to(DEFAULT_OUT)
         except ValueError:

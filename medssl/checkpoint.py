@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from medssl.io import make_temp_dir, replace_folder
+from medssl.io import make_temp_dir, replace_folder, save_safetensors
 from medssl.registry import EncoderSpec, encoder_entry
 
 CARD_SCHEMA_VERSION = 1
@@ -56,6 +56,7 @@ def build_card(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "encoder": spec.to_dict(),
         "recipe": recipe or {},
+        "precision": ((recipe or {}).get("trainer") or {}).get("precision"),  # as trained, resolved
         "versions": package_versions(),
         "data": {"manifest_sha256": data_fingerprint},
         "training_metrics": metrics or {},
@@ -76,7 +77,7 @@ def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) 
     try:
         # "_orig_mod." is how torch.compile'd submodules name their weights; the card's architecture does not.
         state = {k.replace("_orig_mod.", ""): v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "encoder": card["encoder"]["name"]})
+        save_safetensors(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "encoder": card["encoder"]["name"]})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
         replace_folder(tmp, folder)
     except BaseException:

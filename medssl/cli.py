@@ -172,6 +172,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_precision_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--precision", choices=["32", "bf16"], default=None,
+                        help="inference precision: 32 (fp32) or bf16 (autocast). Default: fp32 on a CPU, bf16 on "
+                             "a CUDA card that supports it, or $MEDSSL_PRECISION" + (f"; {extra}" if extra else ""))
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
@@ -189,6 +195,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
     from medssl.engine.embed import embed_arrays, resolve_encoder
+    from medssl.engine.hardware import resolve_inference_precision
     from medssl.io import atomic_write
 
     encoder, _ = resolve_encoder(args.checkpoint)
@@ -197,17 +204,18 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     rows = _load_rows(args.data)
     cache = ecg_array_cache(rows, preprocess_for_encoder(encoder.spec.input), args.cache_dir)
     _report_skipped(cache.skipped)
-    emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size)
+    precision = resolve_inference_precision(args.precision, "cpu")
+    emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size, precision=precision)
     out = Path(args.out)
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            np.savez(f, embeddings=emb,
+            np.savez(f, embeddings=emb, precision=np.array(precision),
                      record_id=np.array([r["record_id"] for r in cache.rows]),
                      subject_id=np.array([r["subject_id"] for r in cache.rows]))
 
     atomic_write(out, write)
-    print(f"wrote {out}: embeddings {emb.shape} ({len(cache.skipped)} records skipped)")
+    print(f"wrote {out}: embeddings {emb.shape}, precision {precision} ({len(cache.skipped)} records skipped)")
     return 0
 
 
@@ -226,7 +234,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from medssl.bench.runner import run_benchmark
 
     out = Path(args.out) if args.out else Path("outputs") / f"bench_{Path(args.config).stem}"
-    doc = run_benchmark(args.config, out, progress=True)
+    doc = run_benchmark(args.config, out, progress=True, precision=args.precision)
     paths = doc["paths"]
     errors = f" ({len(doc['errors'])} failed run(s): see the notes)" if doc["errors"] else ""
     print(f"report: {paths['html']}\nresults: {paths['json']}\n         {paths['csv']}{errors}")
@@ -302,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--checkpoint", required=True, help="checkpoint folder or random:NAME[:SEED]")
     em.add_argument("--data", required=True, help="manifest CSV or folder of WFDB records")
     em.add_argument("--out", required=True, help="output .npz (embeddings, record_id, subject_id)")
-    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument("--batch-size", type=_positive_int, default=64, help="records per forward pass (default 64)")
     em.add_argument("--cache-dir")
+    _add_precision_option(em)
     em.set_defaults(func=_cmd_embed)
 
     de = sub.add_parser("demo", help="the whole job on synthetic data: pretrain, few-shot evaluation, report")
@@ -314,8 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=_cmd_demo)
 
     be = sub.add_parser("bench", help="benchmark frozen encoders on tasks x protocols (see medssl.bench.config)")
-    be.add_argument("config", help="benchmark YAML (encoders, datasets, tasks, protocols)")
+    be.add_argument("config", help="benchmark YAML (encoders, datasets, tasks, protocols) or the name of a "
+                    "packaged example (bench_ecg_demo, bench_octa_demo, bench_fomo_demo, bench_ct_demo)")
     be.add_argument("--out", help="output folder (default outputs/bench_<config name>)")
+    _add_precision_option(be, "overrides the config's `precision` key")
     be.set_defaults(func=_cmd_bench)
 
     au = sub.add_parser("audit", help="membership-inference audit of a checkpoint (subject level)")

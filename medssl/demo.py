@@ -32,6 +32,7 @@ from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
 from medssl.ecg.synthetic import CONDITIONS, generate_cohort, write_wfdb_cohort
 from medssl.engine.config import resolve_recipe
 from medssl.engine.embed import embed_arrays
+from medssl.engine.hardware import resolve_inference_precision
 from medssl.engine.pretrain import pretrain
 
 IN_SITE, OUT_SITE = "site_a", "site_b"
@@ -134,9 +135,10 @@ def run_demo(
     random_init = clone_random_encoder(pretrained.spec.name, seed=cfg["seed"] + 1, **pretrained.spec.hparams)
     cache = ecg_array_cache(rows, preprocess_for_encoder(pretrained.spec.input), cache_dir)
     eval_rows = cache.rows
+    precision = resolve_inference_precision(None, "cpu")
     embeddings = {
-        "ecg_jepa (pretrained)": embed_arrays(pretrained, cache.signals),
-        "random init": embed_arrays(random_init, cache.signals),
+        "ecg_jepa (pretrained)": embed_arrays(pretrained, cache.signals, precision=precision),
+        "random init": embed_arrays(random_init, cache.signals, precision=precision),
     }
     timings["embed_s"] = time.perf_counter() - t
 
@@ -180,6 +182,7 @@ def run_demo(
             "probe_training": f"{IN_SITE} training subjects, k per class",
             "domains": {"in": f"{IN_SITE} test subjects", "out": f"all {OUT_SITE} subjects (never trained on)"},
             "shots": list(shots), "seeds": seeds, "n_bootstrap": n_bootstrap,
+            "precision": {"pretraining": card["recipe"]["trainer"]["precision"], "embeddings": precision},
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
         },
         notes=notes,

@@ -171,10 +171,10 @@ def test_save_replaces_existing_folder_without_leftovers(saved, tmp_path):
 def test_failed_save_leaves_existing_checkpoint_intact(saved, tmp_path, monkeypatch):
     first, folder = saved
 
-    def broken_save_file(*args, **kwargs):
+    def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", broken_save_file)
+    monkeypatch.setattr(ckpt, "save_safetensors", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(_encoder(seed=5), folder)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], "temporary folder left behind"
@@ -224,3 +224,18 @@ def test_clone_random_encoder_is_seeded_and_leaves_global_rng_alone():
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
         assert not torch.allclose(a(x), c(x))
+
+
+def test_weights_get_ordinary_permissions(tmp_path):
+    """model.safetensors is readable like every other output (a FOMO container runs as another user);
+    safetensors' own save_file leaves 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = save_checkpoint(_encoder(seed=1), tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes["model.safetensors"] == 0o644 == modes["card.json"]

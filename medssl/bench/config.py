@@ -6,6 +6,10 @@ path, or ``<config>`` for a dict)::
     title: "My benchmark"                 # optional, report title
     n_bootstrap: 1000                     # optional (default 1000): subject-bootstrap replicates
     cache_dir: null                       # optional: preprocessed-array cache (default $MEDSSL_CACHE)
+    precision: null                       # optional: "32" or "bf16", the precision of frozen-encoder
+                                          # features (default: fp32 on a CPU, bf16 on a bf16 CUDA
+                                          # card; `medssl bench --precision` overrides it);
+                                          # trained protocols (finetune, segmentation) run in fp32
     encoders:                             # >= 1; the first is the reference of comparisons
       - name: jepa                        # display name (unique)
         ref: runs/jepa/checkpoint         # a checkpoint folder (or file an importer claims),
@@ -96,7 +100,7 @@ PROTOCOL_KINDS = ("linear_probe", "knn", "finetune", "segmentation")
 _FINETUNE_KEYS = ("epochs", "lr", "layer_decay", "mode", "n_last", "batch_size")
 _SEGMENTATION_KEYS = ("epochs", "min_steps", "lr", "mode", "batch_size", "encoder_lr_scale", "width", "decoder")
 _TRAINING_KEYS = tuple(dict.fromkeys(_FINETUNE_KEYS + _SEGMENTATION_KEYS))
-_TOP = ("title", "n_bootstrap", "cache_dir", "encoders", "datasets", "tasks", "protocols")
+_TOP = ("title", "n_bootstrap", "cache_dir", "precision", "encoders", "datasets", "tasks", "protocols")
 
 
 class BenchConfigError(ConfigError):
@@ -168,6 +172,7 @@ class BenchConfig:
     raw: dict = field(default_factory=dict)
 
 
+    precision: str | None = None  # "32" | "bf16" for frozen features; None: the device's default
 class _Checker:
     def __init__(self, source: str):
         self.source = source
@@ -215,13 +220,35 @@ class _Checker:
 
 def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
     """Parse and validate a benchmark config (a YAML path or a dict); see the module docstring."""
+def _config_path(config: str | Path) -> Path:
+    """A YAML path, or the name of an example shipped in the package ("bench_ecg_demo")."""
+    from medssl.engine.config import ConfigError, find_bench_config
+
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise BenchConfigError(f"{path}: config file not found")
+        return path
+    try:
+        return Path(str(find_bench_config(str(config))))
+    except ConfigError as e:
+        raise BenchConfigError(str(e)) from None
+
+
+def _relative_base(path: Path) -> Path:
+    """The folder a config's relative paths resolve against: its own folder, except for the
+    examples shipped inside the package, whose relative paths mean the working directory."""
+    from medssl.engine.config import RECIPES_DIR
+
+    folder = path.resolve().parent
+    return Path.cwd() if folder == Path(str(RECIPES_DIR)).resolve() else folder
+
+
     if isinstance(config, Mapping):
         source, base, raw = "<config>", Path.cwd(), dict(config)
     else:
-        path = Path(config)
-        source, base = str(path), path.resolve().parent
-        if not path.is_file():
-            raise BenchConfigError(f"{path}: config file not found")
+        path = _config_path(config)
+        source, base = str(path), _relative_base(path)
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
@@ -373,7 +400,15 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
         cache_dir = cache_dir if cache_dir.is_absolute() else base / cache_dir
     title = raw.get("title") or "medssl benchmark"
     return BenchConfig(source, str(title), n_boot, cache_dir, tuple(encoders), datasets, tuple(tasks),
-                       tuple(protocols), base=base, raw=raw)
+                       tuple(protocols), base=base, raw=raw, precision=precision)
+    precision = raw.get("precision")
+    if precision is not None:
+        from medssl.engine.hardware import normalise_inference_precision
+
+        try:
+            precision = normalise_inference_precision(str(precision))
+        except ValueError as e:
+            c.fail("precision", str(e))
 
 
 def _unique(c: _Checker, names: list[str], where: str, what: str, hint: str = "") -> None:

@@ -157,7 +157,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
                   progress: bool, notes: list[str]) -> dict[str, np.ndarray]:
     """{"embeddings" (N, D), "record_id", "subject_id"} of ``model`` on dataset ``ds``, cached in
     ``out/embeddings/<encoder>__<dataset>.npz`` under a fingerprint of the encoder reference,
-    architecture, weight files and the preprocessed data; a stale file is recomputed. Extraction
+    architecture, weight files, the preprocessed data and the precision; a stale file is recomputed. Extraction
     saves every ``EMBED_CHUNK`` items (``<file>.<fingerprint>.parts/``), so an interrupted run
     resumes from the last finished chunk."""
     from medssl.engine.embed import embed_arrays
@@ -171,7 +171,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
         stamp = "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files)
     fingerprint = hashlib.sha256(json.dumps(
         {"ref": e.ref, "overrides": e.overrides, "spec": _jsonable(spec.to_dict()), "weights": stamp,
-         "data": cache.folder.name}, sort_keys=True, default=str).encode()).hexdigest()
+         "data": cache.folder.name, "precision": cfg.precision}, sort_keys=True, default=str).encode()).hexdigest()
     path = out / "embeddings" / f"{file_slug(e.name)}__{file_slug(ds)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
@@ -189,16 +189,16 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
     for n, start in enumerate(range(0, len(cache.signals), EMBED_CHUNK)):
         part = parts / f"{n:06d}.npy"
         if not part.is_file():
-            chunk = embed_arrays(model, cache.signals[start:start + EMBED_CHUNK])
+            chunk = embed_arrays(model, cache.signals[start:start + EMBED_CHUNK], precision=cfg.precision)
             atomic_write(part, lambda tmp, c=chunk: np.save(tmp.open("wb"), c))
         chunks.append(np.load(part))
-    emb = np.concatenate(chunks) if chunks else embed_arrays(model, cache.signals)
+    emb = np.concatenate(chunks) if chunks else embed_arrays(model, cache.signals, precision=cfg.precision)
     data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
             "subject_id": np.array([r["subject_id"] for r in cache.rows])}
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            np.savez(f, fingerprint=np.array(fingerprint), **data)
+            np.savez(f, fingerprint=np.array(fingerprint), precision=np.array(str(cfg.precision)), **data)
 
     atomic_write(path, write)
     shutil.rmtree(parts, ignore_errors=True)

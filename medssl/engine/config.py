@@ -1,6 +1,7 @@
 """Recipes: defaults from the paper -> a size variant -> command-line overrides (dinov2-style).
 
-A recipe is a YAML file in `recipes/`:
+A recipe is a YAML file shipped inside the package (`medssl/recipes/`, read with
+`importlib.resources`, so a wheel install has them too; `recipes/` at the repository root points there):
 
     method: ecg_jepa          # which method builder trains it
     ...                       # the paper's settings, nested sections
@@ -20,13 +21,16 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Sequence
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR: Traversable = files("medssl") / "recipes"
+BENCH_PREFIX = "bench_"
 
 
 class ConfigError(ValueError):
@@ -42,21 +46,42 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def find_recipe(name_or_path: str | Path) -> Path:
-    """A recipe path from a path or a name in `recipes/` ("ecg_jepa" -> recipes/ecg_jepa.yaml)."""
+def packaged_yaml(prefix: str = "", exclude_prefix: str | None = None) -> dict[str, Traversable]:
+    """The YAML files shipped in `medssl/recipes/`, by stem: recipes (`exclude_prefix="bench_"`)
+    or benchmark examples (`prefix="bench_"`)."""
+    out = {}
+    for entry in RECIPES_DIR.iterdir():
+        stem, dot, ext = entry.name.rpartition(".")
+        if dot and ext in ("yaml", "yml") and stem.startswith(prefix) and not (
+                exclude_prefix and stem.startswith(exclude_prefix)):
+            out[stem] = entry
+    return dict(sorted(out.items()))
+
+
+def _find_packaged(name_or_path: str | Path, kind: str, prefix: str = "",
+                   exclude_prefix: str | None = None) -> Path | Traversable:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
-            raise ConfigError(f"{p}: recipe file not found")
+            raise ConfigError(f"{p}: {kind} file not found")
         return p
-    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml") if not q.stem.startswith("bench_"))
-    raise ConfigError(f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(known)}")
+    known = packaged_yaml(prefix, exclude_prefix)
+    if str(name_or_path) in known:
+        return known[str(name_or_path)]
+    raise ConfigError(f"unknown {kind} {str(name_or_path)!r}; known: {', '.join(known)}")
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+def find_recipe(name_or_path: str | Path) -> Path | Traversable:
+    """A recipe from a YAML path or a packaged name ("ecg_jepa" -> medssl/recipes/ecg_jepa.yaml)."""
+    return _find_packaged(name_or_path, "recipe", exclude_prefix=BENCH_PREFIX)
+
+
+def find_bench_config(name_or_path: str | Path) -> Path | Traversable:
+    """A benchmark config from a YAML path or a packaged example name ("bench_ecg_demo")."""
+    return _find_packaged(name_or_path, "benchmark example", prefix=BENCH_PREFIX)
+
+
+def load_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from medssl.checkpoint import clone_random_encoder, load_encoder
-from medssl.engine.hardware import autocast_context
+from medssl.engine.hardware import autocast_context, resolve_inference_precision
 
 
 def parse_random_ref(ref: str) -> tuple[str, int] | None:
@@ -36,14 +36,23 @@ def resolve_encoder(ref: str | Path) -> tuple[nn.Module, str]:
 
 
 @torch.no_grad()
-def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Pooled embeddings (N, D) float32 of inputs (N, ...) with the encoder in eval mode."""
+def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: str = "cpu",
+                 precision: str | None = None) -> np.ndarray:
+    """Pooled embeddings (N, D) float32 of inputs (N, ...) with the encoder in eval mode.
+
+    ``precision`` "32" or "bf16" (bf16 autocast; outputs cast back to float32); None takes the
+    device's default (:func:`medssl.engine.hardware.default_precision`: fp32 on a CPU). Callers
+    that write embeddings record the precision, resolved with ``resolve_inference_precision``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be a positive integer, got {batch_size}")
+    precision = resolve_inference_precision(precision, device)
     encoder = encoder.eval().to(device)
     out = []
     for start in range(0, len(arrays), batch_size):
         # A copy: `arrays` is often a read-only memory map, which torch.from_numpy warns about.
         x = torch.from_numpy(np.array(arrays[start:start + batch_size], dtype=np.float32)).to(device)
-        with autocast_context(torch.device(device).type):
+        with autocast_context(torch.device(device).type, precision):
             out.append(encoder(x).float().cpu().numpy())
     if not out:
         return np.zeros((0, encoder.spec.embed_dim), dtype=np.float32)

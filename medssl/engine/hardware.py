@@ -1,28 +1,32 @@
-"""What the machine can do: bf16 support and the precision setting Lightning should use."""
+"""Which precision medssl computes in, chosen on evidence and recorded in every output.
+
+Defaults, measured rather than inferred from hardware flags (benchmarks/RESULTS.md, "Precision"):
+
+- CPU: fp32. On a 2-core AVX-512-BF16 server bf16 autocast made the ECG-JEPA training step slower
+  than fp32 and changed embeddings from one machine to the next, so bf16 on a CPU is opt-in
+  (``trainer.precision=bf16-mixed`` for training, ``--precision bf16`` for inference).
+- CUDA: bf16 mixed precision where the card supports bf16, else fp32.
+
+``MEDSSL_PRECISION=32|bf16`` in the environment replaces the default (never an explicit setting):
+the test suite uses it to run its precision-sensitive tests with bf16 on any CPU.
+
+Two vocabularies, one per use:
+
+- training (Lightning's ``precision``): ``"32-true"``, ``"bf16-mixed"``, ... or ``"auto"``;
+- inference (``medssl embed / bench / audit / fomo predict --precision``): ``"32"`` or ``"bf16"``.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
+import contextlib
+import os
 
 import torch
 
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX). Without them, bf16
-    autocast on CPU emulates and runs slower than fp32, so medssl stays in fp32 there."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
-def bf16_available(accelerator: str) -> bool:
-    if accelerator in ("gpu", "cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
+ENV_VAR = "MEDSSL_PRECISION"
+INFERENCE_PRECISIONS = ("32", "bf16")
+_ALIASES = {"32": "32", "fp32": "32", "32-true": "32", "float32": "32",
+            "bf16": "bf16", "bf16-mixed": "bf16", "bfloat16": "bf16"}
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -31,14 +35,52 @@ def resolve_accelerator(accelerator: str) -> str:
     return accelerator
 
 
+def _device_kind(device: str) -> str:
+    """"gpu" for CUDA devices and accelerators, "cpu" otherwise."""
+    return "gpu" if device in ("gpu", "cuda") or str(device).startswith("cuda") else "cpu"
+
+
+def cuda_bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def normalise_inference_precision(precision: str) -> str:
+    """"32" or "bf16" from any accepted spelling; ValueError naming the value otherwise."""
+    key = str(precision).strip().lower()
+    if key not in _ALIASES:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(INFERENCE_PRECISIONS)}")
+    return _ALIASES[key]
+
+
+def default_precision(device: str) -> str:
+    """The inference precision medssl uses on ``device`` ("cpu", "cuda", "cuda:1", "gpu") when none
+    is given: ``$MEDSSL_PRECISION`` if set, else bf16 on a bf16-capable CUDA card, else fp32."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        try:
+            return normalise_inference_precision(env)
+        except ValueError:
+            raise ValueError(f"${ENV_VAR}={env!r}: expected one of {', '.join(INFERENCE_PRECISIONS)}") from None
+    return "bf16" if _device_kind(device) == "gpu" and cuda_bf16_supported() else "32"
+
+
+def resolve_inference_precision(precision: str | None, device: str) -> str:
+    """An explicit precision normalised ("32" | "bf16"), or the default for ``device``."""
+    if precision is None or str(precision).lower() == "auto":
+        return default_precision(device)
+    return normalise_inference_precision(precision)
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """`auto` -> "bf16-mixed" where bf16 is native, else "32-true"; anything else passes through."""
+    """Lightning's precision for training: ``"auto"`` -> "bf16-mixed" or "32-true" by the rule in
+    the module docstring; anything else passes through unchanged."""
     if precision != "auto":
         return precision
-    return "bf16-mixed" if bf16_available(resolve_accelerator(accelerator)) else "32-true"
+    return "bf16-mixed" if default_precision(resolve_accelerator(accelerator)) == "bf16" else "32-true"
 
 
-def autocast_context(device_type: str):
-    """bf16 autocast where native, a no-op context otherwise."""
-    enabled = bf16_available("gpu" if device_type == "cuda" else "cpu")
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
+def autocast_context(device_type: str, precision: str = "32"):
+    """bf16 autocast when ``precision`` is "bf16", a no-op context for "32"."""
+    if normalise_inference_precision(precision) == "32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)

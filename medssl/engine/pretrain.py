@@ -1,7 +1,8 @@
 """Pretraining: recipe + manifest -> checkpoint folder, under Lightning.
 
 Outputs in `out_dir`:
-  config.yaml         the recipe as resolved (defaults -> variant -> overrides)
+  config.yaml         the recipe as resolved (defaults -> variant -> overrides; trainer.precision
+                      as used, never "auto")
   lightning/last.ckpt Lightning's resumable state (optimizer, schedules, loop position)
   logs/               CSV logs (TensorBoard too when trainer.tensorboard is true)
   checkpoint/         model.safetensors + card.json: the encoder, ready for `medssl.load_encoder`
@@ -11,6 +12,7 @@ CPU by default; GPUs, several devices and several nodes through Lightning's `acc
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Sequence
@@ -108,6 +110,7 @@ def pretrain(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = with_resolved_precision(cfg)
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     L.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
 
@@ -138,7 +141,7 @@ def pretrain(
         devices=t.get("devices", 1),
         num_nodes=t.get("num_nodes", 1),
         strategy=t.get("strategy", "auto"),
-        precision=resolve_precision(t.get("precision", "auto"), t.get("accelerator", "auto")),
+        precision=t["precision"],
         gradient_clip_val=o.get("grad_clip") if dp is None else None,  # DP-SGD clips per sample
         logger=loggers,
         log_every_n_steps=t.get("log_every_n_steps", 10),
@@ -175,16 +178,27 @@ def pretrain(
     return out_dir / "checkpoint"
 
 
+def with_resolved_precision(cfg: dict) -> dict:
+    """A copy of ``cfg`` whose ``trainer.precision`` is the value training will use ("auto"
+    resolved by :func:`medssl.engine.hardware.resolve_precision`; DP-SGD runs resolve it to fp32),
+    so config.yaml and the card record the precision actually used."""
+    cfg = copy.deepcopy(cfg)
+    t = cfg.setdefault("trainer", {})
+    precision = str(t.get("precision", "auto"))
+    if precision == "auto" and (cfg.get("privacy") or {}).get("dp"):
+        precision = "32-true"
+    t["precision"] = resolve_precision(precision, t.get("accelerator", "auto"))
+    return cfg
+
+
 METHOD_WEIGHTS_FILE = "method.safetensors"
 
 
 def save_method_state(method, folder: Path) -> Path:
     """The whole SSL method (predictor, heads, EMA target...) beside the encoder, as safetensors:
     what a white-box privacy audit needs to compute the training loss, without any pickle."""
-    from safetensors.torch import save_file
-
-    from medssl.io import atomic_write
+    from medssl.io import save_safetensors
 
     state = {k.replace("_orig_mod.", ""): v.detach().cpu().clone().contiguous()
              for k, v in method.state_dict().items()}
-    return atomic_write(folder / METHOD_WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    return save_safetensors(state, folder / METHOD_WEIGHTS_FILE)

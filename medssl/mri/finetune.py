@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medssl.engine.hardware import autocast_context, default_precision
 from medssl.mri.encoders import adapt_input_channels, channel_names
 from medssl.mri.fomo_task import FomoTask, parse_task
 from medssl.mri.preprocess import MriPreprocess
@@ -239,9 +240,11 @@ def _param_groups(model: nn.Module, lr: float, encoder_scale: float, weight_deca
 
 def train_task_model(model: nn.Module, batches: _Batches, task: FomoTask, settings: FinetuneSettings,
                      device: torch.device, progress: Callable[[str], None] | None = None) -> list[float]:
-    """Train in place; returns the mean loss of each epoch."""
-    from medssl.engine.hardware import autocast_context
+    """Train in place; returns the mean loss of each epoch. Precision: the device's default
+    (:func:`medssl.engine.hardware.default_precision`, fp32 on a CPU), recorded in the card."""
     from medssl.nn.schedules import cosine_schedule
+
+    precision = default_precision(device.type)
 
     if settings.encoder_lr_scale == 0:
         for p in model.encoder.parameters():
@@ -258,7 +261,7 @@ def train_task_model(model: nn.Module, batches: _Batches, task: FomoTask, settin
             for g in opt.param_groups:
                 g["lr"] = cosine_schedule(step, total, g["base_lr"], warmup)
             x, y = x.to(device), y.to(device)
-            with autocast_context(device.type):
+            with autocast_context(device.type, precision):
                 out = model(x)
             loss = loss_fn(out.float(), y)
             if not torch.isfinite(loss):
@@ -378,7 +381,7 @@ def finetune_task(rows: Sequence[Mapping], task, encoder_ref: str, out_dir: str 
                              "sw_batch_size": settings.sw_batch_size}
     training = {**{k: v for k, v in asdict(settings).items() if k not in ("device", "workers")},
                 "shape": list(shape), "patch_size": list(patch) if task.kind == "segmentation" else None,
-                "device": device.type, "n_sessions": len(cache.rows),
+                "device": device.type, "precision": default_precision(device.type), "n_sessions": len(cache.rows),
                 "n_subjects": len({r["subject_id"] for r in cache.rows}),
                 "n_skipped": len(skipped) + len(cache.skipped), "loss_per_epoch": history, "final_loss": history[-1]}
     if val_rows:

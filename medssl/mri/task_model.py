@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from medssl.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, package_versions
-from medssl.io import make_temp_dir, replace_folder
+from medssl.io import make_temp_dir, replace_folder, save_safetensors
 from medssl.mri.unet_decoder import UNetDecoder3d
 from medssl.registry import EncoderSpec, encoder_entry
 
@@ -129,8 +129,8 @@ def save_task_checkpoint(model: nn.Module, folder: str | Path, card: Mapping[str
     tmp = make_temp_dir(folder)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "kind": TASK_CARD_KIND,
-                                                            "task": str(card["task"]["number"])})
+        save_safetensors(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "kind": TASK_CARD_KIND,
+                                                              "task": str(card["task"]["number"])})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
         replace_folder(tmp, folder)
     except BaseException:
@@ -207,16 +207,18 @@ def output_value(raw: float, target: Mapping[str, Any]) -> float:
 
 
 @torch.no_grad()
-def predict_array(model: nn.Module, card: Mapping[str, Any], x: np.ndarray, device: torch.device | str = "cpu"
-                  ) -> float | np.ndarray:
+def predict_array(model: nn.Module, card: Mapping[str, Any], x: np.ndarray, device: torch.device | str = "cpu",
+                  precision: str | None = None) -> float | np.ndarray:
     """One preprocessed input (C, D, H, W) -> the task's value (float: probability or age in
-    years) or, for task 2, the lesion probability (D, H, W) float32 on the model grid."""
-    from medssl.engine.hardware import autocast_context
+    years) or, for task 2, the lesion probability (D, H, W) float32 on the model grid.
+    ``precision`` "32" | "bf16"; None: the device's default (fp32 on a CPU)."""
+    from medssl.engine.hardware import autocast_context, resolve_inference_precision
 
     device = torch.device(device)
+    precision = resolve_inference_precision(precision, device.type)
     model = model.to(device).eval()
     t = torch.from_numpy(np.array(x, dtype=np.float32))[None].to(device)  # a copy: x is often a read-only memmap
-    with autocast_context(device.type):
+    with autocast_context(device.type, precision):
         if card["head"]["type"] == "pooled":
             return output_value(float(model(t).float()[0]), card["target"])
         from monai.inferers import sliding_window_inference

@@ -57,8 +57,9 @@ the card records: noise derived from it could be subtracted). Masks still follow
 (they do not depend on the data). torch's generators are not cryptographically secure; Opacus's
 `secure_mode` (torchcsprng) is not used. So DP runs are not bit-reproducible.
 
-Limits: one device (no DDP/FSDP yet: each rank would add its own noise); precision 32 or bf16
-(no fp16 loss scaling); `trainer.compile` is ignored (eager vmap); `optim.grad_clip` is ignored
+Limits: one device (no DDP/FSDP yet: each rank would add its own noise); fp32 only (bf16 or fp16
+mixed precision is refused before training: Opacus assigns per-sample gradients in the parameters'
+dtype and its noise is calibrated in fp32; `trainer.precision: auto` resolves to 32-true here); `trainer.compile` is ignored (eager vmap); `optim.grad_clip` is ignored
 (clipping is per sample at `max_grad_norm`). With `poisson_sampling: false` the batches are
 fixed-size chunks of a per-epoch permutation of subjects and the accountant's Poisson analysis is
 only an approximation (as in Opacus); the card says so.
@@ -333,6 +334,9 @@ class DPSSLModule(SSLModule):
 # entry point from medssl.engine.pretrain
 
 
+DP_PRECISIONS = ("auto", "32", "32-true", "64", "64-true")
+
+
 class DPTraining:
     """DP-SGD for one `pretrain` run: checks the recipe and method up front (`check`), then
     builds the Lightning module and data once the training rows are known (`lightning_parts`)."""
@@ -345,9 +349,10 @@ class DPTraining:
         if nodes != 1 or (devices not in (1, "1", "auto") and not (isinstance(devices, list) and len(devices) == 1)):
             raise DPUnsupported(f"DP-SGD runs on one device (DDP would add noise on every rank): got "
                                 f"trainer.devices={devices!r}, trainer.num_nodes={nodes!r}; set both to 1")
-        if str(t.get("precision", "auto")).startswith("16"):
-            raise DPUnsupported(f"DP-SGD does not support trainer.precision={t.get('precision')!r} "
-                                "(fp16 loss scaling); use 32-true or bf16-mixed")
+        if str(t.get("precision", "auto")) not in DP_PRECISIONS:
+            raise DPUnsupported(f"DP-SGD runs in fp32 (per-sample gradients, clipping and noise): "
+                                f"trainer.precision={t.get('precision')!r} is refused; use 32-true (what auto "
+                                "resolves to for DP-SGD runs)")
         if t.get("compile"):
             log.warning("DP-SGD: trainer.compile ignored (per-sample gradients run eagerly under torch.func.vmap)")
         if (cfg.get("optim") or {}).get("grad_clip") is not None:

@@ -26,7 +26,7 @@ def test_bench_cli_bad_config_exits_2_with_one_line(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"encoders": [], "datasets": {}, "tasks": [], "protocols": [], "sedes": 3}))
     assert main(["bench", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"medssl: error: {path}: unknown key 'sedes'; known: title, n_bootstrap, cache_dir, encoders, " \
+    assert err == f"medssl: error: {path}: unknown key 'sedes'; known: title, n_bootstrap, cache_dir, precision, encoders, " \
                   "datasets, tasks, protocols"
     assert main(["bench", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: config file not found" in capsys.readouterr().err

@@ -9,6 +9,9 @@ import torch
 from medssl.checkpoint import save_checkpoint
 from medssl.engine.embed import embed_arrays, resolve_encoder
 from medssl.registry import create_encoder
+from tolerance import close
+
+pytestmark = pytest.mark.precision
 
 
 def _inputs(n: int, n_leads: int = 8, n_samples: int = 2500) -> np.ndarray:
@@ -63,11 +66,28 @@ def test_embed_arrays_shape_and_batch_size_invariance():
     full = embed_arrays(enc, x, batch_size=64)
     assert full.shape == (7, 32) and full.dtype == np.float32
     assert np.isfinite(full).all()
+    tol = close(fp32=1e-5, bf16=3e-2)  # bf16 keeps 8 bits of mantissa: ~0.4 % per rounding
     for bs in (1, 3):
-        np.testing.assert_allclose(embed_arrays(enc, x, batch_size=bs), full, rtol=1e-4, atol=1e-5)
-    # Each row is the embedding of its own input.
+        np.testing.assert_allclose(embed_arrays(enc, x, batch_size=bs), full, rtol=10 * tol, atol=tol)
+    # Each row is the embedding of its own input (the fp32 forward: bf16 must stay near it).
     with torch.no_grad():
-        np.testing.assert_allclose(full[4], enc.eval()(torch.from_numpy(x[4:5]))[0].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(full[4], enc.eval()(torch.from_numpy(x[4:5]))[0].numpy(), rtol=10 * tol, atol=tol)
     assert len({tuple(np.round(r, 5)) for r in full}) == 7
     empty = embed_arrays(enc, x[:0])
     assert empty.shape == (0, 32) and empty.dtype == np.float32
+
+
+def test_precision_is_explicit_and_bf16_stays_near_fp32():
+    torch.manual_seed(0)
+    enc = create_encoder("ecg_jepa_tiny", depth=1, embed_dim=32, num_heads=2, num_samples=500)
+    x = _inputs(4, n_samples=500)
+    fp32 = embed_arrays(enc, x, precision="32")
+    bf16 = embed_arrays(enc, x, precision="bf16")
+    with torch.no_grad():
+        np.testing.assert_array_equal(fp32, enc.eval()(torch.from_numpy(x)).numpy())
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # bf16 rounding happened
+    np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=0.05)
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        embed_arrays(enc, x, precision="fp16")
+    with pytest.raises(ValueError, match="batch size"):
+        embed_arrays(enc, x, batch_size=0)

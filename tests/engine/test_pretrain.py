@@ -8,7 +8,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
+from tolerance import running_bf16
 
 from medssl.checkpoint import load_encoder
 from medssl.data.layouts import index_layout
@@ -20,6 +22,9 @@ TINY = [
     "encoder.overrides.num_heads=2", "predictor.dim=16", "predictor.depth=1", "predictor.num_heads=2",
     "data.batch_size=4", "optim.epochs=2", "optim.warmup_epochs=0", "trainer.checkpoint_every_n_steps=1",
 ]
+
+
+pytestmark = pytest.mark.precision
 
 
 class CrashAtStep(L.Callback):
@@ -47,7 +52,10 @@ def test_pretrain_writes_a_loadable_checkpoint_and_lowers_the_loss(rows, tmp_pat
     assert card["recipe"]["optim"]["epochs"] == 3
     assert card["training_metrics"]["steps"] == 12
     assert len(card["data"]["manifest_sha256"]) == 64
-    assert (tmp_path / "run" / "config.yaml").is_file()
+    # the precision actually used, never "auto": fp32 on a CPU unless MEDSSL_PRECISION says bf16
+    expected = "bf16-mixed" if running_bf16() else "32-true"
+    assert card["precision"] == card["recipe"]["trainer"]["precision"] == expected
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["trainer"]["precision"] == expected
     losses = _epoch_losses(tmp_path / "run")
     assert losses[-1] < losses[0]
     x = torch.randn(2, 8, 2500)

@@ -36,6 +36,9 @@ TINY = {
 FAST = ["data.batch_size=4", "optim.epochs=2", "optim.warmup_epochs=0"]
 
 
+
+pytestmark = pytest.mark.precision  # DP-SGD must run (fp32) whatever the default precision
+
 @pytest.fixture(scope="module")
 def rows(tiny_cohort_dir):
     """8 subjects x 2 records."""
@@ -208,7 +211,8 @@ def test_empty_poisson_batch_is_a_noise_only_step():
     ("simclr_ecg", [], r"NT-Xent.*mae_ecg and ecg_jepa"),
     ("ts2vec_ecg", [], r"contrastive.*DP-SGD guarantee would not hold"),
     ("mae_ecg", ["trainer.devices=2"], "one device"),
-    ("mae_ecg", ["trainer.precision=16-mixed"], "fp16"),
+    ("mae_ecg", ["trainer.precision=16-mixed"], "runs in fp32"),
+    ("mae_ecg", ["trainer.precision=bf16-mixed"], "runs in fp32"),
 ])
 def test_what_dp_sgd_cannot_train_is_refused_before_reading_data(recipe, overrides, message, tmp_path):
     cfg = resolve_recipe(recipe, ["variant=cpu", "privacy.dp=true", "privacy.noise_multiplier=1", *overrides])
