@@ -17,7 +17,10 @@ Metric names (``METRICS``), by task kind:
   fractions; argmax for multiclass);
 * regression: ``mae`` (mean absolute error, target units; lower is better), ``pearson_r``;
 * segmentation: ``dice``, ``nsd`` (normalised surface Dice at the task's tolerance in mm), ``hd95``
-  (mm, lower is better), ``iou`` (Jaccard): the protocol scores each evaluation record once
+  (mm, lower is better), ``iou`` (Jaccard) -- the default set -- and, on request, the pixel-level
+  ``sensitivity``, ``specificity`` and ``auroc`` (of the probabilities; the usual vessel
+  segmentation figures), all inside the record's field-of-view mask when it has one: the protocol
+  scores each evaluation record once
   (:func:`medssl.bench.segmentation.per_record_scores`), and the kernel is the mean over the
   (resampled) records of that metric's column.
 """
@@ -34,7 +37,8 @@ from medssl.bench.metrics import _rank_auroc
 __all__ = [
     "column_auroc", "column_auprc", "column_f1", "column_balanced_accuracy", "column_recall",
     "column_mae", "column_pearson_r", "hard_predictions", "MetricDef", "METRICS",
-    "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "SEGMENTATION_METRICS", "metric_def", "column_mean",
+    "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "SEGMENTATION_METRICS", "SEGMENTATION_DEFAULT_METRICS",
+    "metric_def", "column_mean",
 ]
 
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -174,7 +178,8 @@ class MetricDef:
 
 CLASSIFICATION_METRICS = ("auroc_macro", "auprc", "f1_macro", "balanced_accuracy")
 REGRESSION_METRICS = ("mae", "pearson_r")
-SEGMENTATION_METRICS = ("dice", "nsd", "hd95", "iou")
+SEGMENTATION_METRICS = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
+SEGMENTATION_DEFAULT_METRICS = SEGMENTATION_METRICS[:4]  # a task without `metrics`
 
 METRICS: dict[str, MetricDef] = {
     "auroc_macro": MetricDef("auroc_macro", column_auroc),
@@ -187,6 +192,9 @@ METRICS: dict[str, MetricDef] = {
     "nsd": MetricDef("nsd", column_mean, score_column=1),
     "hd95": MetricDef("hd95", column_mean, higher_is_better=False, score_column=2),
     "iou": MetricDef("iou", column_mean, score_column=3),
+    "sensitivity": MetricDef("sensitivity", column_mean, score_column=4),
+    "specificity": MetricDef("specificity", column_mean, score_column=5),
+    "auroc": MetricDef("auroc", column_mean, score_column=6),
 }
 
 

@@ -16,19 +16,23 @@ labelled images or volumes (2-D or 3-D), scored per record with Dice, NSD and HD
 * other decoders plug in by name (:func:`register_decoder`), e.g. the prompt-free mask decoder of
   :mod:`medssl.retina.mask_decoder` for ViT encoders (``decoder: mask_decoder``) and MONAI's
   SwinUNETR decoder for the CT Swin encoders (``decoder: swin_unetr``, :mod:`medssl.ct.segmentation`).
-* :func:`predict_masks`: sigmoid >= 0.5 masks, batched.
-* :func:`per_record_scores`: (n, 4) Dice, NSD at ``tolerance_mm``, HD95, IoU (Jaccard =
-  Dice / (2 - Dice)) per record, the conventions of :mod:`medssl.bench.segmentation_metrics`
-  (both empty: 1, 1, 0, 1); an empty
+* :func:`predict_masks`: sigmoid >= 0.5 masks, batched; :func:`predict_probabilities`: the
+  sigmoid probabilities themselves.
+* images larger than an encoder's input are segmented at their own resolution, in tiles
+  (:mod:`medssl.bench.tiling`: training on random tiles, sliding-window inference).
+* :func:`per_record_scores`: (n, 7) Dice, NSD at ``tolerance_mm``, HD95, IoU (Jaccard =
+  Dice / (2 - Dice)), sensitivity, specificity and pixel AUROC per record, the conventions of
+  :mod:`medssl.bench.segmentation_metrics` (both empty: 1, 1, 0, 1); an empty
   prediction against a non-empty truth gets HD95 = the image diagonal (BraTS' worst case) so means
-  stay finite.
+  stay finite. With a field-of-view mask per record every score is computed inside it (pixels
+  outside count neither as prediction nor as truth, and are not ranked by the AUROC).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +50,7 @@ from medssl.bench.segmentation_metrics import (
 from medssl.nn.schedules import cosine_schedule
 
 SEGMENTATION_MODES = ("frozen", "finetune")
-SCORE_COLUMNS = ("dice", "nsd", "hd95", "iou")
+SCORE_COLUMNS = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
 
 
 def _block(dims: int, cin: int, cout: int) -> nn.Module:
@@ -163,6 +167,40 @@ def _pyramid(encoder: nn.Module, input_shape: Sequence[int], mode: str, width: i
 register_decoder("pyramid", _pyramid)
 
 
+def segmenter_optimiser(model: nn.Module, *, mode: str, lr: float, encoder_lr_scale: float,
+                        weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over the decoder at ``lr`` and, when fine-tuning, the encoder at ``lr * encoder_lr_scale``
+    (each group remembers its ``base_lr`` for the cosine schedule)."""
+    in_encoder = {id(p) for p in model.encoder.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": lr}]
+    if mode == "finetune":
+        groups.append({"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale})
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def fit_segmenter(model: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                  total: int) -> nn.Module:
+    """Run ``total`` optimiser steps of Dice + BCE (``DiceCELoss(sigmoid=True)``) on the batches
+    (x (B, C, *S) float32, y (B, 1, *S) in {0, 1}), learning rates on a cosine decay; eval mode after."""
+    loss_fn = DiceCELoss(sigmoid=True)
+    model.train()
+    for step, (xb, yb) in enumerate(batches):
+        if step >= total:
+            break
+        x = torch.from_numpy(np.asarray(xb, dtype=np.float32))
+        y = torch.from_numpy(np.asarray(yb, dtype=np.float32))
+        factor = cosine_schedule(step, total, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *, mode: str = "frozen",
                     epochs: int = 20, lr: float = 1e-3, batch_size: int = 8, encoder_lr_scale: float = 0.1,
                     weight_decay: float = 1e-4, seed: int = 0, width: int = 32, decoder: str = "pyramid",
@@ -175,37 +213,33 @@ def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_segmenter(encoder, images.shape[1:], mode=mode, width=width, decoder=decoder)
-        in_encoder = {id(p) for p in model.encoder.parameters()}
-        groups = [{"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": lr}]
-        if mode == "finetune":
-            groups.append({"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale})
-        for g in groups:
-            g["base_lr"] = g["lr"]
-        opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
-        loss_fn = DiceCELoss(sigmoid=True)
+        opt = segmenter_optimiser(model, mode=mode, lr=lr, encoder_lr_scale=encoder_lr_scale,
+                                  weight_decay=weight_decay)
         rng = np.random.default_rng(seed)
         n = len(images)
         bs = min(batch_size, n)
         steps_per_epoch = math.ceil(n / bs)
         epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-        total = epochs * steps_per_epoch
-        model.train()
-        step = 0
-        for _ in range(epochs):
-            order = rng.permutation(n)
-            for start in range(0, n, bs):
-                idx = np.sort(order[start:start + bs])
-                x = torch.from_numpy(np.asarray(images[idx], dtype=np.float32))
-                y = torch.from_numpy(np.asarray(masks[idx], dtype=np.float32))
-                factor = cosine_schedule(step, total, 1.0)
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * factor
-                loss = loss_fn(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-    return model.eval()
+
+        def batches():
+            for _ in range(epochs):
+                order = rng.permutation(n)
+                for start in range(0, n, bs):
+                    idx = np.sort(order[start:start + bs])
+                    yield images[idx], masks[idx]
+
+        return fit_segmenter(model, opt, batches(), epochs * steps_per_epoch)
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """(N, 1, *S) float32 sigmoid probabilities of images (N, C, *S)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32))
+        out.append(torch.sigmoid(model(x).float()).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1, *images.shape[2:]), dtype=np.float32)
 
 
 @torch.no_grad()
@@ -219,14 +253,46 @@ def predict_masks(model: nn.Module, images: np.ndarray, batch_size: int = 8) -> 
     return np.concatenate(out) if out else np.zeros((0, 1, *images.shape[2:]), dtype=bool)
 
 
-def per_record_scores(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float] | None,
-                      tolerance_mm: float) -> np.ndarray:
-    """(n, 4) Dice, NSD at ``tolerance_mm``, HD95 (mm), IoU per record of masks (n, 1, *S)."""
+def pixel_scores(pred: np.ndarray, truth: np.ndarray, prob: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(sensitivity, specificity, AUROC) of one record's pixels (already restricted to the field of
+    view): sensitivity = TP / (TP + FN) (1 without positives: nothing was missed), specificity
+    = TN / (TN + FP) (1 without negatives), AUROC of ``prob`` against ``truth`` (Mann-Whitney, ties
+    averaged; NaN with one class or without probabilities)."""
+    pred, truth = np.asarray(pred, bool).ravel(), np.asarray(truth, bool).ravel()
+    tp = int(np.count_nonzero(pred & truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    tn = int(np.count_nonzero(~pred & ~truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    sens = tp / (tp + fn) if tp + fn else 1.0
+    spec = tn / (tn + fp) if tn + fp else 1.0
+    auc = float("nan")
+    if prob is not None and 0 < tp + fn < truth.size:
+        from medssl.bench.metrics import _rank_auroc
+
+        auc = float(_rank_auroc(truth[:, None], np.asarray(prob, np.float64).ravel()[:, None])[0])
+    return sens, spec, auc
+
+
+def per_record_scores(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray], spacing_mm: Sequence[float] | None,
+                      tolerance_mm: float, fovs: Sequence[np.ndarray | None] | None = None,
+                      probs: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """(n, 7) Dice, NSD at ``tolerance_mm``, HD95 (mm), IoU, sensitivity, specificity, pixel AUROC
+    per record (columns :data:`SCORE_COLUMNS`). pred, truth: per record (1, *S) masks (an (n, 1, *S)
+    array, or a list when records differ in size); fovs: per record a (*S) bool field-of-view mask
+    or None (scores inside it); probs: per record (1, *S) probabilities (else AUROC is NaN)."""
     out = np.zeros((len(pred), len(SCORE_COLUMNS)))
     for i, (p, t) in enumerate(zip(pred, truth)):
-        p, t = np.asarray(p[0], bool), np.asarray(t[0] > 0.5)
+        p, t = np.asarray(p[0], bool), np.asarray(t[0]) > 0.5
+        prob = None if probs is None else np.asarray(probs[i][0], np.float32)
+        fov = None if fovs is None or fovs[i] is None else np.asarray(fovs[i], bool)
+        if fov is not None:
+            if fov.shape != t.shape:
+                raise ValueError(f"record {i}: field of view {fov.shape} and mask {t.shape} differ in shape")
+            p, t = p & fov, t & fov
         worst = image_diagonal_mm(t.shape, spacing_mm)
         d = dice(p, t)
+        inside = (lambda a: a[fov]) if fov is not None else (lambda a: a)
+        sens, spec, auc = pixel_scores(inside(p), inside(t), None if prob is None else inside(prob))
         out[i] = (d, normalized_surface_dice(p, t, tolerance_mm, spacing_mm),
-                  hausdorff95(p, t, spacing_mm, empty_mm=worst), d / (2.0 - d))
+                  hausdorff95(p, t, spacing_mm, empty_mm=worst), d / (2.0 - d), sens, spec, auc)
     return out

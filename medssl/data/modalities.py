@@ -20,6 +20,12 @@ Contracts (shapes in the encoder's input layout, float32):
   write_synthetic(folder, **params) -> (rows, skipped)                              (optional)
       write a synthetic dataset with ground truth to `folder` and index it; used by
       `medssl bench` datasets given as `{synthetic: {modality: NAME, ...}}`.
+  native(rows, spec_input, data_cfg, shape=None) -> NativeImages                    (optional)
+      2-D segmentation at the images' own resolution: per row with a mask, the model-ready image
+      (C, H, W) float32 (channels and normalisation as `inputs`, but not resized), its mask
+      (1, H, W) in {0, 1} and its field-of-view mask (H, W) bool or None (from `fov_path`); with
+      `shape` (h, w), all three resized to it (bilinear / nearest). Used by the benchmark to
+      segment large images in tiles (medssl.bench.tiling) and to score inside the field of view.
   fit_encoder(encoder, rows) -> (encoder, note or None)                              (optional)
       adapt (a private copy of) an encoder to what the rows hold, explicitly, e.g. a single-
       channel MRI encoder's first layer to a task's sequences; the note says what was done and
@@ -33,9 +39,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medssl.data.cache import ArrayCache
 
 InputsFn = Callable[[Sequence[dict], Mapping[str, Any], Mapping[str, Any], "str | Path | None"], ArrayCache]
+
+
+@dataclass
+class NativeImages:
+    """Images at their own resolution (sizes may differ between records), item for item aligned:
+    images (C, H_i, W_i) float32, masks (1, H_i, W_i) float32 in {0, 1}, fovs (H_i, W_i) bool or
+    None, rows (the manifest row of each), skipped (path, reason) of rows that could not be read."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    fovs: list[np.ndarray | None]
+    rows: list[dict]
+    skipped: list[tuple[str, str]]
+
+
+NativeFn = Callable[..., NativeImages]
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,7 @@ class ModalityData:
     contract_problems: Callable[[Mapping[str, Any], Sequence[dict]], list[str]] | None = None
     write_synthetic: Callable[..., tuple[list[dict], list[tuple[str, str]]]] | None = None
     fit_encoder: Callable[[Any, Sequence[dict]], tuple[Any, str | None]] | None = None
+    native: NativeFn | None = None
 
 
 _MODALITIES: dict[str, ModalityData] = {}

@@ -31,6 +31,9 @@ Outputs:
 
 Input contract (`spec.input`): `channels` (1 for OCTA en-face projections, 3 for colour fundus /
 RETFound), `spatial_dims` 2, `shape` [H, W] and `input_shape` [C, H, W], `patch_size`,
+`tile_size` [H, W] (the image region the model reads at once: the fixed positional grid times the
+patch size; larger images are segmented in tiles of this size at their own resolution, never
+shrunk more than 2x without being told, see `medssl.bench.tiling`),
 `pixel_size_mm` (null: the model does not fix a physical scale), `intensity` (how inputs are
 normalised; default "[0,1] then per-image z-score"), `priors` [] (an encoder takes image channels
 only; SSL methods that use vessel priors get them as extra channels of their batch and split
@@ -194,6 +197,7 @@ def retina_vit_spec(name: str, hparams: dict) -> EncoderSpec:
             "shape": [int(h), int(w)],
             "input_shape": [int(hparams["in_chans"]), int(h), int(w)],
             "patch_size": int(hparams["patch_size"]),
+            "tile_size": [int(h), int(w)],
             "pixel_size_mm": hparams["pixel_size_mm"],
             "intensity": hparams["intensity"],
             "priors": [],

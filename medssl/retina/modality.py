@@ -17,6 +17,10 @@ built (in the worker processes), at model resolution, and stored with the images
 `data: {vessel_prior: {sigmas, beta, c, black_ridges, threshold}}` (or spec_input["prior_settings"])
 changes how, and is part of the cache key.
 
+native(rows, spec_input, data_cfg, shape=None) -> NativeImages: the same images, masks and the
+field-of-view masks (`fov_path`) at each image's own resolution, for segmentation in tiles
+(`medssl.bench.tiling`), or all resized to `shape`.
+
 masks(...) -> ArrayCache of (N, 1, H, W) float32 in {0, 1} from each row's `mask_path`, nearest-
 neighbour resized to the same shape. Alignment: a row that has a `mask_path` is kept by BOTH hooks
 only if its image and its mask both load, so inputs and masks of the same rows hold the same
@@ -40,7 +44,7 @@ import numpy as np
 
 from medssl.data.cache import ArrayCache, build_array_cache
 from medssl.data.layouts import register_layout
-from medssl.data.modalities import ModalityData, register_modality
+from medssl.data.modalities import ModalityData, NativeImages, register_modality
 from medssl.retina.preprocess import RetinaPreprocess
 from medssl.retina.synthetic import write_synthetic
 
@@ -105,6 +109,40 @@ def retina_masks(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: 
                              errors=(ValueError, OSError))
 
 
+def retina_native(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: Mapping[str, Any],
+                  shape: Sequence[int] | None = None) -> NativeImages:
+    """Rows with a mask at their own resolution (or resized to `shape`): images (C, H, W) float32
+    preprocessed as :func:`retina_inputs` without the resize, masks (1, H, W) in {0, 1}, field-of-
+    view masks (H, W) bool or None. A mask or field-of-view file whose size differs from its
+    image's, an empty field of view, or an unreadable file skips the row (reason naming the file)."""
+    from medssl.retina.preprocess import load_image, resize_image, resize_mask
+
+    prep = RetinaPreprocess.for_encoder(spec_input, data_cfg)
+    out = NativeImages([], [], [], [], [])
+    for row in rows:
+        if not row.get("mask_path"):
+            out.skipped.append((row.get("path", "?"), "no mask_path"))
+            continue
+        try:
+            raw = load_image(row["path"], prep.colour)
+            size = raw.shape[1:]
+            mask = prep.native_mask(row, size)
+            fov = prep.fov(row, size)
+            if shape is not None:
+                raw = resize_image(raw, shape)
+                mask = resize_mask(mask[0] > 0.5, shape)[None].astype(np.float32)
+                fov = None if fov is None else resize_mask(fov, shape)
+            image = prep._channels(raw, row)
+        except (ValueError, OSError) as e:
+            out.skipped.append((row.get("path", "?"), str(e)))
+            continue
+        out.images.append(image)
+        out.masks.append(mask)
+        out.fovs.append(fov)
+        out.rows.append(dict(row))
+    return out
+
+
 def _float(value) -> float | None:
     try:
         v = float(value)
@@ -157,11 +195,16 @@ def _octa500(root: Path, labels: str | None = None, task: str | None = None, fov
     return index_octa500(root, labels=labels, task=task, fov=fov, projection=projection, splits=splits)
 
 
-def _image_folder(root: Path, labels: str | None = None, task: str | None = None, split_seed: int = 0):
-    """Images (and masks) listed in a CSV: image, [mask], [subject_id], [labels], [split], [site]."""
+def _image_folder(root: Path, labels: str | None = None, task: str | None = None, split_seed: int = 0,
+                  images: str | None = None, masks: str | None = None, fov: str | None = None,
+                  subject: str = "stem"):
+    """Images (and masks) listed in a CSV: image, [mask], [fov], [subject_id], [labels], [split], [site];
+    without a CSV, images/ + 1st_manual/ + mask/ folders as DRIVE ships them (options images=, masks=,
+    fov= name other folders; subject=number takes the first number of the file name)."""
     from medssl.retina.image_folder import index_image_folder
 
-    return index_image_folder(root, labels=labels, task=task, split_seed=int(split_seed))
+    return index_image_folder(root, labels=labels, task=task, split_seed=int(split_seed), images=images,
+                              masks=masks, fov=fov, subject=subject)
 
 
 register_layout("octa500", _octa500)
@@ -169,5 +212,5 @@ register_layout("image-folder", _image_folder)
 
 RETINA = register_modality("retina", ModalityData(
     inputs=retina_inputs, masks=retina_masks, contract_problems=retina_contract_problems,
-    write_synthetic=write_synthetic,
+    write_synthetic=write_synthetic, native=retina_native,
 ))

@@ -230,8 +230,44 @@ class RetinaPreprocess:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def image(self, row: Mapping[str, str]) -> np.ndarray:
-        """(n_channels, H, W) float32 of a manifest row's `path`."""
-        img = resize_image(load_image(row["path"], self.colour), self.shape)
+        """(n_channels, H, W) float32 of a manifest row's `path`, H, W = the encoder's shape."""
+        return self._channels(resize_image(load_image(row["path"], self.colour), self.shape), row)
+
+    def native_image(self, row: Mapping[str, str]) -> np.ndarray:
+        """(n_channels, H0, W0) float32 of a row's `path` at the file's own resolution (no resizing;
+        priors computed at that resolution, normalisation as for :meth:`image`)."""
+        return self._channels(load_image(row["path"], self.colour), row)
+
+    def native_mask(self, row: Mapping[str, str], shape: Sequence[int] | None = None) -> np.ndarray:
+        """(1, H0, W0) float32 in {0, 1} of a row's `mask_path` at its own resolution, or nearest-
+        neighbour resized to `shape`; a mask whose size differs from the image's (`shape`) is an
+        error naming the file."""
+        path = row.get("mask_path") or ""
+        if not path:
+            raise ValueError(f"{row.get('path', '?')}: row has no mask_path")
+        m = load_mask(path)
+        if shape is not None and tuple(m.shape) != tuple(int(v) for v in shape):
+            raise ValueError(f"{path}: mask is {m.shape[0]} x {m.shape[1]} px, its image {row.get('path', '?')} "
+                             f"is {shape[0]} x {shape[1]}")
+        return m[None].astype(np.float32)
+
+    def fov(self, row: Mapping[str, str], shape: Sequence[int]) -> np.ndarray | None:
+        """(H, W) bool field-of-view mask of a row's `fov_path` (non-zero: inside), None without one.
+        `shape`: the image's native (H0, W0), which the file must match (an error naming the file
+        otherwise)."""
+        path = row.get("fov_path") or ""
+        if not path:
+            return None
+        m = load_mask(path)
+        if tuple(m.shape) != tuple(int(v) for v in shape):
+            raise ValueError(f"{path}: field-of-view mask is {m.shape[0]} x {m.shape[1]} px, its image "
+                             f"{row.get('path', '?')} is {shape[0]} x {shape[1]}")
+        if not m.any():
+            raise ValueError(f"{path}: field-of-view mask is empty")
+        return m
+
+    def _channels(self, img: np.ndarray, row: Mapping[str, str]) -> np.ndarray:
+        """Image (C, H, W) in [0, 1] -> the plan's channels: priors, then normalisation."""
         img = np.clip(img, 0.0, 1.0)
         priors = {}
         wanted = [p for p in self.plan if p in PRIOR_NAMES]

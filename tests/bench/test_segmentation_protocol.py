@@ -97,11 +97,12 @@ def test_per_record_score_conventions():
     pred[0, 0, 2:5, 2:5] = True  # perfect
     # record 1: nothing predicted on a lesion; record 2: both empty
     s = per_record_scores(pred, truth, (0.5, 0.5), tolerance_mm=1.0)
-    assert SCORE_COLUMNS == ("dice", "nsd", "hd95", "iou")
-    assert s[0].tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert SCORE_COLUMNS == ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
+    assert s[0, :6].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 1.0] and np.isnan(s[0, 6])  # no probabilities given
     assert s[1, 0] == 0 and s[1, 1] == 0 and s[1, 2] == pytest.approx(np.sqrt(2) * 9 * 0.5)  # image diagonal
     assert s[1, 3] == 0
-    assert s[2].tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert s[2, :6].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    assert s[1, 4] == 0.0  # sensitivity: every lesion pixel missed
     half = np.zeros((1, 1, 10, 10), bool)
     half[0, 0, 2:5, 2:8] = True
     third = np.zeros_like(half)

@@ -93,3 +93,71 @@ def test_registered_layout(folder):
 
     rows, _ = LAYOUTS["image-folder"](folder, labels=str(folder / "images.csv"), split_seed="3")
     assert len(rows) == 3
+
+
+def test_a_drive_folder_is_indexed_as_found(tmp_path):
+    """DRIVE as shipped: <split>/images/21_training.tif, 1st_manual/21_manual1.gif, mask/21_training_mask.gif."""
+    for split, ids in (("training", (21, 22, 23)), ("test", (1, 2))):
+        base = tmp_path / split
+        for i in ids:
+            kind = "training" if split == "training" else "test"
+            _png(base / "images" / f"{i:02d}_{kind}.tif", mode="RGB")
+            _png(base / "1st_manual" / f"{i:02d}_manual1.gif", 255)
+            _png(base / "2nd_manual" / f"{i:02d}_manual2.gif", 255)
+            _png(base / "mask" / f"{i:02d}_{kind}_mask.gif", 255)
+    rows, skipped = index_image_folder(tmp_path, task="segmentation")
+    assert skipped == []
+    assert [(r["record_id"], r["split"], r["subject_id"]) for r in rows] == [
+        ("test/images/01_test.tif", "test", "1"), ("test/images/02_test.tif", "test", "2"),
+        ("training/images/21_training.tif", "train", "21"), ("training/images/22_training.tif", "train", "22"),
+        ("training/images/23_training.tif", "train", "23")]
+    r = rows[2]
+    assert r["mask_path"].endswith("training/1st_manual/21_manual1.gif")  # the first observer, not 2nd_manual
+    assert r["fov_path"].endswith("training/mask/21_training_mask.gif")
+    assert (r["height"], r["width"]) == ("20", "24")
+    # one split folder given as the root: splits drawn per subject; other folders by option
+    alone, _ = index_image_folder(tmp_path / "training", task="segmentation")
+    assert len(alone) == 3 and all(x["split"] in ("train", "val", "test") for x in alone)
+    second, _ = index_image_folder(tmp_path / "training", task="segmentation", masks="2nd_manual")
+    assert second[0]["mask_path"].endswith("2nd_manual/21_manual2.gif")
+
+
+def test_discovery_pairs_other_naming_schemes_and_refuses_ambiguity(tmp_path):
+    # HRF: images/01_dr.JPG, manual1/01_dr.tif, mask/01_dr_mask.tif (three images per number)
+    for name in ("01_dr", "01_g", "02_h"):
+        _png(tmp_path / "hrf" / "images" / f"{name}.JPG", mode="RGB")
+        _png(tmp_path / "hrf" / "manual1" / f"{name}.tif", 255)
+        _png(tmp_path / "hrf" / "mask" / f"{name}_mask.tif", 255)
+    rows, skipped = index_image_folder(tmp_path / "hrf", task="segmentation")
+    assert skipped == [] and [Path(r["mask_path"]).name for r in rows] == ["01_dr.tif", "01_g.tif", "02_h.tif"]
+    assert [Path(r["fov_path"]).name for r in rows] == ["01_dr_mask.tif", "01_g_mask.tif", "02_h_mask.tif"]
+    # CHASE_DB1-like: two eyes of one child; subject=number makes them one subject
+    for eye in ("L", "R"):
+        _png(tmp_path / "chase" / "images" / f"Image_01{eye}.jpg", mode="RGB")
+        _png(tmp_path / "chase" / "labels" / f"Image_01{eye}_1stHO.png", 255)
+    rows, _ = index_image_folder(tmp_path / "chase", task="segmentation", subject="number")
+    assert [r["subject_id"] for r in rows] == ["1", "1"] and rows[0]["split"] == rows[1]["split"]
+    assert [Path(r["mask_path"]).name for r in rows] == ["Image_01L_1stHO.png", "Image_01R_1stHO.png"]
+    assert all(r["fov_path"] == "" for r in rows)
+    # two candidate masks for one image: the row is skipped, naming both
+    _png(tmp_path / "amb" / "images" / "5_training.png")
+    _png(tmp_path / "amb" / "1st_manual" / "5_manual1.png", 255)
+    _png(tmp_path / "amb" / "1st_manual" / "5_gt.png", 255)
+    rows, skipped = index_image_folder(tmp_path / "amb", task="segmentation")
+    assert rows == [] and "several mask files match" in skipped[0][1] and "5_gt.png" in skipped[0][1]
+    with pytest.raises(ImageFolderError, match="no image folder"):
+        (tmp_path / "empty" / "stuff").mkdir(parents=True)
+        index_image_folder(tmp_path / "empty")
+    with pytest.raises(ImageFolderError, match="mask folder not found"):
+        index_image_folder(tmp_path / "hrf", masks="nope")
+
+
+def test_a_fov_column_in_the_csv(tmp_path):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "a_fov.png", 255)
+    (tmp_path / "images.csv").write_text("image,fov\na.png,a_fov.png\n")
+    rows, _ = index_image_folder(tmp_path)
+    assert rows[0]["fov_path"] == str(tmp_path / "a_fov.png")
+    (tmp_path / "images.csv").write_text("image,fov\na.png,gone.png\n")
+    rows, skipped = index_image_folder(tmp_path)
+    assert rows == [] and "field-of-view mask" in skipped[0][1]
