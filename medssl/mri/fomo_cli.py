@@ -25,6 +25,13 @@ from medssl.mri.predict import SEQUENCE_ARGS
 EXIT_PROBLEMS = 2
 
 
+def _precision(args: argparse.Namespace) -> str:
+    from medssl.engine.hardware import resolve_inference_precision
+    from medssl.mri.task_model import resolve_device
+
+    return resolve_inference_precision(args.precision, resolve_device(args.device).type)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from medssl.mri.predict import predict_files, predict_folder
 
@@ -32,15 +39,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.input_dir or args.output_dir:
         if not (args.input_dir and args.output_dir) or args.output or any(files.values()):
             raise ValueError("folder mode takes --input-dir and --output-dir, without --output or sequence files")
-        written, skipped = predict_folder(args.checkpoint, args.input_dir, args.output_dir, args.device)
+        written, skipped = predict_folder(args.checkpoint, args.input_dir, args.output_dir, args.device,
+                                          args.precision)
         for path, reason in skipped:
             print(f"skipped {path}: {reason.removeprefix(f'{path}: ')}", file=sys.stderr)
-        print(f"wrote {len(written)} prediction(s) to {args.output_dir} ({len(skipped)} session(s) skipped)")
+        print(f"wrote {len(written)} prediction(s) to {args.output_dir} ({len(skipped)} session(s) skipped; "
+              f"precision {_precision(args)})")
         return 0 if written else EXIT_PROBLEMS
     if not args.output:
         raise ValueError("predict needs --output PATH (or --input-dir and --output-dir)")
-    out = predict_files(args.checkpoint, args.task, files, args.output, args.device)
-    print(f"wrote {out}")
+    out = predict_files(args.checkpoint, args.task, files, args.output, args.device, args.precision)
+    print(f"wrote {out} (precision {_precision(args)})")
     return 0
 
 
@@ -130,6 +139,9 @@ def add_fomo_parser(subparsers) -> argparse.ArgumentParser:
     pr.add_argument("--input-dir", help="folder mode: a fomo-task folder to predict every session of")
     pr.add_argument("--output-dir", help="folder mode: where <subject>_<session>.txt|.nii.gz are written")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    pr.add_argument("--precision", choices=["32", "bf16"], default=None,
+                    help="32 (fp32) or bf16 (autocast); default: fp32 on a CPU, bf16 on a bf16 CUDA card, "
+                         "or $MEDSSL_PRECISION")
     pr.set_defaults(func=_cmd_predict)
 
     va = sub.add_parser("validate", help="check a folder of predictions against the task folder (exit 2 if bad)")

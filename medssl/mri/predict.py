@@ -81,11 +81,13 @@ def format_value(value: float) -> str:
 class FomoPredictor:
     """A loaded task checkpoint; `predict_row(row)` -> float or (mask (X, Y, Z) uint8, affine)."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto"):
+    def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str | None = None):
+        from medssl.engine.hardware import resolve_inference_precision
         from medssl.mri.preprocess import MriPreprocess
         from medssl.mri.task_model import load_task_checkpoint, resolve_device
 
         self.device = resolve_device(device)
+        self.precision = resolve_inference_precision(precision, self.device.type)
         self.model, self.card = load_task_checkpoint(checkpoint)
         self.model.to(self.device)
         self.task = parse_task(self.card["task"]["number"])
@@ -103,7 +105,7 @@ class FomoPredictor:
         if str(row.get("task", self.task.number)) != str(self.task.number):
             raise ValueError(f"the checkpoint is a task {self.task.number} model, the input is task {row['task']}")
         x, geometry = preprocess_row(row, self.preprocess)
-        out = predict_array(self.model, self.card, x, self.device)
+        out = predict_array(self.model, self.card, x, self.device, precision=self.precision)
         if self.task.kind != "segmentation":
             return float(out)
         return self.to_input_mask(out, geometry), np.asarray(geometry.original_affine)
@@ -135,25 +137,25 @@ class FomoPredictor:
 
 
 def predict_files(checkpoint: str | Path, task, files: Mapping[str, str | Path | None], output: str | Path,
-                  device: str = "auto") -> Path:
+                  device: str = "auto", precision: str | None = None) -> Path:
     """One session: FOMO25 argument names -> files, written to `output`. `task` None: the task of
     the checkpoint's card (the organisers never pass --task); given, it must agree with the card."""
-    predictor = FomoPredictor(checkpoint, device)
+    predictor = FomoPredictor(checkpoint, device, precision)
     if task is not None and parse_task(task).number != predictor.task.number:
         raise ValueError(f"--task {parse_task(task).number} given, but {checkpoint} is a task "
                          f"{predictor.task.number} model")
     return predictor.write(session_row(predictor.task, files), output)
 
 
-def predict_folder(checkpoint: str | Path, root: str | Path, out_dir: str | Path, device: str = "auto"
-                   ) -> tuple[list[Path], list[tuple[str, str]]]:
+def predict_folder(checkpoint: str | Path, root: str | Path, out_dir: str | Path, device: str = "auto",
+                   precision: str | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
     """Every session of a fomo-task folder -> `out_dir/<subject>_<session>.*`. Returns (written,
     skipped (path, reason)): sessions the layout skips or that fail to predict are listed, the
     others still written."""
     from medssl.mri.fomo_task import index_fomo_task
     from medssl.mri.modality import _ERRORS
 
-    predictor = FomoPredictor(checkpoint, device)
+    predictor = FomoPredictor(checkpoint, device, precision)
     rows, skipped = index_fomo_task(root, predictor.task.number, require_labels=False)
     written = []
     for row in rows:

@@ -175,3 +175,19 @@ def test_predict_cli_errors_name_the_problem(checkpoints, fomo_task_root, tmp_pa
     assert "card missing" in capsys.readouterr().err
     assert main([*full, "--output", str(tmp_path / "p.txt")]) == 0
     assert 0.0 <= float((tmp_path / "p.txt").read_text()) <= 1.0
+
+
+def test_precision_is_chosen_and_said(checkpoints, fomo_task_root, tmp_path, capsys):
+    """--precision bf16 predicts under bf16 autocast (near the fp32 value, not equal), and the CLI
+    says which precision it used."""
+    root = fomo_task_root(1)
+    row = index_fomo_task(root, 1, require_labels=False)[0][0]
+    fp32 = FomoPredictor(checkpoints[1], "cpu", precision="32")
+    bf16 = FomoPredictor(checkpoints[1], "cpu", precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("32", "bf16")
+    a, b = fp32.predict_row(row), bf16.predict_row(row)
+    assert a != b and abs(a - b) < 0.05
+    out = tmp_path / "p.txt"
+    assert main(["fomo", "predict", *_cli_files(row), "--output", str(out), "--checkpoint", str(checkpoints[1]),
+                 "--device", "cpu", "--precision", "bf16"]) == 0
+    assert "precision bf16" in capsys.readouterr().out
