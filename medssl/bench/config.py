@@ -37,9 +37,10 @@ path, or ``<config>`` for a dict)::
         metrics: [auroc_macro, auprc]     # optional; classification: auroc_macro, auprc, f1_macro,
                                           # balanced_accuracy (default [auroc_macro]);
                                           # regression: mae, pearson_r (default both);
-                                          # segmentation: dice, nsd, hd95, iou (default all;
-                                          # masks from the manifest's mask_path column, NSD at
-                                          # `tolerance_mm: 1.0`)
+                                          # segmentation: dice, nsd, hd95, iou (the default),
+                                          # sensitivity, specificity, auroc (pixel level); masks
+                                          # from the manifest's mask_path column, scored inside
+                                          # its fov_path when given, NSD at `tolerance_mm: 1.0`)
         train: {site: site_a, split: train}          # row filter: column -> value or list of values
         eval: {in: {site: site_a, split: test}, out: {site: site_b}}   # domain -> row filter; the
                                           # first domain is the reference of the in - out gaps
@@ -86,6 +87,7 @@ import yaml
 from medssl.bench.column_metrics import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
+    SEGMENTATION_DEFAULT_METRICS,
     SEGMENTATION_METRICS,
 )
 from medssl.engine.config import ConfigError
@@ -170,9 +172,9 @@ class BenchConfig:
     protocols: tuple[ProtocolEntry, ...]
     base: Path = field(default_factory=Path.cwd)  # folder relative paths are resolved against
     raw: dict = field(default_factory=dict)
-
-
     precision: str | None = None  # "32" | "bf16" for frozen features; None: the device's default
+
+
 class _Checker:
     def __init__(self, source: str):
         self.source = source
@@ -218,8 +220,6 @@ class _Checker:
         return out
 
 
-def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
-    """Parse and validate a benchmark config (a YAML path or a dict); see the module docstring."""
 def _config_path(config: str | Path) -> Path:
     """A YAML path, or the name of an example shipped in the package ("bench_ecg_demo")."""
     from medssl.engine.config import ConfigError, find_bench_config
@@ -244,6 +244,8 @@ def _relative_base(path: Path) -> Path:
     return Path.cwd() if folder == Path(str(RECIPES_DIR)).resolve() else folder
 
 
+def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
+    """Parse and validate a benchmark config (a YAML path or a dict); see the module docstring."""
     if isinstance(config, Mapping):
         source, base, raw = "<config>", Path.cwd(), dict(config)
     else:
@@ -328,7 +330,8 @@ def _relative_base(path: Path) -> Path:
             if kind == "multiclass" and len(labels) < 2:
                 c.fail(f"{where}.labels", "a multiclass task needs at least two classes")
             allowed = CLASSIFICATION_METRICS
-        metrics = t.get("metrics", list(allowed[:1] if kind not in ("regression", "segmentation") else allowed))
+        metrics = t.get("metrics", list(SEGMENTATION_DEFAULT_METRICS if kind == "segmentation"
+                                        else allowed if kind == "regression" else allowed[:1]))
         for m in c.list_(metrics, f"{where}.metrics"):
             if m not in allowed:
                 c.fail(f"{where}.metrics", f"unknown metric {m!r} for a {kind} task; known: {', '.join(allowed)}")
@@ -398,9 +401,6 @@ def _relative_base(path: Path) -> Path:
     if cache_dir is not None:
         cache_dir = Path(c.name(cache_dir, "cache_dir")).expanduser()
         cache_dir = cache_dir if cache_dir.is_absolute() else base / cache_dir
-    title = raw.get("title") or "medssl benchmark"
-    return BenchConfig(source, str(title), n_boot, cache_dir, tuple(encoders), datasets, tuple(tasks),
-                       tuple(protocols), base=base, raw=raw, precision=precision)
     precision = raw.get("precision")
     if precision is not None:
         from medssl.engine.hardware import normalise_inference_precision
@@ -409,6 +409,9 @@ def _relative_base(path: Path) -> Path:
             precision = normalise_inference_precision(str(precision))
         except ValueError as e:
             c.fail("precision", str(e))
+    title = raw.get("title") or "medssl benchmark"
+    return BenchConfig(source, str(title), n_boot, cache_dir, tuple(encoders), datasets, tuple(tasks),
+                       tuple(protocols), base=base, raw=raw, precision=precision)
 
 
 def _unique(c: _Checker, names: list[str], where: str, what: str, hint: str = "") -> None:

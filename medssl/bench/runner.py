@@ -19,7 +19,10 @@
    (:mod:`medssl.bench.finetune`); a ``segmentation`` protocol (segmentation tasks only) trains a
    decoder on the encoder's feature maps, frozen or fine-tuned, and scores each evaluation record
    with Dice, NSD and HD95 (:mod:`medssl.bench.segmentation`; masks from the manifest's
-   ``mask_path`` through the modality's mask hook). A k larger than some class's number of training subjects is
+   ``mask_path`` through the modality's mask hook; 2-D images larger than twice the encoder's input
+   are segmented at native resolution in tiles and scored inside their field-of-view mask,
+   :mod:`medssl.bench.tiling`; a non-segmentation task on such images is refused rather than
+   shrunk). A k larger than some class's number of training subjects is
    skipped with a note; a probe or fine-tuning run that raises becomes an error row and the run
    goes on;
 4. scores each eval domain, aggregates over seeds with the two-level (subjects x seeds) bootstrap
@@ -30,7 +33,8 @@
 ``results.json`` (``schema_version`` 1)::
 
     {
-      "schema_version": 1, "title": str, "created": ISO-8601 UTC, "machine": {...}, "config": {...},
+      "schema_version": 1, "title": str, "created": ISO-8601 UTC, "config": {...},
+      "machine": {..., "precision": {"embeddings": "32"|"bf16", "trained_protocols": "32"}},
       "encoders": {name: {"ref", "spec": {"name", "embed_dim", "input"}}},
       "datasets": {name: {"source", "n_records", "n_subjects", "n_embedded"}},
       "records": [   # one per encoder x task x protocol x setting x seed x domain x metric
@@ -116,6 +120,7 @@ from medssl.bench.report import (
     render_html,
 )
 from medssl.bench.tasks import TaskData, draw, draw_hash, prepare_task
+from medssl.bench.tiling import TilingSettings
 
 __all__ = ["run_benchmark", "check_contract", "ContractError", "RECORD_FIELDS", "SCHEMA_VERSION"]
 
@@ -165,33 +170,67 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
 
 
 def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
-             examples: list | None) -> np.ndarray:
+             examples: list | None, tiling=None) -> np.ndarray:
     """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
-    masks, row -> mask index); per-record (n_eval, 4) Dice, NSD, HD95, IoU on ``eval_rows``. When
-    ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it."""
+    masks, row -> mask index[, field-of-view masks, row -> their index]); per-record (n_eval, 7)
+    scores (:data:`medssl.bench.segmentation.SCORE_COLUMNS`) on ``eval_rows``, inside the field of
+    view where a record has one. Images held as an object array (one (C, H, W) array per record, at
+    native resolution) are segmented in tiles of the encoder's input size
+    (:mod:`medssl.bench.tiling`, ``tiling``: its :class:`~medssl.bench.tiling.TilingSettings`).
+    When ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it."""
     from medssl.bench.segmentation import (
         per_record_scores,
-        predict_masks,
+        predict_probabilities,
         train_segmenter,
     )
+    from medssl.bench.tiling import (
+        TilingSettings,
+        encoder_tile,
+        sliding_window_probabilities,
+        train_tiled_segmenter,
+    )
 
-    encoder, images, index, masks, mask_index = inputs
+    encoder, images, index, masks, mask_index, *rest = inputs
+    fovs, fov_index = (rest[0], rest[1]) if rest else (None, None)
     tr, ev = index[rows], index[eval_rows]
     mtr, mev = mask_index[rows], mask_index[eval_rows]
     if (tr < 0).any() or (ev < 0).any() or (mtr < 0).any() or (mev < 0).any():
         raise ValueError("some records have no preprocessed image or mask in the array cache")
+    fev = fov_index[eval_rows] if fovs is not None else None
     f = protocol.finetune
-    model = train_segmenter(encoder, images[tr], masks[mtr], mode=f["mode"], epochs=f["epochs"], lr=f["lr"],
-                            batch_size=f["batch_size"], encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed),
-                            width=f["width"], decoder=f["decoder"], min_steps=f["min_steps"])
-    truth = np.asarray(masks[mev])
-    pred = predict_masks(model, images[ev], batch_size=f["batch_size"])
+    common = dict(mode=f["mode"], epochs=f["epochs"], lr=f["lr"], batch_size=f["batch_size"],
+                  encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed), width=f["width"], decoder=f["decoder"],
+                  min_steps=f["min_steps"])
+    eval_fovs = None if fovs is None else [fovs[j] for j in fev]
+    if images.dtype == object:  # native resolution, in tiles
+        tiling = tiling or TilingSettings()
+        tile = encoder_tile(encoder.spec.input)
+        train_fovs = None if fovs is None else [fovs[j] for j in fov_index[rows]]
+        model = train_tiled_segmenter(encoder, [images[i] for i in tr], [masks[j] for j in mtr], train_fovs,
+                                      tile=tile, **common)
+        probs = [sliding_window_probabilities(model, images[i], tile, overlap=tiling.overlap, blend=tiling.blend,
+                                              batch_size=max(f["batch_size"], 16),
+                                              fov=None if eval_fovs is None else eval_fovs[k])[None]
+                 for k, i in enumerate(ev)]
+        truth = [np.asarray(masks[j]) for j in mev]
+        shown = [images[i] for i in ev]
+    else:
+        model = train_segmenter(encoder, images[tr], masks[mtr], **common)
+        probs = list(predict_probabilities(model, images[ev], batch_size=f["batch_size"]))
+        if eval_fovs is not None:
+            probs = [np.where(fv, p, 0.0).astype(np.float32) if fv is not None else p
+                     for p, fv in zip(probs, eval_fovs)]
+        truth = list(np.asarray(masks[mev]))
+        shown = None
+    pred = [p >= 0.5 for p in probs]
     spec_input = encoder.spec.input
     spacing = spec_input.get("spacing_mm") or spec_input.get("pixel_size_mm")
     if examples is not None:
-        for j in np.argsort(-truth.reshape(len(truth), -1).sum(axis=1))[:2]:
-            examples.append((int(j), np.asarray(images[ev[j]]), truth[j], pred[j]))
-    return per_record_scores(pred, truth, spacing, td.task.tolerance_mm)
+        sizes = np.array([float(np.asarray(t).sum()) for t in truth])
+        for j in np.argsort(-sizes)[:2]:
+            image = shown[j] if shown is not None else np.asarray(images[ev[j]])
+            examples.append((int(j), np.asarray(image), truth[j], pred[j]))
+    return per_record_scores(pred, truth, spacing, td.task.tolerance_mm, fovs=eval_fovs, probs=probs)
 
 
 def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dict[str, list],
@@ -242,7 +281,8 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                 seed, rows = run_info[si][:2]
                 if proto.kind == "segmentation":
                     shown = [] if si == 0 and setting == proto.settings[-1][1] else None
-                    result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown)
+                    result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown,
+                                      tiling=TilingSettings.from_data(cfg.datasets[task.dataset].data))
                     for j, image, truth, pred in shown or []:
                         domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
                         out["examples"].append(overlay_example(
@@ -441,13 +481,70 @@ def _csv_text(records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, progress: bool = True) -> dict:
+def _object_array(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, a in enumerate(items):
+        out[i] = a
+    return out
+
+
+def _resolution_plans(cfg: BenchConfig, tasks: list, rows: dict, fitted: dict, notes: list[str]) -> dict:
+    """(encoder, dataset) -> "tiles" | "resize" (:func:`medssl.bench.tiling.plan_resolution`): a
+    dataset read only by segmentation tasks, whose modality can give native-resolution images, is
+    tiled when resizing would shrink its images more than its ``max_downscale``; any other use of
+    such a dataset is refused (ResolutionError naming dataset, sizes and the setting that allows it)."""
+    from medssl.bench.tiling import TilingSettings, downscale_factor, encoder_tile, plan_resolution
+    from medssl.data.modalities import modality_data
+
+    plans = {}
+    for (name, ds), model in fitted.items():
+        kinds = {td.task.kind for td in tasks if td.task.dataset == ds}
+        spec = model.spec
+        settings = TilingSettings.from_data(cfg.datasets[ds].data, f"{cfg.source}: datasets.{ds}.data")
+        can_tile = modality_data(spec.modality).native is not None
+        plan = plan_resolution(rows[ds], spec.input, settings, dataset=ds, encoder=name,
+                               segmentation=kinds == {"segmentation"} and can_tile, source=cfg.source)
+        plans[(name, ds)] = plan
+        if plan == "tiles":
+            tile = encoder_tile(spec.input)
+            factor, (h, w), _ = downscale_factor(rows[ds], tile)
+            fov = " (metrics inside each image's field-of-view mask)" if any(
+                r.get("fov_path") for r in rows[ds]) else ""
+            notes.append(f"{name} on {ds}: images up to {h} x {w} px ({factor:.1f}x the encoder's input) segmented "
+                         f"at native resolution in {tile[0]} x {tile[1]} tiles: training on random tiles, "
+                         f"sliding-window inference with overlap {settings.overlap:g} and {settings.blend} "
+                         f"blending, float32{fov}")
+    return plans
+
+
+def _native_entry(cfg: BenchConfig, model, rows: list[dict], ds: str, shape, encoder: str, notes: list[str]) -> tuple:
+    """(images, record -> index, masks, record -> index, field-of-view masks, record -> index) of
+    a dataset at native resolution (``shape`` None) or resized to ``shape``, as object arrays of
+    per-record arrays, from the modality's ``native`` hook."""
+    from medssl.data.modalities import modality_data
+
+    hook = modality_data(model.spec.modality).native
+    got = hook(rows, model.spec.input, cfg.datasets[ds].data, shape)
+    if got.skipped:
+        notes.append(f"{encoder} on {ds}: {len(got.skipped)} record(s) could not be read at native resolution and "
+                     f"are left out (first: {got.skipped[0][0]}: {got.skipped[0][1]})")
+    row_of = {r["record_id"]: i for i, r in enumerate(got.rows)}
+    return (_object_array(got.images), row_of, _object_array(got.masks), row_of, _object_array(got.fovs), row_of)
+
+
+def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, progress: bool = True,
+                  precision: str | None = None) -> dict:
     """Run the benchmark of ``config`` into ``out_dir``; returns the results dict (see module doc)
-    with ``paths`` added ({"json", "csv", "html", "embeddings"})."""
+    with ``paths`` added ({"json", "csv", "html", "embeddings"}). ``precision`` ("32" | "bf16")
+    overrides the config's ``precision`` for frozen-encoder features."""
+    import dataclasses
+
+    from medssl.engine.hardware import resolve_inference_precision
     from medssl.io import atomic_write_text
 
     t0 = time.perf_counter()
     cfg = load_bench_config(config)
+    cfg = dataclasses.replace(cfg, precision=resolve_inference_precision(precision or cfg.precision, "cpu"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -467,6 +564,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
             spec = fitted[(e.name, ds)].spec
             check_contract(spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source,
                            modality=spec.modality)
+    plans = _resolution_plans(cfg, tasks, rows, fitted, notes)
     timings["data_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -484,6 +582,9 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     for e in cfg.encoders:
         for ds in trained:
             model = fitted[(e.name, ds)]
+            if ds in segmented and plans[(e.name, ds)] == "tiles":
+                signals[(e.name, ds)] = _native_entry(cfg, model, rows[ds], ds, None, e.name, notes)
+                continue
             cache = model_inputs(cfg, model, rows[ds], ds)
             entry = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
             if ds in segmented:
@@ -491,6 +592,8 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
 
                 m = segmentation_masks(rows[ds], model.spec, cfg.datasets[ds].data, cache_root=cfg.cache_dir)
                 entry += (m.signals, {r["record_id"]: i for i, r in enumerate(m.rows)})
+                if any(r.get("fov_path") for r in rows[ds]):
+                    entry += _native_entry(cfg, model, rows[ds], ds, model.spec.input["shape"], e.name, notes)[4:]
             signals[(e.name, ds)] = entry
 
     t = time.perf_counter()
@@ -532,7 +635,8 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     adjust_comparisons(results["comparisons"])  # p_holm: Holm over every comparison of the run
     doc = {
         "schema_version": SCHEMA_VERSION, "title": cfg.title,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": {
+            **machine_info(), "precision": {"embeddings": cfg.precision, "trained_protocols": "32"}},
         "config": cfg.raw,
         "encoders": {e.name: {"ref": e.ref, "spec": {"name": models[e.name][0].spec.name,
                                                      "embed_dim": models[e.name][0].spec.embed_dim,
