@@ -137,7 +137,8 @@ def plan_resolution(rows: Sequence[Mapping[str, str]], spec_input: Mapping[str, 
         return "tiles"
     if factor > settings.max_downscale:
         n = sum(max(image_size(r)[0] / tile[0], image_size(r)[1] / tile[1]) > settings.max_downscale for r in rows)
-        allow = f"allow the shrink explicitly with datasets.{dataset}.data.max_downscale: {math.ceil(factor * 10) / 10:g}"
+        allowed = math.ceil(factor * 10) / 10
+        allow = f"allow the shrink explicitly with datasets.{dataset}.data.max_downscale: {allowed:g}"
         how = (f"set datasets.{dataset}.data.tiling: auto to segment at native resolution in tiles, or {allow}"
                if segmentation else
                f"only segmentation tasks are tiled: use an encoder with a larger input, crop the images, or {allow}")

@@ -108,7 +108,8 @@ def test_a_small_encoder_is_tiled_not_shrunk():
         plan_resolution(rows, enc.spec.input, TilingSettings(mode="never"), dataset="drive", encoder="vit",
                         segmentation=True)
     allowed = TilingSettings(max_downscale=20)  # an explicit, written-down shrink is honoured
-    assert plan_resolution(rows, enc.spec.input, allowed, dataset="drive", encoder="vit", segmentation=False) == "resize"
+    assert plan_resolution(rows, enc.spec.input, allowed, dataset="drive", encoder="vit",
+                           segmentation=False) == "resize"
     near = [{"path": "c.png", "height": "64", "width": "60"}]  # 2x: resized as before
     assert plan_resolution(near, enc.spec.input, auto, dataset="d", encoder="vit", segmentation=True) == "resize"
     assert plan_resolution(near, enc.spec.input, TilingSettings(mode="always"), dataset="d", encoder="vit",
@@ -203,6 +204,12 @@ def test_bench_segments_large_images_in_tiles_inside_the_field_of_view(tmp_path)
     got = {r["metric"]: r for r in doc["records"]}
     assert set(got) == set(metrics) and all(r["n_eval_records"] == 1 for r in got.values())
     assert all(r["value"] is not None for r in got.values())
+    # an explicit shrink (tiling never, max_downscale 4): resized to the encoder's input, still scored in the FOV
+    cfg["datasets"]["drive"]["data"] = {"tiling": "never", "max_downscale": 4}
+    resized = run_benchmark(cfg, tmp_path / "out-resized", progress=False)
+    assert resized["errors"] == [] and not any("tiles" in n for n in resized["notes"])
+    assert {r["metric"] for r in resized["records"] if r["value"] is not None} == set(metrics)
+    del cfg["datasets"]["drive"]["data"]
     # the same images for a classification task would be shrunk 3x: refused, with the way out named
     rows[0]["labels"] = rows[2]["labels"] = rows[3]["labels"] = "DR"
     write_manifest(rows, tmp_path / "manifest.csv")
