@@ -155,7 +155,7 @@ from medssl.privacy.metrics import (
 )
 from medssl.privacy.signals import augmentation_consistency, ssl_loss_signal
 
-__all__ = ["FPRS", "MIN_SUBJECTS", "run_audit"]
+__all__ = ["FPRS", "MIN_SUBJECTS", "run_audit", "run_random_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -863,3 +863,59 @@ the last row is the TPR at the smallest FPR these non-members can measure.</p>
 <ul class="warn">{warn}</ul>
 </body></html>
 """
+
+
+def run_random_targets(
+    cfg: dict,
+    rows: Sequence[dict],
+    *,
+    n_targets: int,
+    n_members: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    **audit_kwargs,
+) -> dict:
+    """Several target models with randomised membership (as ML Privacy Meter audits): target t
+    is recipe ``cfg`` trained on a random ``n_members`` of the subjects of ``rows`` (recipe seed
+    ``cfg["seed"] + 1000 + t``) and audited by :func:`run_audit` with the remaining subjects as
+    non-members (``audit_kwargs`` passed on). One audit is one draw of the member set; the spread
+    over draws shows how much of a single audit's AUC is the draw.
+
+    Writes ``out_dir/targets.json``: {"n_targets", "n_members", "n_nonmembers",
+    "audits": [str] (each target's audit.json, relative), "auc": {"values", "mean", "sd", "min", "max"},
+    "p_value": {"values"}, "tpr_at_min_fpr": {"values", "mean", "sd"}} and returns it."""
+    import copy
+
+    from medssl.engine.pretrain import pretrain
+
+    out_dir = Path(out_dir)
+    subjects = sorted(_subjects(rows))
+    if n_targets < 2:
+        raise ValueError(f"n_targets must be >= 2 for a spread, got {n_targets}")
+    if not MIN_SUBJECTS <= n_members <= len(subjects) - MIN_SUBJECTS:
+        raise ValueError(f"n_members must leave >= {MIN_SUBJECTS} subjects on each side of {len(subjects)}, "
+                         f"got {n_members}")
+    rng = np.random.default_rng(seed)
+    docs, paths = [], []
+    for t in range(n_targets):
+        chosen = set(rng.choice(subjects, n_members, replace=False).tolist())
+        members = [r for r in rows if str(r["subject_id"]) in chosen]
+        nonmembers = [r for r in rows if str(r["subject_id"]) not in chosen]
+        tcfg = copy.deepcopy(cfg)
+        tcfg["seed"] = int(cfg.get("seed", 0)) + 1000 + t
+        ckpt = pretrain(tcfg, members, out_dir / f"target_{t:03d}", progress_bar=False)
+        folder = out_dir / f"target_{t:03d}" / "audit"
+        docs.append(run_audit(ckpt, members, nonmembers, out_dir=folder, seed=seed + t, **audit_kwargs))
+        paths.append(str(folder.relative_to(out_dir) / "audit.json"))
+
+    def spread(values: list[float]) -> dict:
+        v = np.asarray(values, dtype=np.float64)
+        return {"values": v.tolist(), "mean": float(v.mean()), "sd": float(v.std(ddof=1)),
+                "min": float(v.min()), "max": float(v.max())}
+
+    summary = {"n_targets": n_targets, "n_members": n_members, "n_nonmembers": len(subjects) - n_members,
+               "audits": paths, "auc": spread([d["auc"] for d in docs]),
+               "p_value": {"values": [d["p_value"] for d in docs]},
+               "tpr_at_min_fpr": spread([d["tpr_at_min_fpr"]["value"] for d in docs])}
+    atomic_write_json(out_dir / "targets.json", summary)
+    return summary

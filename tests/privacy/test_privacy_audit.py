@@ -11,7 +11,7 @@ from medssl.data.layouts import index_layout
 from medssl.data.manifest import write_manifest
 from medssl.engine.config import resolve_recipe
 from medssl.engine.pretrain import pretrain
-from medssl.privacy.audit import run_audit
+from medssl.privacy.audit import run_audit, run_random_targets
 
 TINY = [
     "variant=cpu", "encoder.overrides.depth=1", "encoder.overrides.embed_dim=32",
@@ -163,29 +163,26 @@ def test_lira_with_reference_models_on_a_population_containing_the_audited_subje
 
 
 @pytest.mark.slow
-def test_loss_attack_detects_an_overfitted_tiny_jepa_while_the_null_check_stays_at_chance(tmp_path):
-    """The evidence: a tiny ECG-JEPA trained many epochs on 16 subjects leaks their membership.
+def test_known_answer_an_overtrained_tiny_mae_leaks_and_a_disjoint_control_does_not(tmp_path):
+    """The evidence (benchmarks/audit_known_answer.py, LOSS attack only): a tiny mae_ecg
+    over-trained on 12 subjects is detected against 24 non-members, above its permutation band
+    and above a control trained on 12 disjoint subjects; that control, audited with the same
+    labels, stays inside its band. (The former positive control, a depth-1 ECG-JEPA over-trained
+    on 16 subjects, gave AUC 0.69 [0.52, 0.85] in fp32 on one machine and [0.30, 0.60] on a CPU
+    with native bf16, so it was replaced.) Figures for three seeds: benchmarks/RESULTS.md."""
+    import importlib.util
+    from pathlib import Path
 
-    Measured (2 CPU cores, synthetic cohort seed 11, n_queries=4, 64 subjects, one record each):
-    16 members x 400 epochs (this test, ~65 s): AUC 0.69 [0.52, 0.85], null check 0.38 [0.21, 0.55];
-    32 members x 150 epochs: AUC 0.55 [0.41, 0.70] (null 0.45); 32 members x 30 epochs: AUC 0.48
-    [0.33, 0.62]: a depth-1 JEPA needs heavy over-training on few subjects before its loss leaks.
-    """
-    from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
-
-    write_wfdb_cohort(generate_cohort(64, records_per_subject=1, seed=11), tmp_path / "data")
-    rows, _ = index_layout("synthetic", tmp_path / "data")
-    subjects = sorted({r["subject_id"] for r in rows})
-    members = [r for r in rows if r["subject_id"] in subjects[:16]]
-    nonmembers = [r for r in rows if r["subject_id"] in subjects[16:]]
-    cfg = resolve_recipe("ecg_jepa", [*TINY, "optim.epochs=400", "optim.warmup_epochs=1", "optim.lr=3e-3",
-                                      f"data.cache_dir={tmp_path / 'cache'}"])
-    ckpt = pretrain(cfg, members, tmp_path / "run", progress_bar=False)
-    doc = run_audit(ckpt, members, nonmembers, n_queries=4, out_dir=tmp_path / "audit")
-    assert doc["auc_ci"][0] > 0.5, doc["auc_ci"]  # members detected
-    null = doc["null_check"]
-    assert null["auc_ci"][0] < 0.5 < null["auc_ci"][1] and abs(null["auc"] - 0.5) < 0.2
-    assert null["tpr_at_fpr"]["0.1"]["ci_low"] <= 0.1 <= null["tpr_at_fpr"]["0.1"]["ci_high"]
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "audit_known_answer.py"
+    spec = importlib.util.spec_from_file_location("audit_known_answer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--seed", "7", "--out", str(tmp_path), "--attacks", "loss"]) == 0
+    doc = json.loads((tmp_path / "known_answer.json").read_text())
+    target, control = doc["target"]["loss"], doc["control_as_target"]["loss"]
+    assert target["p_value"] <= 0.05 and target["difference"]["ci_low"] > 0, target
+    assert control["null_band"][0] <= control["auc"] <= control["null_band"][1], control
+    assert doc["checks"] == {"target_detected": {"loss": True}, "control_inside_null_band": {"loss": True}}
 
 
 def test_rmia_takes_z_from_subjects_outside_the_audit_and_tunes_a(cohort, tmp_path):
@@ -283,3 +280,21 @@ def test_source_check_runs_when_non_members_come_from_another_source(cohort, tmp
     assert "Source check" in (tmp_path / "run" / "report.html").read_text()
     same = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], n_queries=1, out_dir=tmp_path / "s")
     assert same["source_check"] is None or same["source_check"]["other_sources"]
+
+
+def test_several_targets_with_randomised_membership_report_mean_and_spread(cohort, tmp_path):
+    cfg = read_card(cohort["ckpt"])["recipe"]
+    with pytest.raises(ValueError, match="n_targets"):
+        run_random_targets(cfg, cohort["rows"], n_targets=1, n_members=12, out_dir=tmp_path)
+    doc = run_random_targets(cfg, cohort["rows"], n_targets=2, n_members=12, out_dir=tmp_path, n_queries=1,
+                             n_permutations=200)
+    assert (doc["n_targets"], doc["n_members"], doc["n_nonmembers"]) == (2, 12, 12)
+    aucs = doc["auc"]["values"]
+    assert len(aucs) == 2 and doc["auc"]["mean"] == pytest.approx(sum(aucs) / 2)
+    assert doc["auc"]["sd"] == pytest.approx(abs(aucs[0] - aucs[1]) / 2 ** 0.5)
+    saved = json.loads((tmp_path / "targets.json").read_text())
+    assert saved == doc and all((tmp_path / p).is_file() for p in doc["audits"])
+    # the two targets' member sets are different random draws
+    keys = [{line.split(",")[0] for line in (tmp_path / p).with_name("subject_scores.csv").read_text().splitlines()[1:]
+             if line.split(",")[1] == "1"} for p in doc["audits"]]
+    assert keys[0] != keys[1]
