@@ -166,3 +166,113 @@ def test_build_method_on_the_recipe():
     base = resolve_recipe("dagman_ct", ["variant=gpu"])
     assert base["encoder"]["name"] == "ct_swin_base" and base["data"]["shape"] == [96, 96, 96]
     assert base["trainer"]["precision"] == "bf16-mixed"
+
+
+# --- The paper's defining claims, as properties -------------------------------------------------
+
+
+def _sharpen_teacher_attention(m: DAGMaN, factor: float) -> None:
+    """Scale the teacher's semantic-attention projections so its attention logits grow factor^2-fold:
+    a stand-in for a trained teacher, whose attention is content-dependent and peaked. At
+    initialisation (std 0.02) the attention is near uniform (max/min ~1.02 over cells), so any
+    masking rule hides ~ratio of it; benchmarks/RESULTS.md measured the same after 426 CPU steps."""
+    with torch.no_grad():
+        m.teacher["sam"].q.weight.mul_(factor)
+        m.teacher["sam"].kv.weight.mul_(factor)
+
+
+def test_teacher_token_i_is_mask_cell_i():
+    """The attention the masker reads is over the cells the student has hidden: brightening the
+    voxels of mask cell p changes the teacher's stage token p most, for every probed cell."""
+    m = _method(teacher_noise=0.0)
+    x = 0.1 * torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        base = m.teacher_forward(x, g)[0]
+        for p in (0, 5, 21, 42, 63):
+            cell = torch.zeros(1, 64, dtype=torch.bool)
+            cell[0, p] = True
+            change = (m.teacher_forward(x + 2.0 * m.geometry.on_voxels(cell)[:, None].float(), g)[0] - base).norm(dim=-1)
+            assert int(change[0].argmax()) == p
+    # the student's mask tokens sit on the same voxels the L1 term scores
+    cells = AttentionGuidedMasker(0.6)(torch.rand(2, 64), torch.Generator().manual_seed(1))
+    stride = m.geometry.embed_stride
+    on_emb = m.geometry.on_embedding(cells)
+    for dim in (1, 2, 3):
+        on_emb = on_emb.repeat_interleave(stride, dim=dim)
+    assert torch.equal(on_emb, m.geometry.on_voxels(cells))
+
+
+def test_guided_masks_hide_more_teacher_attention_than_random_masks():
+    """DAGMaN's claim: the teacher's attention chooses the masks, so they hide more of its attention
+    mass than a random mask of the same size, whose expected share is exactly n_masked / P (the
+    attention sums to 1). Measured through the method's own forward (noisy teacher, masker, the
+    logged `mask_attention`) over 12 steps x 2 volumes, against the exact random-mask expectation."""
+    m = _method()
+    _sharpen_teacher_attention(m, 20.0)
+    share = m.masker.n_masked(64) / 64
+    gains = []
+    with torch.no_grad():
+        for step in range(12):
+            x = 0.1 * torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(step))
+            m(x, step=step, rank=0)
+            gains.append(float(m.last_metrics["mask_attention"]) - share)
+    gains = torch.tensor(gains)
+    se = gains.std() / len(gains) ** 0.5
+    assert gains.mean() > 0.03 and gains.mean() > 4 * se, (gains.mean(), se)
+    # a masker that ignored the attention would show no gain: the same measurement at temperature
+    # 1e6 (random masking) stays within noise of zero
+    m.masker.temperature = 1e6
+    flat = []
+    with torch.no_grad():
+        for step in range(12):
+            x = 0.1 * torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(step))
+            m(x, step=step, rank=0)
+            flat.append(float(m.last_metrics["mask_attention"]) - share)
+    assert abs(sum(flat) / len(flat)) < gains.mean() / 3
+
+
+def _blobs(batch: int, seed: int) -> torch.Tensor:
+    """Synthetic CT patches: noise plus three bright spheres (nodule-like) per volume."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.1 * torch.randn(batch, 1, 32, 32, 32, generator=g)
+    zz, yy, xx = torch.meshgrid(*[torch.arange(32.0)] * 3, indexing="ij")
+    for i in range(batch):
+        for _ in range(3):
+            c = torch.randint(4, 28, (3,), generator=g).float()
+            r = 2 + 3 * torch.rand(1, generator=g)
+            x[i, 0] += (((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) < r**2).float()
+    return x
+
+
+def _student_head_diversity_after_training(noise: float, seed: int, steps: int = 10) -> float:
+    torch.manual_seed(seed)
+    m = DAGMaN(create_encoder("ct_swin_tiny"), mask_patch_size=8, teacher_noise=noise, seed=seed, **SMALL_HEAD)
+    with torch.no_grad():  # a selective attention in both, as after training (see _sharpen_teacher_attention)
+        for part in (m.student, m.teacher):
+            part["sam"].q.weight.mul_(10.0)
+            part["sam"].kv.weight.mul_(10.0)
+    opt = torch.optim.AdamW(param_groups(m, 0.0), lr=1e-3)
+    for step in range(steps):
+        loss = m(_blobs(2, 1000 * seed + step), step=step, rank=0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        m.update_target(0.9)
+    with torch.no_grad():
+        held_out = _blobs(4, 99999)
+        attn = m.student_forward(held_out, torch.zeros(4, 64, dtype=torch.bool))[3]
+    return float(head_diversity(attn))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "DAGMaN's claim that the noisy teacher keeps the attention heads diverse is not observable at a "
+    "test's budget: after 10 steps (tiny Swin, 3 seeds) the student's head diversity with "
+    "teacher_noise=0.1 vs 0 was 0.0082 vs 0.0084, 0.0198 vs 0.0184, 0.0082 vs 0.0076 bits (ratios "
+    "0.98-1.08), and both fall from ~0.02-0.1 bits at the start. The paper shows it after full "
+    "pretraining; strict, so the day it shows here this test reports XPASS"))
+def test_noisy_teacher_keeps_heads_more_diverse_than_a_noiseless_one():
+    ratios = [_student_head_diversity_after_training(0.1, s) / _student_head_diversity_after_training(0.0, s)
+              for s in (0, 1, 2)]
+    assert min(ratios) > 1.1, ratios
