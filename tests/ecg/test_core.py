@@ -92,3 +92,34 @@ def test_cross_conditioning_changes_the_reconstruction():
     a = _core(cross_condition=True).losses(x)["reconstruction"]
     b = _core(cross_condition=False).losses(x)["reconstruction"]
     assert a.item() != b.item()
+
+
+def test_each_view_is_reconstructed_conditioned_on_the_other_views_global_representation():
+    """CoRe-ECG's claim that global representations are aligned during reconstruction, in the form
+    core.py states it: view 1's decoder gets view 2's global representation as its conditioning
+    token and vice versa (computed here independently from the views and masks of the step), and
+    with cross_condition=False each view gets its own. A decoder that ignored `cond`, or an
+    implementation that passed the same view's representation, fails this."""
+    x = _batch()
+    for cross in (True, False):
+        model = _core(cross_condition=cross)
+        seen = []
+        hook = model.decoder.register_forward_hook(lambda mod, args, kwargs, out: seen.append(kwargs["cond"]),
+                                                   with_kwargs=True)
+        with torch.no_grad():
+            model.losses(x, step=3)
+            v1, v2, m1, m2 = model.sample(x, step=3)
+            g1 = model.encoder.pool(model.encoder.encode(v1, m1.keep_leads, m1.keep_time))
+            g2 = model.encoder.pool(model.encoder.encode(v2, m2.keep_leads, m2.keep_time))
+        hook.remove()
+        assert len(seen) == 2
+        first, second = (g2, g1) if cross else (g1, g2)
+        torch.testing.assert_close(seen[0][:, 0], first)
+        torch.testing.assert_close(seen[1][:, 0], second)
+        assert not torch.allclose(g1, g2)  # the two views' representations differ, so the check bites
+    # and the token matters: another instance's representation changes view 1's reconstruction
+    with torch.no_grad():
+        h1 = model.encoder.encode(v1, m1.keep_leads, m1.keep_time)
+        own = model.decoder(model.encoder.norm(h1), m1.keep_leads, m1.keep_time, cond=g2[:, None])
+        other = model.decoder(model.encoder.norm(h1), m1.keep_leads, m1.keep_time, cond=g2.roll(1, 0)[:, None])
+    assert not torch.allclose(own[m1.masked], other[m1.masked])
