@@ -30,6 +30,41 @@ One training step on a batch x (B, L, T), all randomness from a generator seeded
 
 The decoder decodes all leads jointly (`PatchDecoder(lead_wise=False)`), as hidden whole leads
 leave a lead-wise decoder nothing to work from.
+
+Sources: the abstract (arXiv:2604.11359) and third-party summaries; the method section, its
+equations and its hyper-parameters were not available to us. One machine-written summary
+(ArxivLens) describes FDA's importance maps as "learnable" and STDM as dropping temporal segments
+and leads at random; we could not check either against the paper.
+
+Every choice made where the paper was not available, in one place (all settable from
+`recipes/core_ecg.yaml`; details in the modules named):
+
+- composition (this module): two FDA views per ECG; an STDM mask per view; global representation =
+  LayerNorm of the mean over visible patch tokens; contrastive term NT-Xent at temperature 0.1 on a
+  SimCLR projection head (2048 hidden, 128 out, no batch norm), negatives the other 2B - 2 views;
+  "alignment during reconstruction" read as cross-conditioning: each view's decoder gets the other
+  view's global representation as one prepended token (`cross_condition`); reconstruction target
+  the clean, un-augmented x, per-patch normalised (`norm_target`), MSE on hidden patches only,
+  averaged over the two views; loss = 1.0 * contrastive + 1.0 * reconstruction; one decoder for all
+  leads jointly (ST-MEM's size: 256 wide, 4 deep, 4 heads); encoder ST-MEM's ViT-B/75 at 250 Hz;
+  optimiser the MAE recipe's (AdamW, blr 1.5e-4, betas 0.9/0.95, weight decay 0.05, 800 epochs).
+- FDA (`medssl.ecg.frequency_augment`): importance of an rFFT bin = its magnitude over the
+  sample's largest, averaged over leads (`shared_across_leads`, so the view is one linear filter on
+  all leads and the lead algebra holds); a bin is perturbed with probability
+  p_max * (1 - importance)^gamma (0.5, gamma 1), by a gain 1 + 0.5 * (1 - importance) * U(-1, 1) and
+  a phase 0.25 pi * (1 - importance) * U(-1, 1); DC and Nyquist keep phase 0; no learned parameters.
+- STDM (`medssl.ecg.dual_masking`): half the time patches hidden, the same positions in every lead
+  (`shared_time`); half the leads hidden whole, drawn uniformly among the lead sets where no hidden
+  lead lies in the span of the visible ones (Einthoven/Goldberger algebra; for 12 leads: all six
+  limb leads or five of them, plus precordials), so 75 % of the tokens are hidden.
+
+What the tests check of the paper's claims (tests/ecg): STDM leaves no hidden token that lead
+algebra recovers from the visible ones on signals with real lead algebra, where per-token random
+masking at the same ratio leaves ~18 % recoverable, and it hides whole leads and whole time spans
+at the stated ratios (test_dual_masking); FDA perturbs the weak bands and spares the dominant
+ones, with a probability that follows importance, and keeps the lead algebra
+(test_frequency_augment); each view is reconstructed conditioned on the other view's global
+representation, and both terms train the encoder (test_core).
 """
 
 from __future__ import annotations
