@@ -161,7 +161,7 @@ def test_index_wfdb_skips_bad_records_and_says_why(bad_wfdb_folder, tmp_path, ca
                for line in out.err.splitlines() if line.startswith("skipped ")}
     assert set(skipped) == {str(bad_wfdb_folder / "nodat"), str(bad_wfdb_folder / "badhdr")}
     assert "signal file nodat.dat not found" in skipped[str(bad_wfdb_folder / "nodat")]
-    assert "header does not parse" in skipped[str(bad_wfdb_folder / "badhdr")]
+    assert "header badhdr.hea does not parse" in skipped[str(bad_wfdb_folder / "badhdr")]
     assert "(2 skipped, listed in" in out.out
     _, listed = _read_csv(manifest.with_suffix(".skipped.csv"))
     assert {r["path"] for r in listed} == set(skipped)
