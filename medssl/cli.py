@@ -260,9 +260,21 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("medssl")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        from medssl import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medssl", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"medssl {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("encoders", help="table of registered encoders")

@@ -375,3 +375,27 @@ def test_synth_writes_another_modality_with_its_manifest(tmp_path, capsys):
     assert len(rows) == 6 and all(r["mask_path"] for r in rows)
     assert main(["data", "synth", "--modality", "retina", "--out", str(tmp_path / "x"), "--option", "bogus=1"]) == 2
     assert "bogus: not a setting of the retina generator" in capsys.readouterr().err
+
+
+def test_version_and_help_do_not_import_torch():
+    """`medssl --version` answers, and neither it nor `--help` pays for importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom medssl.cli import main\n"
+            "try:\n    main([sys.argv[1]])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    for flag in ("--version", "--help"):
+        out = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        if flag == "--version":
+            assert out.stdout.startswith("medssl ")
+
+
+def test_package_exports_resolve_lazily():
+    import medssl
+
+    assert callable(medssl.run_benchmark) and callable(medssl.run_audit) and callable(medssl.embed_arrays)
+    assert "load_encoder" in dir(medssl)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        medssl.nope  # noqa: B018
