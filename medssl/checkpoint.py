@@ -33,6 +33,16 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete, or does not match its card."""
 
 
+def read_safetensors(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file. A file that is not one (truncated, a few bytes, a link to
+    a text file, a pickle under that name) is a CheckpointError naming it, not a Rust traceback."""
+    try:
+        return load_file(str(path), device=device)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError (not an OSError)
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file ({detail})") from None
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("medssl", "torch", "lightning", "numpy", "monai", "wfdb", "neurokit2", "scikit-learn"):
@@ -155,7 +165,7 @@ def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file missing")
-    state = load_file(str(weights), device=map_location)
+    state = read_safetensors(weights, device=map_location)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from medssl.checkpoint import save_checkpoint, update_card
+from medssl.checkpoint import CheckpointError, save_checkpoint, update_card
 from medssl.data.manifest import manifest_fingerprint
 from medssl.data.samplers import EpochShuffleSampler
 from medssl.engine.hardware import resolve_accelerator, resolve_precision
@@ -146,7 +146,9 @@ def pretrain(
         logger=loggers,
         log_every_n_steps=t.get("log_every_n_steps", 10),
         callbacks=[
-            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+            # enable_version_counter=False: a --no-resume run replaces last.ckpt rather than writing
+            # last-v1.ckpt beside it (which a later resume would never read)
+            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
                             every_n_train_steps=t.get("checkpoint_every_n_steps", 100)),
             *callbacks,
         ],
@@ -162,7 +164,7 @@ def pretrain(
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         # DP-SGD steps manually; its checkpoints hold the state after the step, like automatic ones
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume and last.is_file() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=check_resumable(last) if resume and last.is_file() else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics.update(steps=int(metrics.pop("train/steps", trainer.global_step)),
@@ -176,6 +178,23 @@ def pretrain(
         if dp is not None:
             update_card(folder, "privacy", module.guarantee())
     return out_dir / "checkpoint"
+
+
+def check_resumable(path: Path) -> str:
+    """`path` if it is a whole Lightning checkpoint (a zip archive whose members all pass their
+    CRC check); a truncated or corrupt one is a CheckpointError naming it, before training starts."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        problem = f"member {bad} is corrupt" if bad else None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        problem = f"not a whole checkpoint archive: {e}"
+    if problem:
+        raise CheckpointError(f"{path}: cannot resume from it ({problem}); delete it, or start afresh with "
+                              f"--no-resume")
+    return str(path)
 
 
 def with_resolved_precision(cfg: dict) -> dict:

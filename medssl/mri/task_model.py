@@ -43,10 +43,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from medssl.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, package_versions
+from medssl.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, package_versions, read_safetensors
 from medssl.io import make_temp_dir, replace_folder, save_safetensors
 from medssl.mri.unet_decoder import UNetDecoder3d
 from medssl.registry import EncoderSpec, encoder_entry
@@ -181,7 +180,7 @@ def load_task_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file missing")
-    state = load_file(str(weights), device=map_location)
+    state = read_safetensors(weights, device=map_location)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

