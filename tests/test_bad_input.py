@@ -166,3 +166,13 @@ def test_truncated_last_ckpt_on_resume_exits_2_naming_it(cohort, tmp_path, capsy
 
     assert check_resumable(last) == str(last)
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # replaced, no last-v1.ckpt beside it
+
+
+# --- 2. recipe values ---------------------------------------------------------------------------------
+
+
+def test_pretrain_with_negative_epochs_exits_2_naming_the_key(cohort, tmp_path, capsys):
+    assert main(["pretrain", "ecg_jepa", "variant=cpu", "optim.epochs=-1", "--data", str(cohort["manifest"]),
+                 "--out", str(tmp_path / "run")]) == 2
+    one_error_line(capsys.readouterr().err, "'optim.epochs' must be >= 1, got -1")
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,8 @@ A recipe is a YAML file shipped inside the package (`medssl/recipes/`, read with
 
 `resolve_recipe("ecg_jepa", ["variant=cpu", "optim.lr=1e-4"])` returns the merged dict. An
 override of a key the recipe does not have is an error naming the key: a typo never trains a
-silently different model.
+silently different model. Numeric values are checked against `VALUE_RANGES` (positive epochs and
+batch sizes, ratios and probabilities in range...), also naming the key.
 
 Sections in `SECTION_DEFAULTS` (e.g. `privacy`) are part of every recipe: a recipe, a variant or
 an override sets any of their keys, checked like any other key, and the rest keep the defaults.
@@ -19,8 +20,10 @@ an override sets any of their keys, checked like any other key, and the rest kee
 from __future__ import annotations
 
 import copy
+import fnmatch
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -44,6 +47,66 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
         "delta": None, "accountant": "rdp", "poisson_sampling": True, "max_physical_batch_size": None,
     },
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric recipe key may take: between `low` and `high` (None: unbounded),
+    `open` ends excluded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, v: float) -> bool:
+        return ((self.low is None or (v > self.low if self.low_open else v >= self.low))
+                and (self.high is None or (v < self.high if self.high_open else v <= self.high)))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_AT_LEAST_1, _POSITIVE, _NON_NEGATIVE = Range(1), Range(0, low_open=True), Range(0)
+_PROBABILITY, _FRACTION = Range(0, 1), Range(0, 1, low_open=True, high_open=True)
+
+# Value ranges of recipe keys: dotted key (shell pattern) -> Range, checked after variant and overrides
+# merge; a list value is checked element by element; null means "not set" and passes. The first
+# matching pattern decides.
+VALUE_RANGES: dict[str, Range] = {
+    "optim.epochs": _AT_LEAST_1, "optim.warmup_epochs": _NON_NEGATIVE, "optim.lr": _POSITIVE,
+    "optim.min_lr": _NON_NEGATIVE, "optim.weight_decay": _NON_NEGATIVE, "optim.grad_clip": _POSITIVE,
+    "optim.eps": _POSITIVE, "optim.betas": Range(0, 1, high_open=True), "optim.ema_momentum": _PROBABILITY,
+    "data.batch_size": _AT_LEAST_1, "data.num_workers": _NON_NEGATIVE, "data.num_samples": _AT_LEAST_1,
+    "data.sampling_rate": _POSITIVE, "data.shape": _AT_LEAST_1, "data.patch_size": _AT_LEAST_1,
+    "data.spacing_mm": _POSITIVE,
+    "masking.ratio": _FRACTION, "masking.*_ratio": _FRACTION, "masking.block_scale": Range(0, 1, low_open=True),
+    "masking.n_blocks": _AT_LEAST_1, "masking.patch_size": _AT_LEAST_1, "masking.token_size": _AT_LEAST_1,
+    "*.p": _PROBABILITY, "*.p_*": _PROBABILITY, "*temperature": _POSITIVE, "*_temp": _POSITIVE,
+    "*.depth": _AT_LEAST_1, "*.num_heads": _AT_LEAST_1, "*.dim": _AT_LEAST_1, "*_dim": _AT_LEAST_1,
+    "trainer.num_nodes": _AT_LEAST_1, "trainer.log_every_n_steps": _AT_LEAST_1,
+    "trainer.checkpoint_every_n_steps": _AT_LEAST_1,
+}  # the privacy section is checked by medssl.privacy.dp.DPSettings, with DP-specific messages
+
+
+def check_values(cfg: dict, prefix: str = "") -> None:
+    """Raise ConfigError naming the first key whose value is outside its VALUE_RANGES entry (or is
+    not a number where one is needed)."""
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_values(value, f"{dotted}.")
+            continue
+        rule = next((r for pattern, r in VALUE_RANGES.items() if fnmatch.fnmatchcase(dotted, pattern)), None)
+        if rule is None or value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"recipe key {dotted!r} takes numbers {rule}, got {value!r}")
+            if not rule.holds(v):
+                raise ConfigError(f"recipe key {dotted!r} must be {rule}, got {value!r}")
 
 
 def packaged_yaml(prefix: str = "", exclude_prefix: str | None = None) -> dict[str, Traversable]:
@@ -177,6 +240,7 @@ def resolve_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> d
             raise ConfigError(f"{path}: unknown variant {variant!r}; variants: {', '.join(variants) or 'none'}")
         recipe = merge(recipe, variants[variant], strict=True)
     resolved = merge(recipe, parsed, strict=True)
+    check_values(resolved)
     resolved["variant"] = variant
     resolved["recipe"] = path.stem
     return resolved

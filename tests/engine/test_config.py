@@ -10,6 +10,7 @@ from medssl.engine.config import (
     SECTION_DEFAULTS,
     ConfigError,
     find_recipe,
+    load_yaml,
     merge,
     parse_overrides,
     resolve_recipe,
@@ -145,3 +146,31 @@ def test_override_of_the_wrong_type_names_the_key():
     assert cfg["optim"]["epochs"] == 2 and isinstance(cfg["optim"]["epochs"], int) and cfg["data"]["notch_hz"] == 50
     with pytest.raises(ConfigError, match=r"'optim\.epochs' takes a int"):
         resolve_recipe("ecg_jepa", ["optim.epochs=2.5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.epochs=-1", "recipe key 'optim.epochs' must be >= 1, got -1"),
+    ("optim.epochs=0", "recipe key 'optim.epochs' must be >= 1, got 0"),
+    ("data.batch_size=-4", "recipe key 'data.batch_size' must be >= 1, got -4"),
+    ("optim.lr=0", "recipe key 'optim.lr' must be > 0, got 0"),
+    ("masking.ratio=[0.6, 1.2]", "recipe key 'masking.ratio' must be in (0, 1), got [0.6, 1.2]"),
+    ("optim.betas=[0.9, 1.0]", "recipe key 'optim.betas' must be in [0, 1), got [0.9, 1.0]"),
+    ("predictor.depth=0", "recipe key 'predictor.depth' must be >= 1, got 0"),
+    ("optim.grad_clip=big", "recipe key 'optim.grad_clip' takes numbers > 0, got 'big'"),
+])
+def test_values_out_of_range_are_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        resolve_recipe("ecg_jepa", ["variant=cpu", override])
+    assert str(e.value) == message
+
+
+def test_value_ranges_hold_for_every_packaged_recipe_and_variant():
+    from medssl.engine.config import check_values, packaged_yaml
+
+    for name, entry in packaged_yaml(exclude_prefix="bench_").items():
+        for variant in [None, *(load_yaml(entry).get("variants") or {})]:
+            check_values(resolve_recipe(name, [f"variant={variant}"] if variant else []))
+    # a masking ratio inside (0, 1) and a null grad_clip pass; the boundary does not
+    resolve_recipe("ecg_jepa", ["variant=cpu", "masking.ratio=[0.01, 0.99]", "optim.grad_clip=null"])
+    with pytest.raises(ConfigError, match="masking.ratio"):
+        resolve_recipe("ecg_jepa", ["variant=cpu", "masking.ratio=[0.0, 0.5]"])
