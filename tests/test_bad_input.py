@@ -176,3 +176,30 @@ def test_pretrain_with_negative_epochs_exits_2_naming_the_key(cohort, tmp_path, 
                  "--out", str(tmp_path / "run")]) == 2
     one_error_line(capsys.readouterr().err, "'optim.epochs' must be >= 1, got -1")
     assert not (tmp_path / "run").exists()
+
+
+# --- 3. an encoder of another modality in a recipe ----------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe, encoder, message", [
+    ("ecg_jepa", "mri_unet_tiny", "encoder.name='mri_unet_tiny' is of modality mri, but method 'ecg_jepa' trains ecg"),
+    ("amaes_mri", "ecg_jepa_tiny", "encoder.name='ecg_jepa_tiny' is of modality ecg, but method 'amaes' trains mri"),
+    ("vamae_octa", "ct_swin_tiny", "encoder.name='ct_swin_tiny' is of modality ct, but method 'vamae' trains retina"),
+])
+def test_recipe_with_an_encoder_of_another_modality_exits_2_naming_both(recipe, encoder, message, cohort, tmp_path,
+                                                                       capsys):
+    assert main(["pretrain", recipe, f"encoder.name={encoder}", "--data", str(cohort["manifest"]),
+                 "--out", str(tmp_path / "run")]) == 2
+    one_error_line(capsys.readouterr().err, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_method_knows_its_modality_and_its_recipes_pass_the_check():
+    from medssl.engine.config import packaged_yaml, resolve_recipe
+    from medssl.engine.methods import _MODALITY, _ensure_builtin_methods, check_encoder_modality
+
+    _ensure_builtin_methods()
+    assert all(_MODALITY.values()), _MODALITY
+    for name in packaged_yaml(exclude_prefix="bench_"):
+        cfg = resolve_recipe(name)
+        check_encoder_modality(cfg["method"], cfg["encoder"]["name"])

@@ -30,7 +30,7 @@ from medssl.checkpoint import CheckpointError, save_checkpoint, update_card
 from medssl.data.manifest import manifest_fingerprint
 from medssl.data.samplers import EpochShuffleSampler
 from medssl.engine.hardware import resolve_accelerator, resolve_precision
-from medssl.engine.methods import build_method
+from medssl.engine.methods import build_method, check_encoder_modality
 from medssl.engine.module import SSLModule
 from medssl.io import atomic_write_text
 from medssl.nn.transformer import compile_transformers
@@ -108,6 +108,7 @@ def pretrain(
     With `resume`, a run whose `out_dir/lightning/last.ckpt` exists continues from it at the same
     step, with the same data order and masks.
     """
+    check_encoder_modality(cfg.get("method"), (cfg.get("encoder") or {}).get("name"))  # before writing anything
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = with_resolved_precision(cfg)
