@@ -144,7 +144,42 @@ def create_encoder(name: str, pretrained: str | Path | None = None, **overrides:
         if clash:
             raise ValueError(f"{pretrained}: overrides {clash} differ from the checkpoint's architecture")
         return model
-    model = encoder_entry(name).factory(**overrides)
+    try:
+        model = encoder_entry(name).factory(**overrides)
+    except (TypeError, ValueError, RuntimeError):
+        bad = _mistyped_override(name, overrides)
+        if bad:
+            raise TypeError(bad) from None
+        raise
     if not isinstance(getattr(model, "spec", None), EncoderSpec):
         raise TypeError(f"factory {name!r} returned a module without an EncoderSpec `.spec`")
     return model
+
+
+def _mistyped_override(name: str, overrides: dict[str, Any]) -> str | None:
+    """A message naming the first override whose value is not of its default's kind (a number
+    where the default is a number, a bool for a bool, a list for a list, text for text), or None."""
+    import torch
+
+    if not overrides:
+        return None
+    defaults = None
+    for device in ("meta", "cpu"):  # the default hparams, without allocating weights where possible
+        try:
+            with torch.device(device):
+                defaults = encoder_entry(name).factory().spec.hparams
+            break
+        except Exception:  # noqa: BLE001 - some factories compute on tensors; no defaults: keep the factory's error
+            continue
+    if defaults is None:
+        return None
+    kinds = ((bool, (bool,), "true or false"), (int, (int,), "an integer"), (float, (int, float), "a number"),
+             (str, (str,), "text"), (list, (list, tuple), "a list"), (tuple, (list, tuple), "a list"))
+    for key, value in overrides.items():
+        default = defaults.get(key)
+        for kind, accepted, words in kinds:
+            if isinstance(default, kind):
+                if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
+                    return f"{name}: override {key!r} takes {words} (default {default!r}), got {value!r}"
+                break
+    return None

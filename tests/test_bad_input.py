@@ -203,3 +203,35 @@ def test_every_method_knows_its_modality_and_its_recipes_pass_the_check():
     for name in packaged_yaml(exclude_prefix="bench_"):
         cfg = resolve_recipe(name)
         check_encoder_modality(cfg["method"], cfg["encoder"]["name"])
+
+
+# --- 8. arguments ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["-3", "0"])
+def test_embed_batch_size_below_1_exits_2_naming_the_option(size, cohort, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["embed", "--checkpoint", "random:ecg_jepa_tiny:0", "--data", str(cohort["manifest"]),
+              "--batch-size", size, "--out", str(tmp_path / "e.npz")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --batch-size: must be >= 1, got {size}" in err and "Traceback" not in err
+    assert not (tmp_path / "e.npz").exists()
+
+
+def test_bench_encoder_override_of_the_wrong_type_names_the_key(cohort, tmp_path, capsys):
+    config = bench_config(tmp_path, cohort["manifest"],
+                          [{"name": "r", "ref": "random:ecg_jepa_tiny:0", "overrides": {"depth": "deep"}}])
+    assert main(["bench", str(config), "--out", str(tmp_path / "b")]) == 2
+    one_error_line(capsys.readouterr().err, "encoder 'r'", "override 'depth' takes an integer (default 4), got 'deep'")
+
+
+def test_mistyped_override_names_the_key_for_every_modality():
+    from medssl.registry import create_encoder
+
+    for name, key, value, words in [("ecg_jepa_tiny", "depth", "deep", "an integer"),
+                                    ("retina_vit_tiny", "depth", "deep", "an integer"),
+                                    ("mri_unet_tiny", "widths", "wide", "a list"),
+                                    ("ct_swin_tiny", "feature_size", "big", "an integer")]:
+        with pytest.raises(TypeError, match=rf"^{name}: override '{key}' takes {words} \(default "):
+            create_encoder(name, **{key: value})
