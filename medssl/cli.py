@@ -48,8 +48,20 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
     options = dict(_key_value(o, "--option") for o in args.option)
     if args.fov:
         options["fov"] = args.fov
-    rows, skipped = index_layout(args.layout, Path(args.root), labels=args.labels, task=args.task, rate=args.rate,
-                                 **options)
+    # --option task=|labels=|rate= mean what --task, --labels and --rate mean (the README writes both)
+    common = {"task": args.task, "labels": args.labels, "rate": args.rate}
+    for key in common:
+        if key in options:
+            value = options.pop(key)
+            if key == "rate":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f"--option rate={value!r}: not a whole number of Hz") from None
+            if common[key] is not None and common[key] != value:
+                raise ValueError(f"--{key} {common[key]} and --option {key}={value} disagree; give one")
+            common[key] = value
+    rows, skipped = index_layout(args.layout, Path(args.root), **common, **options)
     _report_skipped(skipped)
     if not rows:
         print(f"medssl: error: {args.root}: no usable records", file=sys.stderr)

@@ -235,3 +235,89 @@ def test_mistyped_override_names_the_key_for_every_modality():
                                     ("ct_swin_tiny", "feature_size", "big", "an integer")]:
         with pytest.raises(TypeError, match=rf"^{name}: override '{key}' takes {words} \(default "):
             create_encoder(name, **{key: value})
+
+
+# --- 4. masks of the wrong size ---------------------------------------------------------------------
+
+
+def _save_png(path: Path, height: int, width: int, value: int = 255) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.zeros((height, width), np.uint8)
+    a[height // 4: height // 2, :] = value
+    Image.fromarray(a).save(path)
+
+
+@pytest.fixture(scope="module")
+def octa_replica(tmp_path_factory) -> Path:
+    """OCTA-500 (3 mm) of 64 x 64 maps; subject 10302's large-vessel ground truth is 32 x 48."""
+    from PIL import Image
+
+    from medssl.retina.synthetic import generate_octa_cohort, write_octa500_replica
+
+    root = tmp_path_factory.mktemp("octa500")
+    ids = [10301, 10302, 10303, 10304]
+    write_octa500_replica(root, generate_octa_cohort(len(ids), 64, seed=1), ids, fov="3mm", projections=("OCTA(FULL)",))
+    gt = next(root.rglob("GT_LargeVessel/10302.bmp"))
+    with Image.open(gt) as im:
+        small = im.convert("L").resize((48, 32))
+    small.save(gt)
+    return root
+
+
+def test_octa500_readme_option_task_runs_and_lists_the_wrong_size_mask(octa_replica, tmp_path, capsys):
+    # the README's spelling: --fov 3mm --option task=vessel
+    out = tmp_path / "m.csv"
+    assert main(["data", "index", "--layout", "octa500", "--root", str(octa_replica), "--fov", "3mm",
+                 "--option", "task=vessel", "--out", str(out)]) == 0
+    from medssl.data.manifest import read_manifest
+
+    rows = read_manifest(out)
+    assert [r["record_id"] for r in rows] == ["octa500-10301", "octa500-10303", "octa500-10304"]
+    assert all(r["task"] == "vessel" and r["mask_path"] for r in rows)
+    skipped = out.with_suffix(".skipped.csv").read_text()
+    assert "GT_LargeVessel/10302.bmp is 32 x 48 px, its image 64 x 64; not stretched to fit" in skipped
+    assert "not stretched to fit" in capsys.readouterr().err  # listed on the terminal too
+    # --task and --option task= agree or are refused
+    assert main(["data", "index", "--layout", "octa500", "--root", str(octa_replica), "--task", "vessel",
+                 "--option", "task=vessel", "--out", str(out)]) == 0
+    assert main(["data", "index", "--layout", "octa500", "--root", str(octa_replica), "--task", "faz",
+                 "--option", "task=vessel", "--out", str(out)]) == 2
+    one_error_line(capsys.readouterr().err, "--task faz and --option task=vessel disagree")
+
+
+def test_image_folder_skips_and_lists_masks_of_another_size(tmp_path, capsys):
+    root = tmp_path / "drive_like"
+    for name in ("01", "02", "03"):
+        _save_png(root / "images" / f"{name}.png", 64, 64, 120)
+        _save_png(root / "1st_manual" / f"{name}.png", *((32, 48) if name == "02" else (64, 64)))
+    _save_png(root / "mask" / "03.png", 60, 64)  # a field-of-view mask of the wrong size
+    _save_png(root / "mask" / "01.png", 64, 64)
+    out = tmp_path / "m.csv"
+    assert main(["data", "index", "--layout", "image-folder", "--root", str(root), "--task", "segmentation",
+                 "--out", str(out)]) == 0
+    from medssl.data.manifest import read_manifest
+
+    assert [r["record_id"] for r in read_manifest(out)] == ["images/01.png"]
+    skipped = out.with_suffix(".skipped.csv").read_text()
+    assert f"mask {root / '1st_manual' / '02.png'} is 32 x 48 px, its image 64 x 64; not stretched" in skipped
+    assert f"field-of-view mask {root / 'mask' / '03.png'} is 60 x 64 px, its image 64 x 64" in skipped
+
+
+def test_retina_masks_of_another_size_are_skipped_not_stretched_in_a_hand_made_manifest(tmp_path):
+    """A manifest written by hand (no height/width columns): the mask hook reads the image header."""
+    from medssl.data.modalities import segmentation_masks
+    from medssl.registry import create_encoder
+
+    rows = []
+    for name in ("a", "b"):
+        _save_png(tmp_path / f"{name}.png", 64, 64, 120)
+        _save_png(tmp_path / f"{name}_gt.png", *((32, 48) if name == "b" else (64, 64)))
+        rows.append({"record_id": name, "subject_id": name, "path": str(tmp_path / f"{name}.png"), "split": "train",
+                     "labels": "", "mask_path": str(tmp_path / f"{name}_gt.png")})
+    got = segmentation_masks(rows, create_encoder("retina_vit_tiny").spec, cache_root=tmp_path / "cache")
+    assert [r["record_id"] for r in got.rows] == ["a"]
+    assert len(got.skipped) == 1 and "mask is 32 x 48 px, its image" in got.skipped[0][1]
+    assert "not stretched to fit" in got.skipped[0][1]

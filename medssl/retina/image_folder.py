@@ -87,6 +87,17 @@ def _header(path: Path) -> tuple[int, int]:
         raise ValueError(f"not a readable image ({e})") from None
 
 
+def mask_size_problem(mask: Path, image_hw: tuple[int, int], what: str = "mask") -> str | None:
+    """Why a mask cannot go with its image (unreadable, or another size: never stretched), or None."""
+    try:
+        mh, mw = _header(mask)
+    except ValueError as e:
+        return f"{what} {mask}: {e}"
+    if (mh, mw) != tuple(image_hw):
+        return f"{what} {mask} is {mh} x {mw} px, its image {image_hw[0]} x {image_hw[1]}; not stretched to fit"
+    return None
+
+
 def file_key(path: str | Path) -> str:
     """The key that pairs an image with its masks: the stem's tokens without role words, numbers as
     integers ("21_training" -> "21", "Image_01L_1stHO" -> "01l", "im0001.ah" -> "im0001"); the whole
@@ -198,8 +209,9 @@ def index_image_folder(
     height, width (px, from the header), task, then the CSV's other columns. Rows keep the CSV's
     order (discovered folders: split folder, then file name).
 
-    Skipped: missing or unreadable images, missing masks or field-of-view masks, rows without the
-    task's label, images with two candidate masks.
+    Skipped: missing or unreadable images, missing or unreadable masks or field-of-view masks, masks
+    of another size than their image (never stretched), rows without the task's label, images with
+    two candidate masks.
     Raises ImageFolderError for a missing CSV or `image` column, an unknown task column, a bad
     split name, a repeated image, or a subject put in two splits.
     """
@@ -286,12 +298,20 @@ def index_image_folder(
             if not mask.is_file():
                 skipped.append((str(path), f"mask {mask} missing"))
                 continue
+            problem = mask_size_problem(mask, (height, width), "mask")
+            if problem:
+                skipped.append((str(path), problem))
+                continue
             mask_path = str(mask)
         fov_path = ""
         if rec.get("fov"):
             fov_file = _resolve(root, rec["fov"])
             if not fov_file.is_file():
                 skipped.append((str(path), f"field-of-view mask {fov_file} missing"))
+                continue
+            problem = mask_size_problem(fov_file, (height, width), "field-of-view mask")
+            if problem:
+                skipped.append((str(path), problem))
                 continue
             fov_path = str(fov_file)
         if task == "segmentation":

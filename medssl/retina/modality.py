@@ -103,7 +103,7 @@ def retina_masks(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: 
     """(N, 1, H, W) float32 {0, 1} segmentation targets, item for item aligned with
     :func:`retina_inputs` of the same rows."""
     prep = RetinaPreprocess.for_encoder(spec_input, data_cfg)
-    key = f"retina-mask|{prep.shape}|{prep.colour}|{_files_stamp(rows, 'mask_path')}"
+    key = f"retina-mask|sized|{prep.shape}|{prep.colour}|{_files_stamp(rows, 'mask_path')}"  # sized: never stretched
     return build_array_cache(rows, RetinaMaskLoader(prep), settings={"shape": list(prep.shape), "masks": True},
                              settings_key=key, modality="retina", cache_root=data_cfg.get("cache_dir") or cache_root,
                              errors=(ValueError, OSError))

@@ -40,6 +40,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from medssl.data.manifest import join_labels
+from medssl.retina.image_folder import mask_size_problem
 
 FOVS: dict[str, dict] = {
     "3mm": {"ids": (10301, 10500), "size_px": 304, "fov_mm": 3.0,
@@ -309,7 +310,8 @@ def index_octa500(
     column), sex, age, eye, disease. Rows sorted by ID.
 
     Skipped: subjects of the label file without a projection map, images that are not readable
-    (header), subjects without the task's label or ground truth, label rows with a bad ID.
+    (header), subjects without the task's label or ground truth, ground truth of another size than
+    its image (never stretched), label rows with a bad ID.
     Raises Octa500Error for an unknown task, fov or projection, a missing field-of-view,
     projection or ground-truth folder, or a missing label file for the disease task.
     """
@@ -375,6 +377,10 @@ def index_octa500(
             mask = _image_files_for(gt_dir, sid)
             if mask is None:
                 skipped.append((str(path), f"{gt_dir.name}/{sid}.bmp missing"))
+                continue
+            problem = mask_size_problem(mask, (height, width))
+            if problem:
+                skipped.append((str(path), problem))
                 continue
             mask_path, labels_value = str(mask), ""
         rows.append({

@@ -283,8 +283,30 @@ class RetinaPreprocess:
         return np.stack(out).astype(np.float32)
 
     def mask(self, row: Mapping[str, str]) -> np.ndarray:
-        """(1, H, W) float32 in {0, 1} of a row's `mask_path`."""
+        """(1, H, W) float32 in {0, 1} of a row's `mask_path`, resized with its image; a mask whose
+        size differs from its image's (row `height`/`width`, else the image header) is an error
+        naming the file, never stretched to fit."""
         path = row.get("mask_path") or ""
         if not path:
             raise ValueError(f"{row.get('path', '?')}: row has no mask_path")
-        return resize_mask(load_mask(path), self.shape)[None].astype(np.float32)
+        m = load_mask(path)
+        image_hw = _image_hw(row)
+        if image_hw is not None and tuple(m.shape) != image_hw:
+            raise ValueError(f"{path}: mask is {m.shape[0]} x {m.shape[1]} px, its image {row.get('path', '?')} "
+                             f"is {image_hw[0]} x {image_hw[1]}; not stretched to fit")
+        return resize_mask(m, self.shape)[None].astype(np.float32)
+
+
+def _image_hw(row: Mapping[str, str]) -> tuple[int, int] | None:
+    """(height, width) of a row's image: its manifest columns, else the file's header; None if unknown."""
+    try:
+        return int(row["height"]), int(row["width"])
+    except (KeyError, TypeError, ValueError):
+        pass
+    from PIL import Image
+
+    try:
+        with Image.open(row["path"]) as im:  # the header only
+            return im.height, im.width
+    except (KeyError, OSError, ValueError):
+        return None
