@@ -57,15 +57,37 @@ class SSLModule(L.LightningModule):
         self.method = method
         self.optim = dict(optim)
         self.resume_batches_done = 0
+        self._epoch_sums: dict[str, tuple] = {}  # name -> (sum of value x batch size, items) this epoch
+        self._sums_epoch: int | None = None
+
+    def log_epoch_mean(self, name: str, value, batch_size: int, prog_bar: bool = False) -> None:
+        """Log `value` at this step as `{name}_step`, and the epoch's mean over its batches as
+        `{name}_epoch` (and `name`) when the epoch ends. The running sums are saved in checkpoints,
+        so an epoch resumed mid-way still averages every one of its batches (Lightning's own epoch
+        aggregation would start again from the resumed batch)."""
+        v = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        self.log(f"{name}_step", v, prog_bar=prog_bar, on_step=True, on_epoch=False, batch_size=batch_size)
+        total, n = self._epoch_sums.get(name, (0.0, 0))
+        self._epoch_sums[name] = (total + v * batch_size, n + batch_size)
+
+    def on_train_epoch_start(self) -> None:
+        if self._sums_epoch != self.current_epoch:  # a new epoch, not the one a checkpoint resumed
+            self._epoch_sums, self._sums_epoch = {}, self.current_epoch
+
+    def on_train_epoch_end(self) -> None:
+        for name, (total, n) in self._epoch_sums.items():
+            mean = torch.as_tensor(total / max(n, 1), dtype=torch.float32)
+            self.log(f"{name}_epoch", mean, on_step=False, on_epoch=True)
+            self.log(name, mean, on_step=False, on_epoch=True)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.method(batch, step=self.global_step, rank=self.global_rank)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.shape[0])
+        self.log_epoch_mean("train/loss", loss, batch.shape[0], prog_bar=True)
         # A method may expose its loss terms and diagnostics (e.g. DAGMaN's attention-head diversity).
         for name, value in getattr(self.method, "last_metrics", {}).items():
-            self.log(f"train/{name}", float(value), on_step=True, on_epoch=True, batch_size=batch.shape[0])
+            self.log_epoch_mean(f"train/{name}", float(value), batch.shape[0])
         # Counters in the logged metrics survive spawn-based strategies, whose trainer state does not.
         self.log("train/steps", float(self.global_step + 1), on_step=False, on_epoch=True, reduce_fx="max")
         self.log("train/epochs", float(self.current_epoch + 1), on_step=False, on_epoch=True, reduce_fx="max")
@@ -104,6 +126,11 @@ class SSLModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         checkpoint["medssl_data_order"] = {"epoch": self.current_epoch, "batches_done": progress.processed}
+        checkpoint["medssl_epoch_sums"] = {"epoch": self._sums_epoch,
+                                           "sums": {k: [float(t), int(n)] for k, (t, n) in self._epoch_sums.items()}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.resume_batches_done = checkpoint.get("medssl_data_order", {}).get("batches_done", 0)
+        saved = checkpoint.get("medssl_epoch_sums") or {}
+        self._sums_epoch = saved.get("epoch")
+        self._epoch_sums = {k: (float(t), int(n)) for k, (t, n) in (saved.get("sums") or {}).items()}

@@ -13,7 +13,10 @@ CPU by default; GPUs, several devices and several nodes through Lightning's `acc
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +26,9 @@ import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medssl.checkpoint import CheckpointError, save_checkpoint, update_card
@@ -85,6 +90,46 @@ class PretrainData(L.LightningDataModule):
         )
 
 
+class _KeptRowsWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps the rows an earlier run of the same folder
+    wrote: Lightning deletes metrics.csv when a run starts, which loses the steps before a kill
+    when the run resumes. Rows of steps from the first step this run logs on are dropped (the
+    resumed run logs them again); the others stay, and new rows follow them."""
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's version deletes metrics.csv
+        self._earlier: list[dict] | None = None
+        self._earlier_keys: list[str] = []
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                reader = csv.DictReader(f)
+                self._earlier, self._earlier_keys = list(reader), list(reader.fieldnames or [])
+
+    def save(self) -> None:
+        if self._earlier is not None and self.metrics:
+            first = min(int(m["step"]) for m in self.metrics)
+            kept = [r for r in self._earlier if r.get("step") and int(float(r["step"])) < first]
+            self.metrics_keys = sorted(set(self.metrics_keys) | set(self._earlier_keys))
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=self.metrics_keys, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            atomic_write_text(Path(self.metrics_file_path), buf.getvalue())
+            self._earlier = None
+        super().save()
+
+
+class KeptRowsCSVLogger(CSVLogger):
+    """CSVLogger whose logs/metrics.csv survives a resume whole (see `_KeptRowsWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _KeptRowsWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeptRowsWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def load_training_arrays(cfg: dict, rows: Sequence[dict], encoder) -> tuple[np.ndarray, list[dict], list]:
     """The preprocessed training arrays for this encoder's input contract, from the cache of its
     modality's data hook (:mod:`medssl.data.modalities`), with the recipe's `data` settings."""
@@ -131,7 +176,7 @@ def pretrain(
     else:
         module = SSLModule(method, o)
         data = PretrainData(arrays, cfg["data"]["batch_size"], cfg.get("seed", 0), cfg["data"].get("num_workers", 0))
-    loggers = [CSVLogger(out_dir, name="logs", version="")]
+    loggers = [KeptRowsCSVLogger(out_dir, name="logs", version="")]
     if t.get("tensorboard"):
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
     ckpt_dir = out_dir / "lightning"

@@ -284,8 +284,7 @@ class DPSSLModule(SSLModule):
         self.lr_schedulers().step()
         self.update_target_network()
         if losses.numel():
-            self.log("train/loss", losses.mean(), prog_bar=True, on_step=True, on_epoch=True,
-                     batch_size=losses.numel())
+            self.log_epoch_mean("train/loss", losses.mean(), losses.numel(), prog_bar=True)
         self.log("train/steps", float(self.global_step), on_step=False, on_epoch=True, reduce_fx="max")
         self.log("train/epochs", float(self.current_epoch + 1), on_step=False, on_epoch=True, reduce_fx="max")
 

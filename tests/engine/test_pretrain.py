@@ -88,6 +88,35 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(rows, tmp_path):
     assert card["training_metrics"]["steps"] == 8
 
 
+def _log_rows(run_dir) -> list[tuple]:
+    import csv
+
+    with (run_dir / "logs" / "metrics.csv").open() as f:
+        return [(int(r["step"]), r.get("train/loss_step") or None, r.get("train/loss_epoch") or None)
+                for r in csv.DictReader(f)]
+
+
+def test_logs_stay_whole_across_a_kill_and_resume(rows, tmp_path):
+    """Issue 17: Lightning deleted the earlier logs/metrics.csv rows on resume, and the resumed
+    epoch's mean loss covered only the batches after the resume."""
+    cfg = resolve_recipe("ecg_jepa", [*TINY, "trainer.log_every_n_steps=1"])
+    pretrain(cfg, rows, tmp_path / "straight", progress_bar=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain(cfg, rows, tmp_path / "resumed", progress_bar=False, callbacks=[CrashAtStep(6)])
+    before = _log_rows(tmp_path / "resumed")
+    assert [s for s, step_loss, _ in before if step_loss] == [0, 1, 2, 3, 4]  # epoch 2 was under way
+    pretrain(cfg, rows, tmp_path / "resumed", progress_bar=False)
+
+    straight, resumed = _log_rows(tmp_path / "straight"), _log_rows(tmp_path / "resumed")
+    assert resumed[:len(before)] == before  # the rows before the kill are still there
+    assert [(s, a) for s, a, _ in resumed] == [(s, a) for s, a, _ in straight]  # every step once, same losses
+    epochs = [float(e) for *_, e in straight if e]
+    assert len(epochs) == 2
+    assert [float(e) for *_, e in resumed if e] == pytest.approx(epochs, rel=1e-6, abs=0)  # means over all batches
+    card = json.loads((tmp_path / "resumed" / "checkpoint" / "card.json").read_text())
+    assert card["training_metrics"]["train/loss_epoch"] == pytest.approx(epochs[-1], rel=1e-6, abs=0)
+
+
 def test_resume_without_the_data_order_would_differ(rows, tmp_path):
     """Guard for the test above: a crash, then a fresh start from step 0, ends elsewhere."""
     cfg = resolve_recipe("ecg_jepa", TINY)
