@@ -160,25 +160,31 @@ def _setting(a: dict, n_train: dict) -> str:
     return f"{a['label_fraction']:.3g} ({n_train.get((a['protocol'], a['label_fraction']), '?')} subj.)"
 
 
-def summary_markdown(doc: dict, metric: str, digits: int = 3) -> str:
+def summary_markdown(doc: dict, metric: str, digits: int = 3, task: str | None = None,
+                     comparisons: bool = True) -> str:
     """Markdown: one line per protocol x setting x domain x encoder (``metric``: mean [95% CI],
-    seeds), then every comparison of that metric with its raw and Holm-adjusted p-values."""
+    seeds), then every comparison of that metric with its raw and Holm-adjusted p-values (only
+    ``task``'s rows when given)."""
     n_train = {}
     for r in doc["records"]:
         key = (r["protocol"], r["label_fraction"])
+        if task is not None and r["task"] != task:
+            continue
         n_train[key] = r["n_train_subjects"] if key not in n_train else n_train[key]
     lines = ["| protocol | setting | domain | arm | " + metric + " mean [95% CI] | seeds | eval subjects |",
              "|---|---|---|---|---|---|---|"]
     for a in doc["aggregates"]:
-        if a["metric"] != metric:
+        if a["metric"] != metric or (task is not None and a["task"] != task):
             continue
         lines.append(f"| {a['protocol']} | {_setting(a, n_train)} | {a['domain']} | {a['encoder']} | "
                      f"{_f(a['mean'], digits)} [{_f(a['ci_low'], digits)}, {_f(a['ci_high'], digits)}] | "
                      f"{a['n_seeds']} | {a['n_test_subjects']} |")
+    if not comparisons:
+        return "\n".join(lines)
     lines += ["", "| protocol | setting | domain | a vs b | delta (a - b) [95% CI] | p | p (Holm) |",
               "|---|---|---|---|---|---|---|"]
     for c in doc["comparisons"]:
-        if c["metric"] != metric:
+        if c["metric"] != metric or (task is not None and c["task"] != task):
             continue
         lines.append(f"| {c['protocol']} | {_setting(c, n_train)} | {c['domain']} | {c['encoder_a']} vs "
                      f"{c['encoder_b']} | {_f(c['delta'], digits)} [{_f(c['ci_low'], digits)}, "
