@@ -4,9 +4,12 @@
 
 1. loads every dataset's manifest (a synthetic cohort is generated into ``OUT/data/<name>/``),
    prepares each task's targets and row masks, and checks every encoder's input contract against
-   each dataset it must read (manifest columns ``leads``, ``sampling_rate``, ``n_samples``):
-   a missing lead (limb leads III/aVR/aVL/aVF count as present when I and II are), a lower
-   sampling rate or shorter records refuse the run with one line saying what differs;
+   each dataset it must read (manifest columns ``leads``, ``sampling_rate``, ``n_samples``;
+   :func:`medssl.data.modalities.usable_records`): records with a missing lead (limb leads
+   III/aVR/aVL/aVF count as present when I and II are), a lower sampling rate, a shorter length
+   or of another modality are left out for every encoder and listed under ``skipped``; the run is
+   refused with one line saying what differs when fewer than half the records remain, and for an
+   implausible value (an ECG at 7 Hz), naming the record;
 2. embeds each (encoder, dataset) once through the preprocessed-array cache into
    ``OUT/embeddings/<encoder>__<dataset>.npz`` (``embeddings`` (N, D), ``record_id``,
    ``subject_id``, ``fingerprint``); a later run reuses a file whose fingerprint (encoder ref,
@@ -59,6 +62,10 @@
         {"domain", "n_tasks", "rows": [{"encoder", "position", "mean_rank", "task_ranks"}],
          "n_bootstrap", "position_frequencies": {encoder: [fraction of bootstrap replicates in
                                                           which it ends at position 1, 2, ...]}}],
+      "skipped": [   # records left out, each once: while indexing (encoder null), by an encoder's
+                     # input contract, or when their inputs or masks could not be read
+        {"dataset", "encoder", "stage" ("index" | "contract" | "preprocess" | "mask"), "record" (path),
+         "reason"}],
       "notes": [str], "timings_s": {...}
     }
 
@@ -104,6 +111,7 @@ from medssl.bench.inputs import (
     load_dataset,
     model_inputs,
     say,
+    skipped_entries,
 )
 from medssl.bench.metrics import bootstrap_p_value
 from medssl.bench.protocols import (
@@ -170,14 +178,16 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
 
 
 def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
-             examples: list | None, tiling=None) -> np.ndarray:
+             examples: list | None, tiling=None, feature_cache=None) -> np.ndarray:
     """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
     masks, row -> mask index[, field-of-view masks, row -> their index]); per-record (n_eval, 7)
     scores (:data:`medssl.bench.segmentation.SCORE_COLUMNS`) on ``eval_rows``, inside the field of
     view where a record has one. Images held as an object array (one (C, H, W) array per record, at
     native resolution) are segmented in tiles of the encoder's input size
     (:mod:`medssl.bench.tiling`, ``tiling``: its :class:`~medssl.bench.tiling.TilingSettings`).
-    When ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it."""
+    When ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it.
+    ``feature_cache`` (:class:`~medssl.bench.segmentation.FeatureMapCache`): a frozen encoder's
+    feature maps of the (not tiled) images, computed once per run and reused by every draw and seed."""
     from medssl.bench.segmentation import (
         per_record_scores,
         predict_probabilities,
@@ -215,8 +225,12 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
         truth = [np.asarray(masks[j]) for j in mev]
         shown = [images[i] for i in ev]
     else:
-        model = train_segmenter(encoder, images[tr], masks[mtr], **common)
-        probs = list(predict_probabilities(model, images[ev], batch_size=f["batch_size"]))
+        maps = None if feature_cache is None else feature_cache.maps(
+            encoder, images, mode=f["mode"], decoder=f["decoder"], width=f["width"])
+        model = train_segmenter(encoder, images[tr], masks[mtr], **common,
+                                feature_maps=None if maps is None else [m[tr] for m in maps])
+        probs = list(predict_probabilities(model, images[ev], batch_size=f["batch_size"],
+                                           feature_maps=None if maps is None else [m[ev] for m in maps]))
         if eval_fovs is not None:
             probs = [np.where(fv, p, 0.0).astype(np.float32) if fv is not None else p
                      for p, fv in zip(probs, eval_fovs)]
@@ -234,7 +248,7 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
 
 
 def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dict[str, list],
-              notes: list[str], progress: bool, inputs: dict | None = None) -> None:
+              notes: list[str], progress: bool, inputs: dict | None = None, feature_cache=None) -> None:
     """``inputs`` (finetune and segmentation protocols): encoder name -> (encoder, inputs, td row ->
     input index[, masks, td row -> mask index])."""
     task, kind = td.task, td.task.kind
@@ -282,7 +296,8 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                 if proto.kind == "segmentation":
                     shown = [] if si == 0 and setting == proto.settings[-1][1] else None
                     result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown,
-                                      tiling=TilingSettings.from_data(cfg.datasets[task.dataset].data))
+                                      tiling=TilingSettings.from_data(cfg.datasets[task.dataset].data),
+                                      feature_cache=feature_cache)
                     for j, image, truth, pred in shown or []:
                         domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
                         out["examples"].append(overlay_example(
@@ -552,18 +567,26 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
 
     used = list(dict.fromkeys(t.dataset for t in cfg.tasks))
     rows, sources = {}, {}
+    skipped: list[dict] = []  # records left out, with the reason (results.json "skipped")
     for ds in used:
         say(progress, f"loading dataset {ds}")
-        rows[ds], sources[ds] = load_dataset(cfg, ds, out, notes)
-    tasks = [prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
+        rows[ds], sources[ds] = load_dataset(cfg, ds, out, notes, skipped)
+    n_loaded = {ds: len(rows[ds]) for ds in used}
     models = {e.name: build_encoder(cfg, e) for e in cfg.encoders}
     fitted = {}  # (encoder, dataset) -> the encoder as it reads that dataset
     for e in cfg.encoders:
         for ds in used:
             fitted[(e.name, ds)] = fit_encoder(models[e.name][0], rows[ds], e.name, ds, notes)
             spec = fitted[(e.name, ds)].spec
-            check_contract(spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source,
-                           modality=spec.modality)
+            usable, dropped = check_contract(spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source,
+                                             modality=spec.modality)
+            if dropped:  # left out for every encoder: all are scored on the same records
+                skipped += skipped_entries(dropped, dataset=ds, encoder=e.name, stage="contract")
+                notes.append(f"{e.name} on {ds}: {len(dropped)} record(s) break the encoder's input contract and "
+                             f"are left out for every encoder (listed under skipped)")
+                keep = {r["record_id"] for r in usable}
+                rows[ds] = [r for r in rows[ds] if r["record_id"] in keep]
+    tasks = [prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
     plans = _resolution_plans(cfg, tasks, rows, fitted, notes)
     timings["data_s"] = time.perf_counter() - t0
 
@@ -575,7 +598,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                if any(p.applies_to(td.task.kind) and p.kind in ("finetune", "segmentation") for p in cfg.protocols)}
     segmented = {td.task.dataset for td in tasks if td.task.kind == "segmentation"} & trained
     emb = {(e.name, ds): embed_dataset(cfg, e, fitted[(e.name, ds)], models[e.name][1], ds, rows[ds], out, progress,
-                                       notes)
+                                       notes, skipped)
            for e in cfg.encoders for ds in used if ds in probed}
     timings["embed_s"] = time.perf_counter() - t
     signals = {}  # (encoder, dataset) -> (inputs, record_id -> row[, masks, record_id -> row])
@@ -586,11 +609,13 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                 signals[(e.name, ds)] = _native_entry(cfg, model, rows[ds], ds, None, e.name, notes)
                 continue
             cache = model_inputs(cfg, model, rows[ds], ds)
+            skipped += skipped_entries(cache.skipped, dataset=ds, encoder=e.name, stage="preprocess")
             entry = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
             if ds in segmented:
                 from medssl.data.modalities import segmentation_masks
 
                 m = segmentation_masks(rows[ds], model.spec, cfg.datasets[ds].data, cache_root=cfg.cache_dir)
+                skipped += skipped_entries(m.skipped, dataset=ds, encoder=e.name, stage="mask")
                 entry += (m.signals, {r["record_id"]: i for i, r in enumerate(m.rows)})
                 if any(r.get("fov_path") for r in rows[ds]):
                     entry += _native_entry(cfg, model, rows[ds], ds, model.spec.input["shape"], e.name, notes)[4:]
@@ -600,6 +625,9 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     results: dict[str, list] = {"records": [], "aggregates": [], "gaps": [], "comparisons": [], "errors": [],
                                 "examples": [], "_stats": {}}
     n_embedded = {}
+    from medssl.bench.segmentation import FeatureMapCache
+
+    feature_cache = FeatureMapCache()  # frozen feature maps per (encoder weights, images), for this run
     for td in tasks:
         ds = td.task.dataset
         common = set(td.record_ids.tolist())
@@ -628,7 +656,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
             for array, row_of in zip(entry[0::2], entry[1::2]):
                 parts += [array, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64)]
             inputs[e.name] = tuple(parts)
-        _run_task(cfg, td, X, results, notes, progress, inputs)
+        _run_task(cfg, td, X, results, notes, progress, inputs, feature_cache)
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -642,13 +670,14 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                                                      "embed_dim": models[e.name][0].spec.embed_dim,
                                                      "input": models[e.name][0].spec.input}}
                      for e in cfg.encoders},
-        "datasets": {ds: {"source": sources[ds], "n_records": len(rows[ds]),
+        "datasets": {ds: {"source": sources[ds], "n_records": n_loaded[ds],
                           "n_subjects": len({r["subject_id"] for r in rows[ds]}), "n_embedded": n_embedded.get(ds)}
                      for ds in used},
         **{k: results[k] for k in ("records", "aggregates", "gaps", "comparisons", "errors")},
         "p_adjustment": "Holm (family: all comparisons of this run); p_holm beside each raw p_value",
         "ranking": _rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders],
                              cfg.n_bootstrap),
+        "skipped": [dict(k) for k in dict.fromkeys(tuple(x.items()) for x in skipped)],  # each once
         "notes": notes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     results.pop("_stats")
@@ -660,6 +689,7 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
                          notes=notes)
     report["ranking"] = doc["ranking"]
     report["examples"] = results["examples"]
+    report["skipped"] = doc["skipped"]
     html_path = atomic_write_text(out / "report.html", render_html(report))
     doc["paths"] = {"json": json_path, "csv": csv_path, "html": html_path, "embeddings": out / "embeddings"}
     say(progress, f"wrote {json_path}, {csv_path}, {html_path} in {timings['total_s']:.0f} s")

@@ -18,6 +18,17 @@ labelled images or volumes (2-D or 3-D), scored per record with Dice, NSD and HD
   SwinUNETR decoder for the CT Swin encoders (``decoder: swin_unetr``, :mod:`medssl.ct.segmentation`).
 * :func:`predict_masks`: sigmoid >= 0.5 masks, batched; :func:`predict_probabilities`: the
   sigmoid probabilities themselves.
+* frozen feature maps are computed once per image: with ``mode="frozen"`` the encoder's output on
+  an image never changes during training (eval mode, no gradients, and nothing augments the
+  input in :func:`train_segmenter`), so :func:`train_segmenter` runs the encoder over the training
+  images once (:func:`frozen_feature_maps`) and trains the decoder on those maps instead of
+  re-encoding every batch at every step; :class:`FeatureMapCache` keeps them across trainings
+  (the benchmark's label fractions x seeds, and its evaluation images), keyed by a hash of the
+  encoder's weights and of the images. The same decoder training results, up to float rounding
+  of the encoder run on other batch compositions (``tests/bench/test_segmentation_cache.py``).
+  Not in the tiled path (:mod:`medssl.bench.tiling`): random tile crops and flips change the
+  encoder's input at every step there. ``cache_features=False`` (or
+  :data:`CACHE_FROZEN_FEATURES` = False) recomputes them at every step, as before.
 * images larger than an encoder's input are segmented at their own resolution, in tiles
   (:mod:`medssl.bench.tiling`: training on random tiles, sliding-window inference).
 * :func:`per_record_scores`: (n, 7) Dice, NSD at ``tolerance_mm``, HD95, IoU (Jaccard =
@@ -31,6 +42,7 @@ labelled images or volumes (2-D or 3-D), scored per record with Dice, NSD and HD
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -50,6 +62,9 @@ from medssl.bench.segmentation_metrics import (
 from medssl.nn.schedules import cosine_schedule
 
 SEGMENTATION_MODES = ("frozen", "finetune")
+# Compute a frozen encoder's feature maps once per image (module docstring); False: at every step.
+CACHE_FROZEN_FEATURES = True
+FEATURE_CACHE_MAX_BYTES = 4 << 30  # maps of one (encoder, images) set larger than this are not kept
 SCORE_COLUMNS = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
 
 
@@ -101,13 +116,19 @@ class Segmenter(nn.Module):
         super().__init__()
         self.encoder, self.decoder, self.frozen = encoder, decoder, frozen
 
-    def forward(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The encoder's feature maps of ``x`` (without gradients when frozen)."""
         if self.frozen:
             with torch.no_grad():
-                maps = [m.detach() for m in self.encoder.feature_maps(x)]
-        else:
-            maps = self.encoder.feature_maps(x)
+                return [m.detach() for m in self.encoder.feature_maps(x)]
+        return self.encoder.feature_maps(x)
+
+    def decode(self, x: Tensor, maps: Sequence[Tensor]) -> Tensor:
+        """Logits from the feature maps of ``x`` (``x`` itself is not read here)."""
         return self.decoder(maps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(x, self.encode(x))
 
     def train(self, mode: bool = True) -> Segmenter:
         super().train(mode)
@@ -180,13 +201,89 @@ def segmenter_optimiser(model: nn.Module, *, mode: str, lr: float, encoder_lr_sc
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
-def fit_segmenter(model: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+def cacheable(model: nn.Module) -> bool:
+    """Whether ``model``'s encoder is frozen and it can decode precomputed feature maps."""
+    return bool(getattr(model, "frozen", False)) and hasattr(model, "encode") and hasattr(model, "decode")
+
+
+@torch.no_grad()
+def frozen_feature_maps(model: nn.Module, images: np.ndarray, batch_size: int = 16) -> list[Tensor]:
+    """``model.encode`` of every image (N, C, *S), in batches: one (N, C_i, *S_i) float32 tensor per
+    feature map. The model's encoder must be frozen (:func:`cacheable`); it stays in eval mode."""
+    if not cacheable(model):
+        raise ValueError("feature maps are cached only for a frozen encoder with encode/decode")
+    was = model.training
+    model.eval()
+    parts: list[list[Tensor]] = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.array(images[start:start + batch_size], dtype=np.float32))
+        parts.append([m.float() for m in model.encode(x)])
+    model.train(was)
+    return [torch.cat(level) for level in zip(*parts)]
+
+
+def _fingerprint(encoder: nn.Module) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in encoder.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _array_fingerprint(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.dtype}:{a.shape}".encode())
+    h.update(a.view(np.uint8).data)
+    return h.hexdigest()
+
+
+def _maps_fit(model: nn.Module, images: np.ndarray, max_bytes: int) -> bool:
+    """Whether the feature maps of every image would take at most ``max_bytes`` (one image measured)."""
+    first = frozen_feature_maps(model, images[:1])
+    return sum(m.numel() * m.element_size() for m in first) * len(images) <= max_bytes
+
+
+class FeatureMapCache:
+    """Frozen feature maps of whole image sets, computed once and reused (in memory): key = hash
+    of the encoder's weights (state dict) + hash of the images (+ decoder and input shape).
+
+    :meth:`maps` gives [(N, C_i, *S_i)] for every image of ``images`` (index them with the rows a
+    training or an evaluation uses), or None where caching does not apply (an encoder that is not
+    frozen in ``mode``, a decoder without encode/decode, maps larger than ``max_bytes``)."""
+
+    def __init__(self, max_bytes: int = FEATURE_CACHE_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._maps: dict[tuple, list[Tensor] | None] = {}
+        self.hits = self.misses = 0
+
+    def maps(self, encoder: nn.Module, images: np.ndarray, *, mode: str = "frozen", decoder: str = "pyramid",
+             width: int = 32, batch_size: int = 16) -> list[Tensor] | None:
+        if mode != "frozen" or not CACHE_FROZEN_FEATURES or len(images) == 0 or images.dtype == object:
+            return None
+        key = (_fingerprint(encoder), _array_fingerprint(images), decoder, tuple(images.shape[1:]))
+        if key in self._maps:
+            self.hits += 1
+            return self._maps[key]
+        self.misses += 1
+        with torch.random.fork_rng():  # building the probe segmenter must not move anyone's RNG
+            model = build_segmenter(encoder, images.shape[1:], mode=mode, width=width, decoder=decoder)
+        maps = None
+        if cacheable(model) and _maps_fit(model, images, self.max_bytes):
+            maps = frozen_feature_maps(model, images, batch_size)
+        self._maps[key] = maps
+        return maps
+
+
+def fit_segmenter(model: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[tuple],
                   total: int) -> nn.Module:
     """Run ``total`` optimiser steps of Dice + BCE (``DiceCELoss(sigmoid=True)``) on the batches
-    (x (B, C, *S) float32, y (B, 1, *S) in {0, 1}), learning rates on a cosine decay; eval mode after."""
+    (x (B, C, *S) float32, y (B, 1, *S) in {0, 1}[, the frozen encoder's feature maps of x: then
+    ``model.decode(x, maps)`` replaces ``model(x)``]), learning rates on a cosine decay; eval mode after."""
     loss_fn = DiceCELoss(sigmoid=True)
     model.train()
-    for step, (xb, yb) in enumerate(batches):
+    for step, (xb, yb, *cached) in enumerate(batches):
         if step >= total:
             break
         x = torch.from_numpy(np.asarray(xb, dtype=np.float32))
@@ -194,7 +291,8 @@ def fit_segmenter(model: nn.Module, opt: torch.optim.Optimizer, batches: Iterabl
         factor = cosine_schedule(step, total, 1.0)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * factor
-        loss = loss_fn(model(x), y)
+        logits = model.decode(x, cached[0]) if cached and cached[0] is not None else model(x)
+        loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -204,12 +302,19 @@ def fit_segmenter(model: nn.Module, opt: torch.optim.Optimizer, batches: Iterabl
 def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *, mode: str = "frozen",
                     epochs: int = 20, lr: float = 1e-3, batch_size: int = 8, encoder_lr_scale: float = 0.1,
                     weight_decay: float = 1e-4, seed: int = 0, width: int = 32, decoder: str = "pyramid",
-                    min_steps: int = 0) -> nn.Module:
+                    min_steps: int = 0, cache_features: bool | None = None,
+                    feature_maps: Sequence[Tensor] | None = None) -> nn.Module:
     """Train a segmenter (:func:`build_segmenter`) on images (N, C, *S) float32 and masks
     (N, 1, *S) in {0, 1}, for ``epochs`` passes or at least ``min_steps`` optimiser steps (so a
-    draw of one or two images still gets a training budget)."""
+    draw of one or two images still gets a training budget).
+
+    With a frozen encoder the feature maps of the images are computed once, before the first step
+    (``cache_features``, default :data:`CACHE_FROZEN_FEATURES`), or taken from ``feature_maps``
+    ([(N, C_i, *S_i)] of these images, e.g. from a :class:`FeatureMapCache`); the decoder then
+    trains on them. False: the encoder runs on every batch at every step."""
     if len(images) != len(masks) or len(images) == 0:
         raise ValueError(f"need as many masks as images (got {len(images)} images, {len(masks)} masks)")
+    cache_features = CACHE_FROZEN_FEATURES if cache_features is None else cache_features
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_segmenter(encoder, images.shape[1:], mode=mode, width=width, decoder=decoder)
@@ -220,25 +325,40 @@ def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *
         bs = min(batch_size, n)
         steps_per_epoch = math.ceil(n / bs)
         epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
+        maps = None
+        if feature_maps is not None and cache_features and cacheable(model):
+            maps = list(feature_maps)
+        elif cache_features and cacheable(model) and _maps_fit(model, images, FEATURE_CACHE_MAX_BYTES):
+            maps = frozen_feature_maps(model, images)
+        if maps is not None and any(len(m) != n for m in maps):
+            raise ValueError(f"feature_maps hold {[len(m) for m in maps]} images, not the {n} given")
 
         def batches():
             for _ in range(epochs):
                 order = rng.permutation(n)
                 for start in range(0, n, bs):
                     idx = np.sort(order[start:start + bs])
-                    yield images[idx], masks[idx]
+                    if maps is None:
+                        yield images[idx], masks[idx]
+                    else:
+                        t = torch.from_numpy(idx)
+                        yield images[idx], masks[idx], [m[t] for m in maps]
 
         return fit_segmenter(model, opt, batches(), epochs * steps_per_epoch)
 
 
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """(N, 1, *S) float32 sigmoid probabilities of images (N, C, *S)."""
+def predict_probabilities(model: nn.Module, images: np.ndarray, batch_size: int = 8,
+                          feature_maps: Sequence[Tensor] | None = None) -> np.ndarray:
+    """(N, 1, *S) float32 sigmoid probabilities of images (N, C, *S); ``feature_maps``: the frozen
+    encoder's maps of these images ([(N, C_i, *S_i)], :class:`FeatureMapCache`), decoded directly."""
     model.eval()
+    use = feature_maps is not None and cacheable(model)
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32))
-        out.append(torch.sigmoid(model(x).float()).numpy())
+        logits = (model.decode(x, [m[start:start + batch_size] for m in feature_maps]) if use else model(x))
+        out.append(torch.sigmoid(logits.float()).numpy())
     return np.concatenate(out) if out else np.zeros((0, 1, *images.shape[2:]), dtype=np.float32)
 
 

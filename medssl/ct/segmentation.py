@@ -63,13 +63,19 @@ class SwinUNETRSegmenter(nn.Module):
         super().__init__()
         self.encoder, self.decoder, self.frozen = encoder, decoder, frozen
 
-    def forward(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The encoder's feature maps of ``x`` (without gradients when frozen)."""
         if self.frozen:
             with torch.no_grad():
-                maps = [m.detach() for m in self.encoder.feature_maps(x)]
-        else:
-            maps = self.encoder.feature_maps(x)
+                return [m.detach() for m in self.encoder.feature_maps(x)]
+        return self.encoder.feature_maps(x)
+
+    def decode(self, x: Tensor, maps: Sequence[Tensor]) -> Tensor:
+        """Logits from ``x`` (the decoder's own first convolution reads it) and its feature maps."""
         return self.decoder(x, maps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(x, self.encode(x))
 
     def train(self, mode: bool = True) -> SwinUNETRSegmenter:
         super().train(mode)

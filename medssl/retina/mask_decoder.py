@@ -131,13 +131,19 @@ class Segmenter(nn.Module):
             encoder.requires_grad_(False)
             encoder.eval()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The encoder's feature maps of ``x`` (without gradients when frozen)."""
         if self.frozen:
             with torch.no_grad():
-                maps = [m.detach() for m in self.encoder.feature_maps(x)]
-        else:
-            maps = self.encoder.feature_maps(x)
-        return self.decoder(maps, tuple(x.shape[-2:]))
+                return [m.detach() for m in self.encoder.feature_maps(x)]
+        return self.encoder.feature_maps(x)
+
+    def decode(self, x: Tensor, maps: Sequence[Tensor]) -> Tensor:
+        """Logits from the feature maps of ``x`` (only its size is read)."""
+        return self.decoder(list(maps), tuple(x.shape[-2:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(x, self.encode(x))
 
     def train(self, mode: bool = True) -> Segmenter:
         super().train(mode)
