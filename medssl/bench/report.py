@@ -24,8 +24,12 @@ Rows are those of :func:`medssl.bench.fewshot.few_shot_evaluation` (see there fo
 
 The HTML has no external resources (inline CSS and SVG, no JS): per-shots tables of
 ``mean [ci_low, ci_high]`` per encoder with the domains side by side and the gap
-(first domain minus each other, e.g. in - out), one SVG chart per domain of AUROC vs shots with CI
-error bars, the comparisons with p-values, the notes and the config. Every string is HTML-escaped.
+(first domain minus each other, e.g. in - out) with its interval, charts drawn with matplotlib
+(:mod:`medssl.plots`: the metric vs shots with one panel per domain on a shared y axis, intervals
+on every point and the chance line; bars per domain at the largest setting and the gap with its
+interval), the comparisons with p-values, the notes and the config. Every string is HTML-escaped.
+A ``"gaps"`` list (rows of kind ``gap``: the benchmark's paired bootstrap of the gap) gives the gap
+intervals; without it they combine the two domains' intervals as independent (normal approximation).
 An optional ``"ranking"`` list (from :func:`medssl.bench.runner.run_benchmark`) adds a ranking
 section. Rows of :func:`medssl.bench.runner.run_benchmark` also carry ``task``, ``protocol`` and may carry
 ``label_fraction`` instead of ``shots``: the page then has one results section (table and charts)
@@ -50,7 +54,6 @@ from medssl.io import atomic_write_text
 __all__ = ["SCHEMA_VERSION", "make_report", "machine_info", "write_report", "render_html"]
 
 SCHEMA_VERSION = 1
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
 def machine_info() -> dict:
@@ -103,7 +106,7 @@ def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None =
                 notes: Sequence[str] = ()) -> dict:
     """Assemble a schema-1 report dict from ``few_shot_evaluation`` rows (split on their ``kind``)."""
     rows = list(rows)
-    by_kind = {k: [dict(r) for r in rows if r.get("kind") == k] for k in ("aggregate", "run", "comparison")}
+    by_kind = {k: [dict(r) for r in rows if r.get("kind") == k] for k in ("aggregate", "run", "comparison", "gap")}
     return {
         "schema_version": SCHEMA_VERSION,
         "title": title,
@@ -113,6 +116,7 @@ def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None =
         "results": by_kind["aggregate"],
         "runs": by_kind["run"],
         "comparisons": adjust_comparisons(by_kind["comparison"]),
+        **({"gaps": by_kind["gap"]} if by_kind["gap"] else {}),
         "p_adjustment": f"{P_ADJUSTMENT} (family: all comparisons of the report); verdicts at "
                         f"adjusted p < {VERDICT_ALPHA}",
         "notes": list(notes),
@@ -172,7 +176,16 @@ def _cell(row: Mapping | None) -> str:
             f"{_num(row.get('ci_high'))}]</span></td>")
 
 
-def _results_table(results: list[dict], domains: list, encoders: list, shots: list, setting: str = "shots") -> str:
+def _gap_lookup(gaps: list[dict] | None) -> dict:
+    """{(encoder, domain, setting): (gap, low, high)} of the benchmark's bootstrap gap rows."""
+    return {(g.get("encoder"), g.get("domain"), _setting(g)): (g.get("gap"), g.get("ci_low"), g.get("ci_high"))
+            for g in gaps or []}
+
+
+def _results_table(results: list[dict], domains: list, encoders: list, shots: list, setting: str = "shots",
+                   gaps: dict | None = None) -> str:
+    from medssl.plots import gap_interval
+
     key = {(r.get("encoder"), r.get("domain"), _setting(r)): r for r in results}
     head = "".join(f"<th>{_e(d)}</th>" for d in domains)
     head += "".join(f"<th>gap ({_e(domains[0])} − {_e(d)})</th>" for d in domains[1:])
@@ -183,10 +196,10 @@ def _results_table(results: list[dict], domains: list, encoders: list, shots: li
             ref = key.get((e, domains[0], s))
             for d in domains[1:]:
                 other = key.get((e, d, s))
-                gap = None
-                if ref and other and ref.get("mean") is not None and other.get("mean") is not None:
-                    gap = ref["mean"] - other["mean"]
-                cells.append(f"<td>{_num(gap)}</td>")
+                gap = (gaps or {}).get((e, d, s))
+                if gap is None and ref and other:
+                    gap = gap_interval(ref, other)
+                cells.append(_cell(None if gap is None else {"mean": gap[0], "ci_low": gap[1], "ci_high": gap[2]}))
             out.append(f"<tr><td>{_e(e)}</td><td>{_e(s)}</td>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -194,113 +207,6 @@ def _results_table(results: list[dict], domains: list, encoders: list, shots: li
 
 def _finite(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _svg_chart(results: list[dict], domain, encoders: list, shots: list, w: int = 520, h: int = 300,
-               metric: str = "AUROC", setting: str = "shots (subjects per class)") -> str:
-    rows = [r for r in results if r.get("domain") == domain]
-    vals = [v for r in rows for v in (r.get("mean"), r.get("ci_low"), r.get("ci_high")) if _finite(v)]
-    if not vals:
-        return f"<p>No finite results for {_e(domain)}.</p>"
-    lo, hi = max(0.0, min(vals) - 0.05), min(1.0, max(vals) + 0.05)
-    if hi - lo < 0.1:
-        lo, hi = max(0.0, lo - 0.05), min(1.0, hi + 0.05)
-    if min(vals) < 0 or max(vals) > 1:  # not a [0, 1] metric (e.g. an error in target units)
-        pad = 0.05 * (max(vals) - min(vals) or 1.0)
-        lo, hi = min(vals) - pad, max(vals) + pad
-    ml, mr, mt, mb = 50, 130, 25, 40
-    pw, ph = w - ml - mr, h - mt - mb
-
-    def X(i: int) -> float:
-        return ml + (pw * (i + 0.5) / len(shots))
-
-    def Yp(v: float) -> float:
-        return mt + ph * (1 - (v - lo) / (hi - lo))
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-             f'aria-label="{_e(metric)} vs {_e(setting)}, {_e(domain)}">',
-             f'<text x="{ml}" y="15" class=t>{_e(domain)}: {_e(metric)} (95% CI)</text>',
-             f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
-    for k in range(6):
-        v = lo + (hi - lo) * k / 5
-        parts.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{Yp(v):.1f}" y2="{Yp(v):.1f}" stroke="#eee"/>'
-                     f'<text x="{ml - 5}" y="{Yp(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-    for i, s in enumerate(shots):
-        parts.append(f'<text x="{X(i):.1f}" y="{mt + ph + 16}" text-anchor="middle">{_e(s)}</text>')
-    parts.append(f'<text x="{ml + pw / 2:.1f}" y="{h - 5}" text-anchor="middle">{_e(setting)}</text>')
-    key = {(r.get("encoder"), _setting(r)): r for r in rows}
-    for j, e in enumerate(encoders):
-        color = _COLORS[j % len(_COLORS)]
-        dx = (j - (len(encoders) - 1) / 2) * 4  # small offset so error bars do not overlap
-        pts = []
-        for i, s in enumerate(shots):
-            r = key.get((e, s))
-            if r is None or not _finite(r.get("mean")):
-                continue
-            x, y = X(i) + dx, Yp(r["mean"])
-            pts.append(f"{x:.1f},{y:.1f}")
-            if _finite(r.get("ci_low")) and _finite(r.get("ci_high")):
-                y1, y2 = Yp(r["ci_low"]), Yp(r["ci_high"])
-                parts.append(f'<path d="M{x:.1f},{y1:.1f}V{y2:.1f}M{x - 3:.1f},{y1:.1f}h6M{x - 3:.1f},{y2:.1f}h6" '
-                             f'stroke="{color}" fill="none"/>')
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"><title>{_e(e)}, '
-                         f'{_e(setting.split(" ")[0])} {_e(s)}: {_num(r["mean"])}</title></circle>')
-        if len(pts) > 1:
-            parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" stroke-width="1.5"/>')
-        ly = mt + 10 + 16 * j
-        parts.append(f'<line x1="{ml + pw + 10}" x2="{ml + pw + 28}" y1="{ly}" y2="{ly}" stroke="{color}" '
-                     f'stroke-width="2"/><text x="{ml + pw + 32}" y="{ly + 4}">{_e(e)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _svg_domain_bars(rows: list[dict], encoders: list, domains: list, setting, metric: str,
-                     w: int = 520, h: int = 260) -> str:
-    """Grouped bars at one setting: per encoder, one bar per domain (in, out, ...) with its 95% CI."""
-    key = {(r.get("encoder"), r.get("domain")): r for r in rows if _setting(r) == setting}
-    vals = [v for r in key.values() for v in (r.get("mean"), r.get("ci_low"), r.get("ci_high")) if _finite(v)]
-    if not vals:
-        return ""
-    lo = min(0.0, min(vals))
-    hi = max(vals) + 0.05 * (max(vals) - lo or 1.0)
-    ml, mr, mt, mb = 50, 110, 25, 40
-    pw, ph = w - ml - mr, h - mt - mb
-    group = pw / max(len(encoders), 1)
-    bar = 0.8 * group / max(len(domains), 1)
-
-    def Yp(v: float) -> float:
-        return mt + ph * (1 - (v - lo) / (hi - lo))
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-             f'aria-label="{_e(metric)} by domain at {_e(setting)}">',
-             f'<text x="{ml}" y="15" class=t>{_e(metric)} by domain, setting {_e(setting)} (95% CI)</text>',
-             f'<line x1="{ml}" x2="{ml + pw}" y1="{Yp(lo):.1f}" y2="{Yp(lo):.1f}" stroke="#999"/>']
-    for k in range(6):
-        v = lo + (hi - lo) * k / 5
-        parts.append(f'<text x="{ml - 5}" y="{Yp(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-    for i, e in enumerate(encoders):
-        x0 = ml + group * i + 0.1 * group
-        parts.append(f'<text x="{ml + group * (i + 0.5):.1f}" y="{mt + ph + 16}" text-anchor="middle">'
-                     f'{_e(str(e)[:24])}</text>')
-        for j, d in enumerate(domains):
-            r = key.get((e, d))
-            if r is None or not _finite(r.get("mean")):
-                continue
-            x, y = x0 + j * bar, Yp(r["mean"])
-            color = _COLORS[j % len(_COLORS)]
-            parts.append(f'<rect x="{x:.1f}" y="{min(y, Yp(lo)):.1f}" width="{bar * 0.9:.1f}" '
-                         f'height="{abs(Yp(lo) - y):.1f}" fill="{color}" fill-opacity="0.75"><title>{_e(e)}, '
-                         f'{_e(d)}: {_num(r["mean"])}</title></rect>')
-            if _finite(r.get("ci_low")) and _finite(r.get("ci_high")):
-                cx = x + bar * 0.45
-                parts.append(f'<path d="M{cx:.1f},{Yp(r["ci_low"]):.1f}V{Yp(r["ci_high"]):.1f}" stroke="#222"/>')
-    for j, d in enumerate(domains):
-        ly = mt + 10 + 16 * j
-        parts.append(f'<rect x="{ml + pw + 10}" y="{ly - 6}" width="12" height="12" '
-                     f'fill="{_COLORS[j % len(_COLORS)]}" fill-opacity="0.75"/>'
-                     f'<text x="{ml + pw + 28}" y="{ly + 4}">{_e(d)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _png_data_uri(rgb: np.ndarray) -> str:
@@ -406,11 +312,16 @@ def _grouped(rows: list[dict]) -> bool:
     return any("task" in r or "protocol" in r for r in rows)
 
 
-def _results_sections(results: list[dict]) -> list[str]:
+def _results_sections(results: list[dict], gaps: list[dict] | None = None) -> list[str]:
     """One results table + charts per task x protocol x metric (a single section for plain rows)."""
+    from medssl.plots import domain_gap_chart, results_chart
+
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r.get("task"), r.get("protocol"), r.get("metric")), []).append(r)
+    gap_groups: dict[tuple, list[dict]] = {}
+    for g in gaps or []:
+        gap_groups.setdefault((g.get("task"), g.get("protocol"), g.get("metric")), []).append(g)
     body = []
     for (task, protocol, metric), rows in groups.items():
         encoders = list(dict.fromkeys(r.get("encoder") for r in rows))
@@ -424,11 +335,15 @@ def _results_sections(results: list[dict]) -> list[str]:
             chart_metric = str(metric)
         else:
             chart_metric = "AUROC"
-        body.append(_results_table(rows, domains, encoders, shots, setting))
-        bars = _svg_domain_bars(rows, encoders, domains, shots[-1], chart_metric) if len(domains) > 1 else ""
-        body.append('<div class="charts">' + "".join(
-            _svg_chart(rows, d, encoders, shots, metric=chart_metric, setting=axis) for d in domains) + bars
-            + "</div>")
+        glook = _gap_lookup(gap_groups.get((task, protocol, metric)))
+        body.append(_results_table(rows, domains, encoders, shots, setting, glook))
+        charts = results_chart(rows, domains=domains, encoders=encoders, settings=shots, metric=chart_metric,
+                               setting_label=axis) or f"<p>No finite results to chart for {_e(metric)}.</p>"
+        if len(domains) > 1:
+            at = shots[-1]
+            charts += domain_gap_chart(rows, encoders=encoders, domains=domains, setting=at, metric=chart_metric,
+                                       gaps={(e, d): v for (e, d, s), v in glook.items() if s == at} or None)
+        body.append('<div class="charts">' + charts + "</div>")
     return body
 
 
@@ -436,9 +351,21 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#666;font-size:90%}
-figure{margin:0;font-size:85%}svg text{font-size:11px;fill:#333}svg text.t{font-size:13px;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;font-size:85%}.charts{display:flex;flex-direction:column;gap:1.2em;margin-bottom:1.5em}
+figure.chart svg{max-width:100%;height:auto}figure.chart figcaption{color:#555;margin-top:0.3em}
 pre{background:#f7f7f7;padding:0.6em;overflow:auto}
 """
+
+
+def _skipped_section(skipped: list[dict]) -> str:
+    """The records left out (results.json ``skipped``): dataset, encoder, stage, record, reason."""
+    if not skipped:
+        return ""
+    return (f"<h2>Skipped records ({len(skipped)})</h2><table><thead><tr><th>dataset</th><th>encoder</th>"
+            "<th>stage</th><th>record</th><th>reason</th></tr></thead><tbody>"
+            + "".join(f"<tr><td>{_e(x.get('dataset'))}</td><td>{_e(x.get('encoder') or 'all')}</td>"
+                      f"<td>{_e(x.get('stage'))}</td><td>{_e(x.get('record'))}</td><td>{_e(x.get('reason'))}</td></tr>"
+                      for x in skipped) + "</tbody></table>")
 
 
 def render_html(report: Mapping) -> str:
@@ -452,7 +379,7 @@ def render_html(report: Mapping) -> str:
             f"intervals are 95% subject-level bootstrap percentile intervals.</p>"]
     if results:
         body.append("<h2>Results</h2>")
-        body.extend(_results_sections(results))
+        body.extend(_results_sections(results, list(report.get("gaps") or [])))
     else:
         body.append("<p>No results.</p>")
     if report.get("ranking"):
@@ -478,6 +405,7 @@ def render_html(report: Mapping) -> str:
     notes = report.get("notes") or []
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    body.append(_skipped_section(list(report.get("skipped") or [])))
     runs = list(report.get("runs") or [])
     if runs:
         body.append(f"<details><summary>Per-seed runs ({len(runs)})</summary>{_runs_table(runs)}</details>")

@@ -684,7 +684,8 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
     doc = _jsonable(doc)
     json_path = atomic_write_text(out / "results.json", json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
     csv_path = atomic_write_text(out / "results.csv", _csv_text(results["records"]))
-    report = make_report(results["records"] + results["aggregates"] + results["comparisons"], title=cfg.title,
+    report = make_report(results["records"] + results["aggregates"] + results["gaps"] + results["comparisons"],
+                         title=cfg.title,
                          config={**cfg.raw, "n_bootstrap": cfg.n_bootstrap, "timings_s": doc["timings_s"]},
                          notes=notes)
     report["ranking"] = doc["ranking"]

@@ -107,7 +107,8 @@ Per-subject scores: ``subject_scores.csv`` (written atomically beside audit.json
           #        (value and intervals null, with the reason, when FPR < 1 / n_nonmembers)
       "roc": {"fpr": [...], "tpr": [...]},
       "control": null | {"source": str, "mode" (lira/rmia), "n_members", "n_nonmembers", "auc", "auc_ci",
-                         "null_band", "p_value", "difference": {"value", "ci_low", "ci_high"}},
+                         "null_band", "p_value", "difference": {"value", "ci_low", "ci_high"},
+                         "roc": {"fpr": [...], "tpr": [...]}},   # the control's ROC, drawn beside the target's
       "conclusion": str,
       "null_check": {"what": str, "n_members", "n_nonmembers", "auc", "auc_ci", "null_band", "p_value",
                      "n_permutations", "tpr_at_fpr", "tpr_at_min_fpr"},       # the split-half check
@@ -149,7 +150,6 @@ from medssl.privacy.metrics import (
     check_fpr_feasible,
     min_nonmembers_for_fpr,
     roc_curve_points,
-    roc_loglog_svg,
     tpr_table,
 )
 from medssl.privacy.signals import augmentation_consistency, ssl_loss_signal
@@ -477,10 +477,12 @@ def run_audit(
     if control_scores is not None:
         diff = auc_difference_ci(subj_scores, control_scores, labels, seed=seed + 5)
         cm = _metrics(control_scores, labels, seed, n_permutations)
+        cfpr, ctpr, _ = roc_curve_points(control_scores, labels)
         control = {"source": control_source, **({"mode": control_info.get("mode")} if control_info else {}),
                    "n_members": cm["n_members"], "n_nonmembers": cm["n_nonmembers"], "auc": cm["auc"],
                    "auc_ci": cm["auc_ci"], "null_band": cm["null_band"], "p_value": cm["p_value"],
-                   "difference": {"value": diff["difference"], "ci_low": diff["ci_low"], "ci_high": diff["ci_high"]}}
+                   "difference": {"value": diff["difference"], "ci_low": diff["ci_low"], "ci_high": diff["ci_high"]},
+                   "roc": {"fpr": cfpr.tolist(), "tpr": ctpr.tolist()}}
     else:
         warnings.append("no control model was audited: pass a control checkpoint (the same recipe trained on "
                         "subjects independent of the audited labels, --control) or use lira/rmia with >= 2 reference "
@@ -820,12 +822,15 @@ def _dp_html(check: dict | None) -> str:
 
 
 def render_html(result: dict) -> str:
-    """Self-contained HTML page of an audit dict (inline CSS + SVG, every string escaped)."""
+    """Self-contained HTML page of an audit dict (inline CSS + SVG, every string escaped); the ROC
+    chart is :func:`medssl.plots.roc_chart` (log-log, unmeasurable FPRs shaded, chance band, control)."""
+    from medssl.plots import roc_chart
+
     e = html.escape
     null = result["null_check"]
     attack = result["attack"] + (f" ({result['mode']}, {result['n_reference_models']} reference models)"
                                  if result["mode"] else "")
-    svg = roc_loglog_svg(result["roc"]["fpr"], result["roc"]["tpr"], label=f"{result['attack']} attack")
+    svg = roc_chart(result)
     warn = "".join(f"<li>{e(w)}</li>" for w in result["warnings"]) or "<li>none</li>"
     head = ("<tr><th>FPR</th><th>TPR</th><th>95% CI (bootstrap over both classes, threshold re-estimated)</th>"
             "<th>95% CI (Clopper-Pearson, conditional on the threshold)</th><th></th></tr>")
@@ -833,7 +838,8 @@ def render_html(result: dict) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>medssl membership-inference audit</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}.warn{{color:#a04000}}</style>
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}.warn{{color:#a04000}}
+figure.chart{{margin:0}}figure.chart svg{{max-width:100%;height:auto}}figure.chart figcaption{{color:#555}}</style>
 </head><body>
 <h1>Membership-inference audit</h1>
 <p>Checkpoint encoder <b>{e(str(result['encoder']))}</b>, method <b>{e(str(result['method']))}</b>.</p>

@@ -37,9 +37,11 @@ def test_write_report_json_and_html(tmp_path):
     assert "0.810 <span class=ci>[0.780, 0.840]</span>" in text  # ecg-mae, in, 1 shot: mean [CI]
     assert "0.100" in text  # in - out gap
     assert "0.234" in text and "0.012" in text  # comparison delta and p-value
-    assert "<svg" in text and text.count("<svg") == 3  # one chart per domain + the in/out bars
-    assert "by domain, setting" in text
-    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    # one results chart (a panel per domain) + the in/out bars and gap, all inline SVG
+    assert text.count('<figure class="chart"') == 2 and text.count("<svg") == 2
+    assert "by domain at all" in text and "gap: in minus other domain" in text
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
+        'xmlns:xlink="http://www.w3.org/1999/xlink"', "")
     assert "<link" not in text and "src=" not in text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
 

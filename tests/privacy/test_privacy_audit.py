@@ -231,6 +231,8 @@ def test_control_checkpoint_gives_the_target_minus_control_difference(cohort, tm
     control = doc["control"]  # the target as its own control: difference exactly 0
     assert control["source"] == "control checkpoint" and control["auc"] == doc["auc"]
     assert control["difference"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert control["roc"] == doc["roc"]  # its ROC is stored and drawn beside the target's
+    assert "-control-roc" in (tmp_path / "report.html").read_text()
     assert "not clearly above the control" in doc["conclusion"] or "no leakage measurable" in doc["conclusion"]
     header = (tmp_path / "subject_scores.csv").read_text().splitlines()[0]
     assert header == "subject_key,member,score_loss,control_score_loss"
