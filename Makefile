@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.medssl-installed
 OUT ?= outputs/demo
 
-.PHONY: install test test-slow test-floors demo bench clean
+.PHONY: install test test-slow test-floors demo bench bench-real clean
 
 install: $(STAMP)
 
@@ -45,6 +45,16 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_ecg_jepa.py
+
+# Full benchmarks on the real sets in ../shared/data/real/ (issue 14; wall times and results in
+# benchmarks/RESULTS.md, "Real data"). Each script takes --data/--eval-data/--out; their smoke
+# versions run in `make test` (tests/benchmarks/test_real_pipelines.py).
+REAL_OUT ?= outputs
+bench-real: install
+	$(BIN)/python benchmarks/real_ixi_brain_age.py --out $(REAL_OUT)/real_ixi_brain_age
+	$(BIN)/python benchmarks/real_ecg_cinc.py --out $(REAL_OUT)/real_ecg_cinc
+# DRIVE vessel segmentation (issue 14 item 2): add its line here, e.g.
+#	$(BIN)/python benchmarks/real_drive.py --out $(REAL_OUT)/real_drive
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) outputs .pytest_cache
