@@ -81,7 +81,7 @@ def parse_args(argv=None):
                                                                        + ", ".join(METHODS) + ")")
     ap.add_argument("--checkpoint", default=None, help="ECG-JEPA checkpoint (e.g. outputs/demo/pretrain/checkpoint) "
                                                       "instead of pretraining it here")
-    ap.add_argument("--synthetic-subjects", type=int, default=200, help="synthetic subjects per site")
+    ap.add_argument("--synthetic-subjects", type=int, default=100, help="synthetic subjects per site")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="default: each cpu recipe's own")
     ap.add_argument("--pretrain-max-steps", type=int, default=None)
     ap.add_argument("--no-per-label", action="store_true", help="only the macro task")
