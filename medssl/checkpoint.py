@@ -4,6 +4,11 @@ The card holds what is needed to rebuild the encoder from the folder alone and t
 the encoder's spec (name, modality, input contract, hyper-parameters), the recipe as resolved,
 package versions, a fingerprint of the training manifest, training metrics, and sections for
 benchmark and privacy results filled in later. Weights are never pickled.
+
+Beside them, `README.md` (a Hugging Face model card: YAML front matter with licence, tags,
+datasets, metrics and model-index results from the card) and `config.json` (the encoder spec),
+rewritten whenever the card changes (:mod:`medssl.hub`), so the folder is in the Hugging Face
+layout as it stands; `load_encoder` also reads a folder that has only config.json + weights.
 """
 
 from __future__ import annotations
@@ -89,6 +94,9 @@ def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) 
         state = {k.replace("_orig_mod.", ""): v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
         save_safetensors(state, tmp / WEIGHTS_FILE, metadata={"format": "pt", "encoder": card["encoder"]["name"]})
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        from medssl.hub import write_hub_files
+
+        write_hub_files(tmp, card)  # README.md (Hugging Face model card) + config.json
         replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,12 +120,15 @@ def read_card(folder: str | Path) -> dict[str, Any]:
 
 
 def update_card(folder: str | Path, section: str, entry: dict) -> None:
-    """Append `entry` to a list section of the card ("benchmarks" or "privacy"), atomically."""
+    """Append `entry` to a list section of the card ("benchmarks" or "privacy"), atomically, and
+    rewrite README.md / config.json from it (:func:`medssl.hub.write_hub_files`)."""
+    from medssl.hub import write_hub_files
     from medssl.io import atomic_write_json
 
     card = read_card(folder)
     card.setdefault(section, []).append(entry)
     atomic_write_json(Path(folder) / CARD_FILE, card)
+    write_hub_files(folder, json.loads((Path(folder) / CARD_FILE).read_text()))
 
 
 _IMPORTERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], nn.Module]]] = {}
@@ -135,12 +146,32 @@ def _ensure_builtin_importers() -> None:
     import_optional_modules(("medssl.ecg.importers", "medssl.retina.importers", "medssl.ct.importers"))
 
 
+def _encoder_spec_dict(folder: Path) -> dict[str, Any]:
+    """The encoder spec of a checkpoint folder: card.json's, else a medssl config.json's."""
+    from medssl.hub import CONFIG_FILE, LIBRARY
+
+    config = folder / CONFIG_FILE
+    if folder.is_dir() and not (folder / CARD_FILE).is_file() and config.is_file():
+        try:
+            cfg = json.loads(config.read_text())
+            spec = cfg["encoder"] if cfg.get("library_name") == LIBRARY else None
+            spec["name"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{config}: not a medssl config.json (library_name 'medssl' with an 'encoder' "
+                                  f"spec; {type(e).__name__}: {e})") from None
+        return spec
+    return read_card(folder)["encoder"]
+
+
 def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     """Rebuild the exact encoder of a checkpoint folder from its card, and load its weights.
 
     Every key must match: a missing or unexpected weight is an error, not a warning.
     A file instead of a folder goes to the importer that claims it (e.g. an ECG-JEPA release
-    `.pth`), read with `torch.load(weights_only=True)`.
+    `.pth`), read with `torch.load(weights_only=True)`. A folder in the Hugging Face layout without
+    card.json (`config.json` written by medssl + `model.safetensors`, e.g. from
+    `huggingface_hub.snapshot_download`) is rebuilt from config.json's encoder spec; nothing is
+    downloaded here.
     """
     folder = Path(folder)
     if folder.is_file():
@@ -159,8 +190,7 @@ def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
                                   f"its layout (top-level keys: {keys})")
         raise CheckpointError(f"{folder}: not a checkpoint folder, nor a file format medssl imports "
                               f"({', '.join(_IMPORTERS)})")
-    card = read_card(folder)
-    spec = EncoderSpec.from_dict(card["encoder"])
+    spec = EncoderSpec.from_dict(_encoder_spec_dict(folder))
     model = encoder_entry(spec.name).factory(**spec.hparams)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():

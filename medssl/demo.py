@@ -188,5 +188,6 @@ def run_demo(
         notes=notes,
     )
     json_path, html_path = write_report(out, report)
-    update_card(ckpt, "benchmarks", {"report": str(json_path), "results": report["results"]})
+    update_card(ckpt, "benchmarks", {"report": str(json_path), "encoder": "ecg_jepa (pretrained)",
+                                     "results": report["results"]})
     return {"json": json_path, "html": html_path, "checkpoint": ckpt, "timings": timings, "report": report}

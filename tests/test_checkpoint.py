@@ -49,7 +49,7 @@ def saved(tmp_path):
 
 def test_roundtrip_gives_identical_outputs_and_spec(saved):
     model, folder = saved
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE, "README.md", "config.json"])
     loaded = load_encoder(folder)
     assert loaded.spec == model.spec
     assert not loaded.training
@@ -136,6 +136,8 @@ def test_missing_weights_file(saved):
 def test_missing_card_and_missing_folder(saved, tmp_path):
     _, folder = saved
     (folder / CARD_FILE).unlink()
+    load_encoder(folder)  # config.json (the Hugging Face layout) still describes the encoder
+    (folder / "config.json").unlink()
     with pytest.raises(CheckpointError) as info:
         load_encoder(folder)
     assert str(folder / CARD_FILE) in str(info.value)
@@ -158,7 +160,7 @@ def test_save_replaces_existing_folder_without_leftovers(saved, tmp_path):
     (folder / "stale.txt").write_text("from an older save")
     second = _encoder(seed=5)
     save_checkpoint(second, folder, metrics={"loss": 0.1})
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE, "README.md", "config.json"])
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"], "temporary or old folders left behind"
     loaded = load_encoder(folder)
     x = _x(second)
@@ -209,7 +211,7 @@ def test_update_card_appends(saved):
     assert {k: v for k, v in card.items() if k not in ("benchmarks", "privacy")} == {
         k: v for k, v in before.items() if k not in ("benchmarks", "privacy")
     }
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CARD_FILE, WEIGHTS_FILE, "README.md", "config.json"])
     load_encoder(folder)  # still a valid checkpoint
 
 
@@ -238,4 +240,4 @@ def test_weights_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
-    assert modes["model.safetensors"] == 0o644 == modes["card.json"]
+    assert modes["model.safetensors"] == 0o644 == modes["card.json"] == modes["README.md"] == modes["config.json"]
