@@ -18,17 +18,11 @@ EXIT_BAD_INPUT = 2
 
 
 def _cmd_encoders(args: argparse.Namespace) -> int:
-    import torch
-
-    from medssl.registry import create_encoder, encoder_entry, list_encoders
+    from medssl.registry import encoder_entry, encoder_spec, list_encoders
 
     rows = []
     for name in list_encoders(args.modality):
-        try:
-            with torch.device("meta"):  # the spec without allocating or initialising weights
-                spec = create_encoder(name).spec
-        except (RuntimeError, NotImplementedError, TypeError):
-            spec = create_encoder(name).spec
+        spec = encoder_spec(name)  # from the registered spec function: no weights built
         contract = ", ".join(
             f"{k}={'/'.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in spec.input.items() if k not in ("normalisation", "units")

@@ -54,6 +54,7 @@ class _Entry:
     modality: str
     factory: Callable[..., nn.Module]
     description: str
+    spec: Callable[..., EncoderSpec] | None = None  # (**overrides) -> the factory's spec, without building
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -66,8 +67,13 @@ class UnknownEncoderError(KeyError, ValueError):
         return str(self.args[0])
 
 
-def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: str, name: str | None = None):
+def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: str, name: str | None = None,
+                     spec: Callable[..., EncoderSpec] | None = None):
     """Decorator registering an encoder factory under its function name (or `name`).
+
+    spec: optional ``spec(**overrides) -> EncoderSpec``, the spec the factory's module would carry,
+    computed from the hyper-parameters alone (no weights built): :func:`encoder_spec` and
+    ``medssl encoders`` read it; without one they build the encoder to read its spec.
 
     >>> @register_encoder(modality="ecg")
     ... def my_encoder(**overrides) -> nn.Module: ...
@@ -80,7 +86,7 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
         if key in _REGISTRY and _REGISTRY[key].factory is not f:
             raise ValueError(f"encoder {key!r} is already registered")
         doc = (f.__doc__ or "").strip().splitlines()
-        _REGISTRY[key] = _Entry(key, modality, f, doc[0] if doc else "")
+        _REGISTRY[key] = _Entry(key, modality, f, doc[0] if doc else "", spec)
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -126,6 +132,22 @@ def encoder_entry(name: str) -> _Entry:
             f"unknown encoder {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
+
+
+def encoder_spec(name: str, **overrides: Any) -> EncoderSpec:
+    """The :class:`EncoderSpec` that ``create_encoder(name, **overrides).spec`` would be, from the
+    registered spec function when the encoder declares one (no weights built), else by building the
+    encoder (on the meta device where its factory allows: nothing allocated or initialised)."""
+    entry = encoder_entry(name)
+    if entry.spec is not None:
+        return entry.spec(**overrides)
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return create_encoder(name, **overrides).spec
+    except (RuntimeError, NotImplementedError):
+        return create_encoder(name, **overrides).spec
 
 
 def create_encoder(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:

@@ -14,6 +14,8 @@ from medssl.registry import (
     EncoderSpec,
     UnknownEncoderError,
     create_encoder,
+    encoder_entry,
+    encoder_spec,
     list_encoders,
     register_encoder,
 )
@@ -198,3 +200,50 @@ def test_create_encoder_requires_a_spec(private_registry):
 
 def test_package_exports():
     assert medssl.create_encoder is create_encoder and medssl.list_encoders is list_encoders
+
+
+def _small_overrides(name: str) -> dict:
+    """The first of _build_small's override sets this encoder accepts."""
+    for overrides in (SMALL, dict(depth=1), dict(shape=[32, 32, 32], feature_size=12, window_size=4,
+                                                    num_heads=[1, 2, 4, 8]), dict(shape=[32, 32, 32], widths=[8, 16])):
+        try:
+            encoder_spec(name, **overrides)
+            return overrides
+        except TypeError:
+            continue
+    return {}
+
+
+@pytest.mark.parametrize("name", list_encoders())
+def test_every_builtin_encoder_declares_the_spec_its_factory_builds(name):
+    """`medssl encoders` reads specs without building weights: each spec function gives the spec
+    the factory's module carries, at the defaults (built on the meta device where possible) and
+    with overrides."""
+    assert encoder_entry(name).spec is not None, f"{name}: registered without a spec function"
+    overrides = _small_overrides(name)
+    assert encoder_spec(name, **overrides) == create_encoder(name, **overrides).spec
+    default = encoder_spec(name)
+    assert default.name == name and default.embed_dim > 0
+    if name.endswith("_tiny"):
+        assert default == create_encoder(name).spec
+    with pytest.raises(TypeError, match="unknown argument"):
+        encoder_spec(name, no_such_argument=1)
+
+
+def test_encoder_spec_builds_an_encoder_registered_without_a_spec_function(private_registry):
+    register_encoder(_toy_factory("ecg"), modality="ecg", name="toy")
+    assert encoder_spec("toy").embed_dim == 4
+
+
+def test_the_encoders_command_builds_no_encoder(monkeypatch, capsys):
+    from medssl.cli import main
+
+    list_encoders()
+    for entry in list(registry._REGISTRY.values()):
+        def refuse(**_):
+            raise AssertionError("an encoder was built")
+        monkeypatch.setitem(registry._REGISTRY, entry.name, registry._Entry(
+            entry.name, entry.modality, refuse, entry.description, entry.spec))
+    assert main(["encoders"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in list_encoders())

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -324,25 +325,30 @@ _SWIN_SIZES = {
 }
 
 
-def _ct_swin(name: str, **overrides) -> CTSwinEncoder:
+def _ct_swin_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(
         windows=["lung"], intensity=CT_INTENSITY, depths=[2, 2, 2, 2], patch_size=2,
         mlp_ratio=4.0, drop_path_rate=0.0, **_SWIN_SIZES[name],
     )
     h = _resolve(name, defaults, overrides)
-    arch = {k: v for k, v in h.items() if k not in _CONTRACT}
     emb = int(h["feature_size"]) * 2 ** len(h["depths"])
-    spec = ct_encoder_spec(name, h, emb, SWIN_PAPER, patch_size=int(h["patch_size"]))
+    return ct_encoder_spec(name, h, emb, SWIN_PAPER, patch_size=int(h["patch_size"]))
+
+
+def _ct_swin(name: str, **overrides) -> CTSwinEncoder:
+    spec = _ct_swin_spec(name, **overrides)
+    h = spec.hparams
+    arch = {k: v for k, v in h.items() if k not in _CONTRACT}
     return CTSwinEncoder(in_channels=len(h["windows"]), **arch, spec=spec)
 
 
-@register_encoder(modality="ct")
+@register_encoder(modality="ct", spec=partial(_ct_swin_spec, "ct_swin_base"))
 def ct_swin_base(**overrides) -> CTSwinEncoder:
     """SwinUNETR's Swin (feature 48, window 7, depths 2-2-2-2, heads 3-6-12-24) on 96^3 CT, 768-d."""
     return _ct_swin("ct_swin_base", **overrides)
 
 
-@register_encoder(modality="ct")
+@register_encoder(modality="ct", spec=partial(_ct_swin_spec, "ct_swin_tiny"))
 def ct_swin_tiny(**overrides) -> CTSwinEncoder:
     """SwinUNETR's Swin at feature size 12, window 4, heads 1-2-4-8, on 32^3 CT (192-d): CPU and tests."""
     return _ct_swin("ct_swin_tiny", **overrides)
@@ -358,24 +364,29 @@ _VIT_SIZES = {
 }
 
 
-def _ct_vit3d(name: str, **overrides) -> CTViT3D:
+def _ct_vit3d_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(windows=["lung"], intensity=CT_INTENSITY, mlp_ratio=4.0, **_VIT_SIZES[name])
     h = _resolve(name, defaults, overrides)
     if h["feature_layers"] is not None and max(h["feature_layers"]) > h["depth"]:
         # e.g. depth=1 on the base size: keep the layers that exist (the last block at least).
         h["feature_layers"] = [i for i in h["feature_layers"] if i <= h["depth"]] or [int(h["depth"])]
+    return ct_encoder_spec(name, h, h["embed_dim"], VIT3D_PAPER, patch_size=int(h["patch_size"]))
+
+
+def _ct_vit3d(name: str, **overrides) -> CTViT3D:
+    spec = _ct_vit3d_spec(name, **overrides)
+    h = spec.hparams
     arch = {k: v for k, v in h.items() if k not in _CONTRACT}
-    spec = ct_encoder_spec(name, h, h["embed_dim"], VIT3D_PAPER, patch_size=int(h["patch_size"]))
     return CTViT3D(in_channels=len(h["windows"]), **arch, spec=spec)
 
 
-@register_encoder(modality="ct")
+@register_encoder(modality="ct", spec=partial(_ct_vit3d_spec, "ct_vit3d_base"))
 def ct_vit3d_base(**overrides) -> CTViT3D:
     """UNETR's 3-D ViT: 96^3 CT, patch 16, 768 wide, 12 deep, 12 heads."""
     return _ct_vit3d("ct_vit3d_base", **overrides)
 
 
-@register_encoder(modality="ct")
+@register_encoder(modality="ct", spec=partial(_ct_vit3d_spec, "ct_vit3d_tiny"))
 def ct_vit3d_tiny(**overrides) -> CTViT3D:
     """3-D ViT on 32^3 CT, patch 8, 96 wide, 4 deep, 4 heads: CPU and tests."""
     return _ct_vit3d("ct_vit3d_tiny", **overrides)

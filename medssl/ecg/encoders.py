@@ -14,6 +14,7 @@ Not implemented: the release's stochastic depth (drop path 0.1 during pretrainin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -174,24 +175,28 @@ _ECG_JEPA_SIZES = {
 }
 
 
-def _ecg_jepa(name: str, **overrides) -> EcgPatchTransformer:
+def _ecg_jepa_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(
         leads=list(INDEPENDENT_LEADS), sampling_rate=250.0, num_samples=2500, patch_size=50,
         mlp_ratio=4.0, qkv_bias=False, norm_eps=1e-5, pos_every_block=True, cross_pattern_attention=True,
         cropa_impl="sdpa", **_ECG_JEPA_SIZES[name],
     )
     hparams = resolve_hparams(name, defaults, overrides)
-    spec = ecg_encoder_spec(name, hparams, hparams["embed_dim"], ECG_JEPA_PAPER, patch_size=int(hparams["patch_size"]))
-    return EcgPatchTransformer(**hparams, spec=spec)
+    return ecg_encoder_spec(name, hparams, hparams["embed_dim"], ECG_JEPA_PAPER, patch_size=int(hparams["patch_size"]))
 
 
-@register_encoder(modality="ecg")
+def _ecg_jepa(name: str, **overrides) -> EcgPatchTransformer:
+    spec = _ecg_jepa_spec(name, **overrides)
+    return EcgPatchTransformer(**spec.hparams, spec=spec)
+
+
+@register_encoder(modality="ecg", spec=partial(_ecg_jepa_spec, "ecg_jepa_base"))
 def ecg_jepa_base(**overrides) -> EcgPatchTransformer:
     """ECG-JEPA ViT-B (768 wide, 12 deep, 16 heads), 8 leads at 250 Hz, 10 s, CroPA."""
     return _ecg_jepa("ecg_jepa_base", **overrides)
 
 
-@register_encoder(modality="ecg")
+@register_encoder(modality="ecg", spec=partial(_ecg_jepa_spec, "ecg_jepa_tiny"))
 def ecg_jepa_tiny(**overrides) -> EcgPatchTransformer:
     """ECG-JEPA layout at CPU size (128 wide, 4 deep, 4 heads), 8 leads at 250 Hz, 10 s, CroPA."""
     return _ecg_jepa("ecg_jepa_tiny", **overrides)

@@ -24,6 +24,7 @@ forward -> max-pool over time (TS2Vec's encoding_window='full_series').
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -216,23 +217,28 @@ _RESNET_SIZES = {
 }
 
 
-def _resnet1d(name: str, **overrides) -> EcgResNet1d:
+def _resnet1d_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(leads=list(STANDARD_LEADS), sampling_rate=100.0, num_samples=1000, expansion=4,
                     kernel_size=5, kernel_size_stem=5, depth=None, **_RESNET_SIZES[name])
     hparams = _resolve(name, defaults, overrides)
     if hparams["depth"] is not None:  # a uniform depth: `depth` bottleneck blocks in every stage
         hparams["layers"] = [int(hparams["depth"])] * len(hparams["widths"])
     embed_dim = int(hparams["widths"][-1]) * int(hparams["expansion"])
-    return EcgResNet1d(**hparams, spec=ecg_encoder_spec(name, hparams, embed_dim, RESNET1D_PAPER))
+    return ecg_encoder_spec(name, hparams, embed_dim, RESNET1D_PAPER)
 
 
-@register_encoder(modality="ecg")
+def _resnet1d(name: str, **overrides) -> EcgResNet1d:
+    spec = _resnet1d_spec(name, **overrides)
+    return EcgResNet1d(**spec.hparams, spec=spec)
+
+
+@register_encoder(modality="ecg", spec=partial(_resnet1d_spec, "ecg_resnet1d50"))
 def ecg_resnet1d50(**overrides) -> EcgResNet1d:
     """xresnet1d50 (Mehari & Strodthoff's SimCLR backbone), 12 leads at 100 Hz, 10 s, 256-dim."""
     return _resnet1d("ecg_resnet1d50", **overrides)
 
 
-@register_encoder(modality="ecg")
+@register_encoder(modality="ecg", spec=partial(_resnet1d_spec, "ecg_resnet1d_tiny"))
 def ecg_resnet1d_tiny(**overrides) -> EcgResNet1d:
     """xresnet1d layout at CPU size (one block per stage, 16 wide), 12 leads at 100 Hz, 10 s."""
     return _resnet1d("ecg_resnet1d_tiny", **overrides)
@@ -244,20 +250,25 @@ _TS2VEC_SIZES = {
 }
 
 
-def _ts2vec(name: str, **overrides) -> TS2VecEncoder:
+def _ts2vec_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(leads=list(STANDARD_LEADS), sampling_rate=100.0, num_samples=1000, kernel_size=3,
                     dropout=0.1, **_TS2VEC_SIZES[name])
     hparams = _resolve(name, defaults, overrides)
-    return TS2VecEncoder(**hparams, spec=ecg_encoder_spec(name, hparams, hparams["embed_dim"], TS2VEC_PAPER))
+    return ecg_encoder_spec(name, hparams, hparams["embed_dim"], TS2VEC_PAPER)
 
 
-@register_encoder(modality="ecg")
+def _ts2vec(name: str, **overrides) -> TS2VecEncoder:
+    spec = _ts2vec_spec(name, **overrides)
+    return TS2VecEncoder(**spec.hparams, spec=spec)
+
+
+@register_encoder(modality="ecg", spec=partial(_ts2vec_spec, "ecg_ts2vec"))
 def ecg_ts2vec(**overrides) -> TS2VecEncoder:
     """TS2Vec dilated CNN (hidden 64, depth 10, 320-dim), 12 leads at 100 Hz, 10 s, max-pooled."""
     return _ts2vec("ecg_ts2vec", **overrides)
 
 
-@register_encoder(modality="ecg")
+@register_encoder(modality="ecg", spec=partial(_ts2vec_spec, "ecg_ts2vec_tiny"))
 def ecg_ts2vec_tiny(**overrides) -> TS2VecEncoder:
     """TS2Vec layout at CPU size (hidden 16, depth 3, 64-dim), 12 leads at 100 Hz, 10 s."""
     return _ts2vec("ecg_ts2vec_tiny", **overrides)

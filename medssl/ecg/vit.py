@@ -26,6 +26,7 @@ the centre.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -152,23 +153,27 @@ _SIZES = {
 }
 
 
-def _ecg_lead_vit(name: str, **overrides) -> EcgLeadViT:
+def _ecg_lead_vit_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(
         leads=list(STANDARD_LEADS), sampling_rate=250.0, num_samples=2250, patch_size=75,
         mlp_ratio=4.0, **_SIZES[name],
     )
     hparams = resolve_hparams(name, defaults, overrides)
-    spec = ecg_encoder_spec(name, hparams, hparams["embed_dim"], ST_MEM_PAPER, patch_size=int(hparams["patch_size"]))
-    return EcgLeadViT(**hparams, spec=spec)
+    return ecg_encoder_spec(name, hparams, hparams["embed_dim"], ST_MEM_PAPER, patch_size=int(hparams["patch_size"]))
 
 
-@register_encoder(modality="ecg")
+def _ecg_lead_vit(name: str, **overrides) -> EcgLeadViT:
+    spec = _ecg_lead_vit_spec(name, **overrides)
+    return EcgLeadViT(**spec.hparams, spec=spec)
+
+
+@register_encoder(modality="ecg", spec=partial(_ecg_lead_vit_spec, "ecg_mae_vit_base"))
 def ecg_mae_vit_base(**overrides) -> EcgLeadViT:
     """ST-MEM ViT-B/75 (768 wide, 12 deep, 12 heads), 12 leads at 250 Hz, 9 s, SEP + lead embeddings."""
     return _ecg_lead_vit("ecg_mae_vit_base", **overrides)
 
 
-@register_encoder(modality="ecg")
+@register_encoder(modality="ecg", spec=partial(_ecg_lead_vit_spec, "ecg_mae_vit_tiny"))
 def ecg_mae_vit_tiny(**overrides) -> EcgLeadViT:
     """ST-MEM layout at CPU size (128 wide, 4 deep, 4 heads), 12 leads at 250 Hz, 9 s."""
     return _ecg_lead_vit("ecg_mae_vit_tiny", **overrides)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 from torch import nn
 
@@ -89,58 +90,75 @@ def mri_input_contract(channels: list[str] | int, shape: list[int], divisible_by
     }
 
 
-def _unet(name: str, defaults: dict, overrides: dict) -> UNetEncoder3d:
-    hp = _resolve(name, defaults, overrides)
+_SIZES = {
+    "mri_unet_base": dict(channels=[ANY_SEQUENCE], shape=[96, 96, 96], widths=[32, 64, 128, 256, 512], block="basic"),
+    "mri_unet_tiny": dict(channels=[ANY_SEQUENCE], shape=[32, 32, 32], widths=[8, 16, 32, 64], block="basic"),
+    "mri_vit3d_base": dict(channels=[ANY_SEQUENCE], shape=[96, 96, 96], patch_size=16, embed_dim=768, depth=12,
+                           num_heads=12, mlp_ratio=4.0),
+    "mri_vit3d_tiny": dict(channels=[ANY_SEQUENCE], shape=[32, 32, 32], patch_size=8, embed_dim=96, depth=4,
+                           num_heads=4, mlp_ratio=4.0),
+}
+
+
+def _unet_spec(name: str, **overrides) -> EncoderSpec:
+    hp = _resolve(name, _SIZES[name], overrides)
     hp["widths"] = [int(w) for w in hp["widths"]]
-    model = UNetEncoder3d(n_channels(hp["channels"]), hp["widths"], hp["block"])
-    model.spec = EncoderSpec(
-        name=name, modality="mri", input=mri_input_contract(hp["channels"], hp["shape"], model.divisor),
-        embed_dim=model.embed_dim, hparams=hp, paper=AMAES_PAPER,
+    divisor = 2 ** (len(hp["widths"]) - 1)  # UNetEncoder3d's: one 2x pooling between stages
+    return EncoderSpec(
+        name=name, modality="mri", input=mri_input_contract(hp["channels"], hp["shape"], divisor),
+        embed_dim=hp["widths"][-1], hparams=hp, paper=AMAES_PAPER,
     )
+
+
+def _unet(name: str, **overrides) -> UNetEncoder3d:
+    spec = _unet_spec(name, **overrides)
+    hp = spec.hparams
+    model = UNetEncoder3d(n_channels(hp["channels"]), hp["widths"], hp["block"])
+    model.spec = spec
     return model
 
 
-def _vit(name: str, defaults: dict, overrides: dict) -> ViT3d:
-    hp = _resolve(name, defaults, overrides)
+def _vit_spec(name: str, **overrides) -> EncoderSpec:
+    hp = _resolve(name, _SIZES[name], overrides)
+    return EncoderSpec(
+        name=name, modality="mri", input=mri_input_contract(hp["channels"], hp["shape"], int(hp["patch_size"])),
+        embed_dim=int(hp["embed_dim"]), hparams=hp, paper=VIT3D_PAPER,
+    )
+
+
+def _vit(name: str, **overrides) -> ViT3d:
+    spec = _vit_spec(name, **overrides)
+    hp = spec.hparams
     model = ViT3d(
         n_channels(hp["channels"]), int(hp["patch_size"]), int(hp["embed_dim"]), int(hp["depth"]),
         int(hp["num_heads"]), float(hp["mlp_ratio"]),
     )
-    model.spec = EncoderSpec(
-        name=name, modality="mri", input=mri_input_contract(hp["channels"], hp["shape"], int(hp["patch_size"])),
-        embed_dim=int(hp["embed_dim"]), hparams=hp, paper=VIT3D_PAPER,
-    )
+    model.spec = spec
     return model
 
 
-@register_encoder(modality="mri")
+@register_encoder(modality="mri", spec=partial(_unet_spec, "mri_unet_base"))
 def mri_unet_base(**overrides) -> UNetEncoder3d:
     """AMAES U-Net B encoder: 5 stages (32-512), instance norm, leaky ReLU, max pooling; 96^3 patches."""
-    defaults = dict(channels=[ANY_SEQUENCE], shape=[96, 96, 96], widths=[32, 64, 128, 256, 512], block="basic")
-    return _unet("mri_unet_base", defaults, overrides)
+    return _unet("mri_unet_base", **overrides)
 
 
-@register_encoder(modality="mri")
+@register_encoder(modality="mri", spec=partial(_unet_spec, "mri_unet_tiny"))
 def mri_unet_tiny(**overrides) -> UNetEncoder3d:
     """AMAES U-Net design at CPU size: 4 stages (8-64); 32^3 patches."""
-    defaults = dict(channels=[ANY_SEQUENCE], shape=[32, 32, 32], widths=[8, 16, 32, 64], block="basic")
-    return _unet("mri_unet_tiny", defaults, overrides)
+    return _unet("mri_unet_tiny", **overrides)
 
 
-@register_encoder(modality="mri")
+@register_encoder(modality="mri", spec=partial(_vit_spec, "mri_vit3d_base"))
 def mri_vit3d_base(**overrides) -> ViT3d:
     """3-D ViT-B/16: 768 wide, 12 deep, 12 heads over 16^3 patches of 96^3 volumes, sin-cos positions."""
-    defaults = dict(channels=[ANY_SEQUENCE], shape=[96, 96, 96], patch_size=16, embed_dim=768, depth=12,
-                    num_heads=12, mlp_ratio=4.0)
-    return _vit("mri_vit3d_base", defaults, overrides)
+    return _vit("mri_vit3d_base", **overrides)
 
 
-@register_encoder(modality="mri")
+@register_encoder(modality="mri", spec=partial(_vit_spec, "mri_vit3d_tiny"))
 def mri_vit3d_tiny(**overrides) -> ViT3d:
     """3-D ViT at CPU size: 96 wide, 4 deep, 4 heads over 8^3 patches of 32^3 volumes."""
-    defaults = dict(channels=[ANY_SEQUENCE], shape=[32, 32, 32], patch_size=8, embed_dim=96, depth=4,
-                    num_heads=4, mlp_ratio=4.0)
-    return _vit("mri_vit3d_tiny", defaults, overrides)
+    return _vit("mri_vit3d_tiny", **overrides)
 
 
 def adapt_input_channels(encoder: nn.Module, channels: Sequence[str] | int) -> nn.Module:

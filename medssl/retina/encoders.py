@@ -43,6 +43,7 @@ them off before the encoder).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -208,7 +209,7 @@ def retina_vit_spec(name: str, hparams: dict) -> EncoderSpec:
     )
 
 
-def _retina_vit(name: str, **overrides) -> RetinaViT:
+def _retina_vit_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(
         in_chans=1, mlp_ratio=4.0, cls_token=True, pool="mean", feature_layers=None,
         pixel_size_mm=None, intensity=RETINA_INTENSITY, **_SIZES[name],
@@ -223,23 +224,28 @@ def _retina_vit(name: str, **overrides) -> RetinaViT:
     )]
     if hparams["feature_layers"] is not None:
         hparams["feature_layers"] = [int(i) for i in hparams["feature_layers"]]
-    arch = {k: v for k, v in hparams.items() if k not in ("pixel_size_mm", "intensity")}
-    return RetinaViT(**arch, spec=retina_vit_spec(name, hparams))
+    return retina_vit_spec(name, hparams)
 
 
-@register_encoder(modality="retina")
+def _retina_vit(name: str, **overrides) -> RetinaViT:
+    spec = _retina_vit_spec(name, **overrides)
+    arch = {k: v for k, v in spec.hparams.items() if k not in ("pixel_size_mm", "intensity")}
+    return RetinaViT(**arch, spec=spec)
+
+
+@register_encoder(modality="retina", spec=partial(_retina_vit_spec, "retina_vit_tiny"))
 def retina_vit_tiny(**overrides) -> RetinaViT:
     """ViT for 64x64 OCTA crops, patch 8 (8x8 tokens), 128 wide, 4 deep, 4 heads: CPU and tests."""
     return _retina_vit("retina_vit_tiny", **overrides)
 
 
-@register_encoder(modality="retina")
+@register_encoder(modality="retina", spec=partial(_retina_vit_spec, "retina_vit_base"))
 def retina_vit_base(**overrides) -> RetinaViT:
     """ViT-B/16 at 224x224 (768 wide, 12 deep, 12 heads), 1 channel (OCTA) by default."""
     return _retina_vit("retina_vit_base", **overrides)
 
 
-@register_encoder(modality="retina")
+@register_encoder(modality="retina", spec=partial(_retina_vit_spec, "retina_vit_large"))
 def retina_vit_large(**overrides) -> RetinaViT:
     """ViT-L/16 at 224x224 (1024 wide, 24 deep, 16 heads): RETFound's size; 1 channel by default."""
     return _retina_vit("retina_vit_large", **overrides)
