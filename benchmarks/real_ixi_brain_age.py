@@ -72,11 +72,11 @@ def parse_args(argv=None):
     ap.add_argument("--budgets", default="10,25,all", help="training subjects with labels (comma list; 'all')")
     ap.add_argument("--probe-seeds", type=int, default=5)
     ap.add_argument("--finetune-seeds", type=int, default=1)
-    ap.add_argument("--finetune-samples", type=int, default=200,
+    ap.add_argument("--finetune-samples", type=int, default=120,
                     help="volumes seen per fine-tuning run (epochs = this / budget, at least 1)")
     ap.add_argument("--finetune-batch", type=int, default=4)
     ap.add_argument("--finetune-lr", type=float, default=1e-3)
-    ap.add_argument("--pretrain-epochs", type=int, default=6)
+    ap.add_argument("--pretrain-epochs", type=int, default=3)
     ap.add_argument("--checkpoint", default=None, help="an AMAES checkpoint to use instead of pretraining here")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--no-finetune", action="store_true", help="leave arms (c) and (d) out")
