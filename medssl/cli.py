@@ -207,9 +207,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     encoder, _ = resolve_encoder(args.checkpoint)
     if encoder.spec.modality != "ecg":
         raise NotImplementedError(f"embed: modality {encoder.spec.modality!r} is not supported yet")
-    rows = _load_rows(args.data)
+    from medssl.data.modalities import usable_records
+
+    try:  # the policy of `medssl bench`: records that break the contract are skipped and listed
+        rows, unusable = usable_records(encoder.spec, _load_rows(args.data))
+    except ValueError as e:
+        raise ValueError(f"{args.data}: encoder {encoder.spec.name} cannot read these records: {e}") from None
     cache = ecg_array_cache(rows, preprocess_for_encoder(encoder.spec.input), args.cache_dir)
-    _report_skipped(cache.skipped)
+    skipped = [*unusable, *cache.skipped]
+    _report_skipped(skipped)
     precision = resolve_inference_precision(args.precision, "cpu")
     emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size, precision=precision)
     out = Path(args.out)
@@ -221,7 +227,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                      subject_id=np.array([r["subject_id"] for r in cache.rows]))
 
     atomic_write(out, write)
-    print(f"wrote {out}: embeddings {emb.shape}, precision {precision} ({len(cache.skipped)} records skipped)")
+    print(f"wrote {out}: embeddings {emb.shape}, precision {precision} ({len(skipped)} records skipped)")
     return 0
 
 

@@ -40,17 +40,17 @@ def one_error_line(stderr: str, *fragments: str) -> str:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> dict:
-    """24 synthetic subjects (one record each) as WFDB + a manifest; members (12) / non-members (12)."""
+    """39 synthetic subjects (one record each) as WFDB + a manifest; members (20) / non-members (19)."""
     from medssl.data.layouts import index_layout
     from medssl.data.manifest import write_manifest
     from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
 
     root = tmp_path_factory.mktemp("bad-input-cohort")
-    write_wfdb_cohort(generate_cohort(24, records_per_subject=1, seed=7), root / "wfdb")
+    write_wfdb_cohort(generate_cohort(39, records_per_subject=1, seed=7), root / "wfdb")
     rows, skipped = index_layout("synthetic", root / "wfdb")
     assert not skipped
     subjects = sorted({r["subject_id"] for r in rows})
-    members = [r for r in rows if r["subject_id"] in subjects[:12]]
+    members = [r for r in rows if r["subject_id"] in subjects[:20]]
     return {"root": root, "rows": rows, "manifest": write_manifest(rows, root / "manifest.csv"),
             "members": write_manifest(members, root / "members.csv"),
             "nonmembers": write_manifest([r for r in rows if r not in members], root / "nonmembers.csv")}
@@ -321,3 +321,106 @@ def test_retina_masks_of_another_size_are_skipped_not_stretched_in_a_hand_made_m
     assert [r["record_id"] for r in got.rows] == ["a"]
     assert len(got.skipped) == 1 and "mask is 32 x 48 px, its image" in got.skipped[0][1]
     assert "not stretched to fit" in got.skipped[0][1]
+
+
+# --- 6, 7 and 8. records that break the encoder's contract: one policy for bench and embed ------------------
+
+
+def _manifest_with(cohort, tmp_path, **changes) -> tuple[Path, dict]:
+    """The 39-record manifest with the first training record changed (column -> value)."""
+    from medssl.data.manifest import write_manifest
+
+    rows = [dict(r) for r in cohort["rows"]]
+    bad = next(r for r in rows if r["split"] == "train")
+    bad.update(changes)
+    return write_manifest(rows, tmp_path / "manifest.csv"), bad
+
+
+JEPA = [{"name": "jepa", "ref": "random:ecg_jepa_tiny:0", "overrides": TINY_JEPA}]
+
+
+def test_bench_skips_and_lists_a_2_lead_record_and_goes_on(cohort, tmp_path, capsys):
+    manifest, bad = _manifest_with(cohort, tmp_path, leads="I;II")
+    out = tmp_path / "b"
+    assert main(["bench", str(bench_config(tmp_path, manifest, JEPA)), "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["skipped"] == [{"dataset": "syn", "encoder": "jepa", "stage": "contract", "record": bad["path"],
+                               "reason": "leads: 1 of 1 records lack V1, V2, V3, V4, V5, V6 (encoder needs I, II, "
+                                         "V1, V2, V3, V4, V5, V6)"}]
+    assert doc["datasets"]["syn"]["n_records"] == 39 and doc["datasets"]["syn"]["n_embedded"] == 38
+    assert doc["records"] and not doc["errors"]
+    html = (out / "report.html").read_text()
+    assert "Skipped records (1)" in html and bad["path"] in html
+
+
+def test_bench_lists_records_that_cannot_be_preprocessed(cohort, tmp_path, capsys):
+    manifest, bad = _manifest_with(cohort, tmp_path, path=str(tmp_path / "gone" / "rec_missing"))
+    out = tmp_path / "b"
+    assert main(["bench", str(bench_config(tmp_path, manifest, JEPA)), "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [(x["stage"], x["record"]) for x in doc["skipped"]] == [("preprocess", bad["path"])]
+    assert doc["skipped"][0]["reason"]  # the reader's reason, not only a count
+    assert bad["path"] in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("command", ["bench", "embed"])
+def test_an_implausible_sampling_rate_is_refused_naming_the_record(command, cohort, tmp_path, capsys):
+    manifest, bad = _manifest_with(cohort, tmp_path, sampling_rate="7")
+    if command == "bench":
+        args = ["bench", str(bench_config(tmp_path, manifest, JEPA)), "--out", str(tmp_path / "b")]
+    else:
+        args = ["embed", "--checkpoint", "random:ecg_jepa_tiny:0", "--data", str(manifest), "--out",
+                str(tmp_path / "e.npz")]
+    assert main(args) == 2
+    one_error_line(capsys.readouterr().err, f"{bad['path']}: sampling rate 7 Hz is implausible for an ECG")
+    assert not (tmp_path / "e.npz").exists() and not (tmp_path / "b" / "embeddings").exists()
+
+
+def test_embed_skips_and_lists_the_2_lead_record_like_bench(cohort, tmp_path, capsys):
+    import numpy as np
+
+    manifest, bad = _manifest_with(cohort, tmp_path, leads="I;II")
+    assert main(["embed", "--checkpoint", "random:ecg_jepa_tiny:0", "--data", str(manifest), "--out",
+                 str(tmp_path / "e.npz")]) == 0
+    out = capsys.readouterr()
+    assert f"skipped {bad['path']}: leads: 1 of 1 records lack V1" in out.err
+    assert "(1 records skipped)" in out.out
+    with np.load(tmp_path / "e.npz") as z:
+        assert len(z["record_id"]) == 38 and bad["record_id"] not in set(z["record_id"].tolist())
+
+
+def test_no_record_fitting_the_contract_refuses_the_run_in_bench_and_embed(cohort, tmp_path, capsys):
+    from medssl.data.manifest import write_manifest
+
+    rows = [dict(r, leads="I;II", sampling_rate="100") for r in cohort["rows"]]
+    manifest = write_manifest(rows, tmp_path / "manifest.csv")
+    assert main(["bench", str(bench_config(tmp_path, manifest, JEPA)), "--out", str(tmp_path / "b")]) == 2
+    one_error_line(capsys.readouterr().err, "encoder 'jepa' cannot read dataset 'syn': leads: 39 of 39 records lack",
+                   "rate: 39 of 39 records sampled at 100 Hz, below the encoder's 250 Hz")
+    assert main(["embed", "--checkpoint", "random:ecg_jepa_tiny:0", "--data", str(manifest), "--out",
+                 str(tmp_path / "e.npz")]) == 2
+    one_error_line(capsys.readouterr().err, f"{manifest}: encoder ecg_jepa_tiny cannot read these records: leads: 39")
+
+
+def test_retina_encoder_on_an_ecg_manifest_is_refused_up_front_in_one_short_line(cohort, tmp_path, capsys):
+    encoders = [{"name": "retina", "ref": "random:retina_vit_tiny:0"}]
+    assert main(["bench", str(bench_config(tmp_path, cohort["manifest"], encoders)), "--out",
+                 str(tmp_path / "b")]) == 2
+    line = one_error_line(capsys.readouterr().err, "encoder 'retina' cannot read dataset 'syn': records: 39 of 39 rows "
+                                                   "are not 2-D image files")
+    assert len(line) < 250, line
+    assert not (tmp_path / "b" / "embeddings").exists()
+
+
+def test_ecg_encoder_on_an_image_manifest_is_refused_up_front(tmp_path, capsys):
+    from medssl.data.manifest import write_manifest
+
+    rows = []
+    for i in range(4):
+        _save_png(tmp_path / f"img{i}.png", 64, 64, 100)
+        rows.append({"record_id": f"img{i}", "subject_id": f"s{i}", "path": str(tmp_path / f"img{i}.png"),
+                     "split": "train", "labels": "NORM"})
+    manifest = write_manifest(rows, tmp_path / "images.csv")
+    assert main(["embed", "--checkpoint", "random:ecg_jepa_tiny:0", "--data", str(manifest), "--out",
+                 str(tmp_path / "e.npz")]) == 2
+    one_error_line(capsys.readouterr().err, "records: 4 of 4 rows are not ECG records (e.g. img0.png")

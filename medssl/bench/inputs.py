@@ -33,17 +33,21 @@ def say(progress: bool, msg: str) -> None:
 
 
 def check_contract(spec_input: Mapping, rows: list[dict], *, encoder: str, dataset: str, source: str = "",
-                   modality: str = "ecg") -> None:
-    """Raise :class:`ContractError` (one line) if ``rows`` cannot give what the encoder reads, as the
-    modality's ``contract_problems`` hook finds it (ECG: leads, sampling rate, record length; images:
-    channels/sequences, spacing)."""
-    from medssl.data.modalities import modality_data
+                   modality: str = "ecg") -> tuple[list[dict], list[tuple[str, str]]]:
+    """(usable rows, (path, reason) of the rows skipped) under the policy of
+    :func:`medssl.data.modalities.usable_records`: the modality's ``contract_problems`` hook (ECG:
+    leads, sampling rate, record length; images: channels/sequences, spacing; rows of another
+    modality) record by record. Raises :class:`ContractError` (one line) when no row fits, or for
+    an implausible value (naming the record)."""
+    from types import SimpleNamespace
 
-    hook = modality_data(modality).contract_problems
-    problems = hook(spec_input, rows) if hook is not None else []
-    if problems:
+    from medssl.data.modalities import usable_records
+
+    try:
+        return usable_records(SimpleNamespace(input=spec_input, modality=modality), rows)
+    except ValueError as e:
         prefix = f"{source}: " if source else ""
-        raise ContractError(f"{prefix}encoder {encoder!r} cannot read dataset {dataset!r}: " + "; ".join(problems))
+        raise ContractError(f"{prefix}encoder {encoder!r} cannot read dataset {dataset!r}: {e}") from None
 
 
 def fit_encoder(model, rows: list[dict], encoder: str, dataset: str, notes: list[str]):
@@ -62,9 +66,18 @@ def fit_encoder(model, rows: list[dict], encoder: str, dataset: str, notes: list
     return adapted
 
 
-def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> tuple[list[dict], str]:
+def skipped_entries(pairs, *, dataset: str, encoder: str | None, stage: str) -> list[dict]:
+    """results.json ``skipped`` entries of (path, reason) pairs: {"dataset", "encoder" (None: every
+    encoder), "stage" ("index" | "contract" | "preprocess" | "mask"), "record" (its path), "reason"}."""
+    return [{"dataset": dataset, "encoder": encoder, "stage": stage, "record": str(path),
+             "reason": str(reason).removeprefix(f"{path}: ")} for path, reason in pairs]
+
+
+def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str],
+                 skipped_out: list[dict] | None = None) -> tuple[list[dict], str]:
     """(manifest rows, a description of the source) of dataset ``name``; a synthetic dataset is
-    written to ``out/data/<name>/`` once and reused while its settings are unchanged."""
+    written to ``out/data/<name>/`` once and reused while its settings are unchanged. Records
+    skipped while indexing go to ``skipped_out`` (:func:`skipped_entries`)."""
     from medssl.data.layouts import index_layout
     from medssl.data.manifest import read_manifest
 
@@ -108,7 +121,9 @@ def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str]) -> tu
             raise BenchConfigError(f"{where}.path: {p} not found")
         source = str(p)
     if skipped:
-        notes.append(f"dataset {name}: {len(skipped)} record(s) skipped while indexing")
+        notes.append(f"dataset {name}: {len(skipped)} record(s) skipped while indexing (listed under skipped)")
+        if skipped_out is not None:
+            skipped_out += skipped_entries(skipped, dataset=name, encoder=None, stage="index")
     if not rows:
         raise BenchConfigError(f"{where}: no usable records")
     return rows, source
@@ -154,7 +169,7 @@ def model_inputs(cfg: BenchConfig, model, rows: list[dict], dataset: str):
 
 
 def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, ds: str, rows: list[dict], out: Path,
-                  progress: bool, notes: list[str]) -> dict[str, np.ndarray]:
+                  progress: bool, notes: list[str], skipped_out: list[dict] | None = None) -> dict[str, np.ndarray]:
     """{"embeddings" (N, D), "record_id", "subject_id"} of ``model`` on dataset ``ds``, cached in
     ``out/embeddings/<encoder>__<dataset>.npz`` under a fingerprint of the encoder reference,
     architecture, weight files, the preprocessed data and the precision; a stale file is recomputed. Extraction
@@ -165,6 +180,8 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
 
     spec = model.spec
     cache = model_inputs(cfg, model, rows, ds)
+    if skipped_out is not None:  # listed whether the embeddings are computed or reused
+        skipped_out += skipped_entries(cache.skipped, dataset=ds, encoder=e.name, stage="preprocess")
     stamp = ""
     if ckpt is not None:
         files = [ckpt] if ckpt.is_file() else sorted(q for q in ckpt.iterdir() if q.is_file())
@@ -181,7 +198,8 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
         notes.append(f"{path.name}: encoder or data changed since it was written; embedded again")
     say(progress, f"embedding {ds} ({len(rows)} records) with {e.name}")
     if cache.skipped:
-        notes.append(f"{e.name} on {ds}: {len(cache.skipped)} record(s) could not be preprocessed and are left out")
+        notes.append(f"{e.name} on {ds}: {len(cache.skipped)} record(s) could not be preprocessed and are left out "
+                     f"(listed under skipped)")
     # Chunks are kept as they finish, so an interrupted extraction resumes where it stopped.
     parts = path.with_name(path.name + f".{fingerprint[:12]}.parts")
     parts.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@
    :func:`medssl.data.modalities.usable_records`): records with a missing lead (limb leads
    III/aVR/aVL/aVF count as present when I and II are), a lower sampling rate, a shorter length
    or of another modality are left out for every encoder and listed under ``skipped``; the run is
-   refused with one line saying what differs when fewer than half the records remain, and for an
-   implausible value (an ECG at 7 Hz), naming the record;
+   refused with one line saying what differs when no record fits, and for an implausible value
+   (an ECG at 7 Hz), naming the record;
 2. embeds each (encoder, dataset) once through the preprocessed-array cache into
    ``OUT/embeddings/<encoder>__<dataset>.npz`` (``embeddings`` (N, D), ``record_id``,
    ``subject_id``, ``fingerprint``); a later run reuses a file whose fingerprint (encoder ref,

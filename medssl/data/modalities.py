@@ -15,8 +15,10 @@ Contracts (shapes in the encoder's input layout, float32):
       of the same rows (same geometry, nearest-neighbour resampling), read from each row's
       `mask_path`. Set for modalities with segmentation tasks.
   contract_problems(spec_input, rows) -> list[str]                                  (optional)
-      what the rows lack for the encoder (missing leads, channels, too coarse spacing...), each
-      problem one short phrase; empty when the encoder can read them.
+      what the rows lack for the encoder (missing leads, channels, too coarse spacing, rows of
+      another modality...), each problem one short phrase; empty when the encoder can read them.
+      Raises ValueError naming the record for a value no real record has (an ECG at 7 Hz).
+      Every command applies it through :func:`usable_records`, record by record.
   write_synthetic(folder, **params) -> (rows, skipped)                              (optional)
       write a synthetic dataset with ground truth to `folder` and index it; used by
       `medssl bench` datasets given as `{synthetic: {modality: NAME, ...}}`.
@@ -110,3 +112,31 @@ def segmentation_masks(rows: Sequence[dict], spec, data_cfg: Mapping[str, Any] |
     if hooks.masks is None:
         raise ValueError(f"modality {spec.modality!r} has no segmentation targets")
     return hooks.masks(rows, spec.input, data_cfg or {}, cache_root)
+
+
+def usable_records(spec, rows: Sequence[dict]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """One policy for every command (embed, bench): the rows an encoder with spec `spec` can read,
+    and the (path, reason) of those it cannot, by its modality's `contract_problems` hook applied
+    record by record. Records that break the contract are skipped and listed, and the run goes on
+    with the others; whether they are enough for a task is judged where they are used (e.g. the
+    benchmark's few-shot draws skip a k larger than a class's training subjects, with a note).
+
+    Raises ValueError: naming the record, for an implausible value (the hook's own error); or, when
+    no row fits, with the dataset-level problems in one line (e.g. a retina encoder on an ECG
+    manifest: "records: 39 of 39 rows are not 2-D image files").
+    """
+    hook = modality_data(spec.modality).contract_problems
+    rows = list(rows)
+    problems = hook(spec.input, rows) if hook is not None and rows else []
+    if not problems:
+        return rows, []
+    kept, skipped = [], []
+    for row in rows:
+        own = hook(spec.input, [row])
+        if own:
+            skipped.append((str(row.get("path") or row.get("record_id", "?")), "; ".join(own)))
+        else:
+            kept.append(row)
+    if not kept:
+        raise ValueError("; ".join(problems))
+    return kept, skipped

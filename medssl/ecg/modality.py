@@ -39,12 +39,39 @@ def _floats(rows: Sequence[dict], column: str) -> np.ndarray:
     return np.asarray(out)
 
 
+PLAUSIBLE_RATE_HZ = (50.0, 20000.0)  # ECG sampling rates outside this are not real recordings
+_IMAGE_OR_VOLUME = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".nii", ".nii.gz", ".dcm",
+                    ".mha", ".nrrd", ".npz")
+
+
+def _not_an_ecg_path(path: str) -> bool:
+    """A manifest path of an image, a volume or a DICOM series folder: not an ECG record."""
+    p = path.partition("#")[0].lower()
+    return p.endswith(_IMAGE_OR_VOLUME) or (bool(p) and Path(path).is_dir())
+
+
 def ecg_contract_problems(spec_input: Mapping[str, Any], rows: Sequence[dict]) -> list[str]:
-    """What ``rows`` lack for the encoder, from manifest columns where present: ``leads``
+    """What ``rows`` lack for the encoder, from manifest columns where present: rows that are
+    images or volumes, not ECG records; ``leads``
     (";"-joined; limb leads derivable from I and II count as present), ``sampling_rate`` (not below
     the encoder's: upsampling cannot restore the missing band) and ``n_samples`` / rate (records at
-    least the encoder's window long, no zero padding)."""
+    least the encoder's window long, no zero padding). A sampling rate outside PLAUSIBLE_RATE_HZ
+    raises ValueError naming the record."""
     problems = []
+    for r in rows:  # a value no real ECG has is a broken record or manifest: refused, naming it
+        try:
+            fs = float(r["sampling_rate"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not PLAUSIBLE_RATE_HZ[0] <= fs <= PLAUSIBLE_RATE_HZ[1]:
+            raise ValueError(f"{r.get('path') or r.get('record_id', '?')}: sampling rate {fs:g} Hz is implausible for "
+                             f"an ECG (expected {PLAUSIBLE_RATE_HZ[0]:g} to {PLAUSIBLE_RATE_HZ[1]:g} Hz); check its "
+                             f"header or the manifest's sampling_rate")
+    foreign = [r for r in rows if _not_an_ecg_path(str(r.get("path", "")))]
+    if foreign:
+        problems.append(f"records: {len(foreign)} of {len(rows)} rows are not ECG records (e.g. "
+                        f"{Path(str(foreign[0]['path'])).name}: an image or volume)")
+        return problems
     need_leads = list(spec_input.get("leads") or [])
     lead_values = [r.get("leads") for r in rows if r.get("leads")]
     if need_leads and lead_values:

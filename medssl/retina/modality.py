@@ -160,12 +160,19 @@ def _row_fov_mm(row: Mapping[str, str]) -> float | None:
 
 
 def retina_contract_problems(spec_input: Mapping[str, Any], rows: Sequence[dict]) -> list[str]:
-    """What `rows` lack for a retina encoder, each problem one short phrase (empty: it can read them)."""
+    """What `rows` lack for a retina encoder, each problem one short phrase (empty: it can read them);
+    rows that are not 2-D image files (an ECG or volume manifest) first of all."""
+    from medssl.retina.image_folder import IMAGE_SUFFIXES
+
     problems: list[str] = []
     try:
         prep = RetinaPreprocess.for_encoder(spec_input)
     except ValueError as e:
         return [str(e)]
+    foreign = [r for r in rows if not str(r.get("path", "")).lower().endswith(IMAGE_SUFFIXES)]
+    if foreign:
+        return [f"records: {len(foreign)} of {len(rows)} rows are not 2-D image files (e.g. "
+                f"{Path(str(foreign[0].get('path', ''))).name or '?'})"]
     want_types = spec_input.get("image_type")
     if want_types:
         want = {want_types.lower()} if isinstance(want_types, str) else {t.lower() for t in want_types}
