@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# litdata (extra `stream`, for its tests) without torchvision, which it imports only for images and
+	# whose PyPI wheel does not match a +cpu torch
+	$(BIN)/python -m pip install --quiet --no-deps "litdata>=0.2.50"
+	$(BIN)/python -m pip install --quiet boto3 obstore tifffile
 	touch $(STAMP)
 
 # The suite at the default precision (fp32 on a CPU), then the precision-sensitive tests again with

@@ -19,8 +19,10 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +133,35 @@ def _build_shard(load: WindowLoader, rows: Sequence[dict], path: Path, errors: t
     return _Shard(path, counts, skipped, shape)
 
 
+@dataclass(frozen=True)
+class CachePlan:
+    """What `build_array_cache` would build, returned instead of building inside `planning_cache()`:
+    the rows, the picklable per-row loader and the settings, and the key of the entry. Lets another
+    writer (the streaming shards of `medssl.data.stream`) use exactly the modality's preprocessing."""
+
+    rows: list[dict]
+    load: WindowLoader
+    settings: dict
+    settings_key: str
+    modality: str
+    errors: tuple[type[Exception], ...]
+    key: str
+
+
+_PLANNING: ContextVar[bool] = ContextVar("medssl_cache_planning", default=False)
+
+
+@contextmanager
+def planning_cache() -> Iterator[None]:
+    """Within it, `build_array_cache` (and so every modality's `inputs` hook, which returns its
+    result) returns a :class:`CachePlan` and neither reads records nor writes anything."""
+    token = _PLANNING.set(True)
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
+
+
 def build_array_cache(
     rows: Sequence[dict],
     load: WindowLoader,
@@ -150,6 +181,9 @@ def build_array_cache(
     workers: processes decoding records (default: one per core, fewer for small manifests).
     Raises NoUsableRecordsError when no record could be loaded.
     """
+    if _PLANNING.get():
+        return CachePlan([dict(r) for r in rows], load, dict(settings), settings_key, modality, tuple(errors),
+                         cache_key(rows, settings_key))
     root = Path(cache_root) if cache_root else default_cache_root()
     folder = root / modality / cache_key(rows, settings_key)
     if (folder / "signals.npy").is_file():

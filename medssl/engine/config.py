@@ -48,6 +48,12 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Keys every recipe's `data` section has, beside its modality's own (which the recipe declares):
+# stream: a folder or object-store URL of shards from `medssl data cache --format stream`; pretraining
+# reads them (medssl.data.stream) instead of the memory-map cache. stream_options: `cache_dir`
+# (local chunk cache for a URL) and `storage_options` (passed to litdata, e.g. endpoint/credentials).
+DATA_DEFAULTS: dict[str, Any] = {"stream": None, "stream_options": {}}
+
 
 @dataclass(frozen=True)
 class Range:
@@ -232,6 +238,8 @@ def resolve_recipe(name_or_path: str | Path, overrides: Sequence[str] = ()) -> d
             recipe[section] = merge(defaults, recipe.get(section) or {}, strict=True, prefix=f"{section}.")
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+    if isinstance(recipe.get("data"), dict):
+        recipe["data"] = {**copy.deepcopy(DATA_DEFAULTS), **recipe["data"]}
     variants = recipe.pop("variants", {}) or {}
     parsed = parse_overrides(overrides)
     variant = parsed.pop("variant", recipe.get("variant"))

@@ -164,7 +164,17 @@ def pretrain(
     from medssl.privacy.dp import dp_training
 
     dp = dp_training(cfg, method)  # None unless privacy.dp; refuses what DP-SGD cannot train, before any data
-    arrays, used_rows, skipped = load_training_arrays(cfg, rows, encoder)
+    stream = cfg["data"].get("stream")  # litdata shards (medssl.data.stream), a folder or an object-store URL
+    if stream:
+        from medssl.data.stream import stream_pretrain_data
+
+        if dp is not None:
+            raise ValueError("privacy.dp with data.stream: DP-SGD's subject-level sampling reads the memory-map "
+                             "cache, not shards; unset data.stream")
+        stream_data, stream_info = stream_pretrain_data(cfg, encoder.spec)
+        arrays, used_rows, skipped = None, [], stream_info.skipped
+    else:
+        arrays, used_rows, skipped = load_training_arrays(cfg, rows, encoder)
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
 
@@ -175,7 +185,8 @@ def pretrain(
         module, data = dp.lightning_parts(arrays, used_rows)
     else:
         module = SSLModule(method, o)
-        data = PretrainData(arrays, cfg["data"]["batch_size"], cfg.get("seed", 0), cfg["data"].get("num_workers", 0))
+        data = stream_data if stream else PretrainData(arrays, cfg["data"]["batch_size"], cfg.get("seed", 0),
+                                                       cfg["data"].get("num_workers", 0))
     loggers = [KeptRowsCSVLogger(out_dir, name="logs", version="")]
     if t.get("tensorboard"):
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
@@ -198,7 +209,7 @@ def pretrain(
                             every_n_train_steps=t.get("checkpoint_every_n_steps", 100)),
             *callbacks,
         ],
-        use_distributed_sampler=False,  # EpochShuffleSampler shards by rank itself
+        use_distributed_sampler=False,  # EpochShuffleSampler (or litdata, for data.stream) shards by rank itself
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -217,9 +228,13 @@ def pretrain(
                    epochs=int(metrics.pop("train/epochs", trainer.current_epoch)),
                    n_records=len({r["record_id"] for r in used_rows}), n_windows=len(used_rows), n_subjects=len({r["subject_id"] for r in used_rows}),
                    n_skipped=len(skipped))
+    if stream:  # the counts the shards were built with
+        metrics.update(n_records=stream_info.meta.get("n_records", 0), n_windows=stream_info.meta.get("n_items", 0),
+                       n_subjects=stream_info.meta.get("n_subjects", 0))
     if trainer.is_global_zero:
         folder = save_checkpoint(encoder, out_dir / "checkpoint", recipe=cfg,
-                                 data_fingerprint=manifest_fingerprint(used_rows), metrics=metrics)
+                                 data_fingerprint=stream_info.meta.get("manifest_sha256", "") if stream
+                                 else manifest_fingerprint(used_rows), metrics=metrics)
         save_method_state(method, folder)
         if dp is not None:
             update_card(folder, "privacy", module.guarantee())

@@ -1,0 +1,259 @@
+"""Streaming shards: the preprocessed arrays of any manifest, sharded for many GPUs and nodes.
+
+`build_stream` writes shards with Lightning's `litdata` (its `optimize` step: parallel worker
+processes, several machines with `num_nodes`, a progress bar) into
+a local folder or an object-store URL; `stream_dataset` / `StreamPretrainData` read them back with
+`litdata.StreamingDataset` + `StreamingDataLoader` from either, by the same code path. Each sample
+holds the model-ready array `x` (float32, the encoder's input contract), made by the very loader
+of the modality's memory-map cache (its `inputs` hook, run inside `planning_cache()`), and the
+record's `record_id`, `window`, `subject_id`, `site`, `split` and `labels` from the manifest (the
+manifest's subject IDs are pseudonymous; no paths, names or other identities are written).
+
+Sharding across ranks and dataloader workers, the shuffled order from the seed (and the epoch),
+and the position for an exact resume (`StreamingDataLoader.state_dict`, which Lightning saves in
+its checkpoint and restores) are all litdata's; medssl adds no distributed code of its own.
+
+Why litdata, not webdataset or mosaicml-streaming: it is Lightning's own data engine, so the
+dataloader state rides in Lightning's checkpoint and is restored on resume with no glue code, and
+rank/world size come from the same process group Lightning sets up; it builds the shards itself
+from a Python function over any inputs (`optimize`, parallel, multi-node, resumable), which is
+exactly our per-record preprocessing; it reads local folders and s3/gs/azure URLs through one
+class, with a local chunk cache of bounded size; and items are random-access (`dataset[i]`), which
+the equality tests and `medssl embed` need. webdataset is tar streams without random access,
+exact-sample resume or a builder (the shuffle is a buffer, the split per rank is left to the
+user); mosaicml-streaming has the same features as litdata but its own launcher conventions and
+a pinned dependency set, beside a Lightning engine that already brings litdata's.
+
+Layout of an output folder: litdata's `index.json` and `chunk-*.bin`, and `medssl_stream.json`
+(format, key, modality, preprocessing settings, item shape, counts, skipped records). The key
+hashes the manifest, the size and modification time of its files and the settings, as the
+memory-map cache's does: building again with the same key is a no-op, a folder holding another
+key is refused, and an interrupted build of the same key starts again (litdata 0.2.76's resumable
+`use_checkpoint` refuses generator functions, and an ECG record yields several windows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = "medssl-stream/1"
+META = "medssl_stream.json"
+_BUILDING = "medssl_stream.building.json"
+ROW_FIELDS = ("record_id", "subject_id", "site", "split", "labels")  # kept with each sample; never paths
+
+
+def _litdata():
+    try:
+        import litdata
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError("streaming shards need litdata: pip install 'medssl[stream]'") from e
+    return litdata
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path) and not str(path).startswith("local:")
+
+
+def _read_text(location: str, name: str) -> str | None:
+    if not _is_url(location):
+        p = Path(location) / name
+        return p.read_text() if p.is_file() else None
+    try:
+        import fsspec
+
+        with fsspec.open(f"{location.rstrip('/')}/{name}", "r") as f:
+            return f.read()
+    except (ImportError, FileNotFoundError, OSError, ValueError) as e:
+        log.warning("cannot read %s/%s (%s); the shards' settings are not checked", location, name, e)
+        return None
+
+
+def _write_text(location: str, name: str, text: str) -> None:
+    if not _is_url(location):
+        from medssl.io import atomic_write_text
+
+        atomic_write_text(Path(location) / name, text)
+        return
+    import fsspec  # s3fs / gcsfs / adlfs for the URL's scheme
+
+    with fsspec.open(f"{location.rstrip('/')}/{name}", "w") as f:
+        f.write(text)
+
+
+def read_stream_meta(location: str | Path) -> dict | None:
+    text = _read_text(str(location), META)
+    return json.loads(text) if text else None
+
+
+class _RowSamples:
+    """JSON of a manifest row -> its samples (one per window); a record the loader cannot use is
+    skipped and its reason appended to a per-process file in `skipped_dir`. Picklable."""
+
+    def __init__(self, load, errors: tuple[type[Exception], ...], skipped_dir: str):
+        self.load, self.errors, self.skipped_dir = load, errors, skipped_dir
+
+    def __call__(self, row_json: str):
+        row = json.loads(row_json)
+        try:
+            x = np.asarray(self.load(row), dtype=np.float32)
+        except self.errors as e:
+            with open(os.path.join(self.skipped_dir, f"{os.getpid()}.jsonl"), "a") as f:
+                f.write(json.dumps([row.get("path", row.get("record_id", "?")), str(e).replace("\n", " ")]) + "\n")
+            return
+        keep = {k: str(row.get(k) or "") for k in ROW_FIELDS}
+        for w in range(len(x)):
+            yield {"x": np.ascontiguousarray(x[w]), "window": w, **keep}
+
+
+@dataclass
+class StreamInfo:
+    location: str
+    meta: dict
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [tuple(s) for s in self.meta.get("skipped", [])]
+
+
+def plan_for(rows: Sequence[dict], spec, data_cfg: Mapping[str, Any] | None = None):
+    """The modality's cache plan (loader, settings, key) for `rows` under an encoder spec."""
+    from medssl.data.cache import planning_cache
+    from medssl.data.modalities import encoder_inputs
+
+    with planning_cache():
+        plan = encoder_inputs(rows, spec, dict(data_cfg or {}), (data_cfg or {}).get("cache_dir"))
+    if not hasattr(plan, "load"):
+        raise ValueError(f"modality {spec.modality!r}: its inputs hook does not build through build_array_cache; "
+                         f"it cannot be written as shards")
+    return plan
+
+
+def build_stream(rows: Sequence[dict], spec, out: str | Path, data_cfg: Mapping[str, Any] | None = None, *,
+                 workers: int | None = None, chunk_bytes: str = "64MB", num_nodes: int | None = None,
+                 progress: bool = True) -> StreamInfo:
+    """Write the preprocessed arrays of `rows` for encoder spec `spec` as litdata shards in `out`
+    (a folder or an object-store URL); return its info. A no-op when `out` already holds the
+    same key; starts an interrupted build of the same key again; refuses a folder of another key."""
+    from medssl.data.manifest import manifest_fingerprint
+
+    litdata = _litdata()
+    out = str(out)
+    plan = plan_for(rows, spec, data_cfg)
+    key = hashlib.sha256(f"{FORMAT}|{plan.modality}|{plan.key}".encode()).hexdigest()[:20]
+    meta = read_stream_meta(out)
+    if meta is not None:
+        if meta.get("key") == key:
+            return StreamInfo(out, meta)
+        raise ValueError(f"{out} holds shards of other data or settings (key {meta.get('key')}, not {key}); "
+                         f"choose another --out")
+    building = _read_text(out, _BUILDING)
+    resume = building is not None and json.loads(building).get("key") == key
+    if building is not None and not resume:
+        raise ValueError(f"{out} holds an unfinished build of other data or settings; choose another --out "
+                         f"or delete it")
+    if not _is_url(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        if not resume and any(Path(out).iterdir()):
+            raise ValueError(f"{out} is not empty and holds no medssl shards; choose another --out")
+    _write_text(out, _BUILDING, json.dumps({"key": key}))
+    skipped_dir = tempfile.mkdtemp(prefix="medssl-stream-skipped-")
+    try:
+        inputs = [json.dumps(r, sort_keys=True) for r in plan.rows]
+        n_workers = max(1, min(workers or os.cpu_count() or 1, len(inputs)))
+        litdata.optimize(
+            fn=_RowSamples(plan.load, plan.errors, skipped_dir), inputs=inputs, output_dir=out,
+            chunk_bytes=chunk_bytes, num_workers=n_workers, num_nodes=num_nodes, mode="overwrite", verbose=progress,
+            start_method="fork" if os.name == "posix" else None,
+        )
+        skipped = []
+        for f in sorted(Path(skipped_dir).glob("*.jsonl")):
+            skipped += [json.loads(line) for line in f.read_text().splitlines() if line]
+    finally:
+        shutil.rmtree(skipped_dir, ignore_errors=True)
+    ds = litdata.StreamingDataset(out)
+    n_items = len(ds)
+    if n_items == 0:
+        from medssl.data.cache import NoUsableRecordsError
+
+        raise NoUsableRecordsError(f"none of the {len(plan.rows)} records could be used "
+                                   f"({'; '.join(f'{p}: {r}' for p, r in skipped[:3])})")
+    item_shape = list(np.asarray(ds[0]["x"]).shape)
+    used = [r for r in plan.rows if str(r.get("path", r.get("record_id", "?"))) not in {s[0] for s in skipped}]
+    meta = {"format": FORMAT, "key": key, "modality": plan.modality, "settings": plan.settings,
+            "item_shape": item_shape, "n_items": n_items, "n_records": len(used),
+            "n_subjects": len({r.get("subject_id") for r in used}), "manifest_sha256": manifest_fingerprint(used),
+            "skipped": sorted(skipped)}
+    _write_text(out, META, json.dumps(meta, indent=2))
+    if not _is_url(out):
+        (Path(out) / _BUILDING).unlink(missing_ok=True)
+    return StreamInfo(out, meta)
+
+
+def stream_dataset(location: str | Path, *, shuffle: bool = False, seed: int = 0, drop_last: bool | None = None,
+                   cache_dir: str | None = None, storage_options: dict | None = None):
+    """The shards at `location` (a folder or an object-store URL) as a StreamingDataset of float32
+    tensors (`medssl.data._stream_dataset.ArrayStream`); split by rank and dataloader worker, in
+    the order of (seed, epoch) when `shuffle`."""
+    _litdata()
+    from medssl.data._stream_dataset import ArrayStream
+
+    location = str(location)
+    if not _is_url(location):
+        location = str(Path(location).resolve())
+    return ArrayStream(location, shuffle=shuffle, seed=seed, drop_last=drop_last, cache_dir=cache_dir,
+                       storage_options=storage_options or {})
+
+
+def check_stream_for(location: str | Path, spec) -> dict | None:
+    """The shards' metadata, after checking they were written for `spec`'s modality; None when it
+    cannot be read (an object store without its fsspec package)."""
+    meta = read_stream_meta(location)
+    if meta is None:
+        if not _is_url(str(location)):
+            raise FileNotFoundError(f"{location}: no {META}; build the shards with `medssl data cache --format stream`")
+        return None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{location}: shards of format {meta.get('format')!r}, this medssl reads {FORMAT}")
+    if meta["modality"] != spec.modality:
+        raise ValueError(f"{location}: shards of modality {meta['modality']!r}; encoder {spec.name} is {spec.modality}")
+    return meta
+
+
+def _stream_setting(data_cfg: Mapping[str, Any], name: str, default=None):
+    return (data_cfg.get("stream_options") or {}).get(name, default)
+
+
+def stream_pretrain_data(cfg: dict, spec):
+    """(LightningDataModule, StreamInfo) for `data.stream` of a recipe."""
+    import lightning as L
+
+    data_cfg = cfg["data"]
+    location = str(data_cfg["stream"])
+    meta = check_stream_for(location, spec) or {}
+    litdata = _litdata()
+
+    class StreamPretrainData(L.LightningDataModule):
+        """Shuffled batches from shards, split by rank and worker by litdata, in the order of
+        (seed, epoch); Lightning checkpoints and restores the StreamingDataLoader's position."""
+
+        def train_dataloader(self):
+            ds = stream_dataset(location, shuffle=True, seed=cfg.get("seed", 0), drop_last=True,
+                                cache_dir=_stream_setting(data_cfg, "cache_dir"),
+                                storage_options=_stream_setting(data_cfg, "storage_options"))
+            return litdata.StreamingDataLoader(ds, batch_size=data_cfg["batch_size"], drop_last=True,
+                                               num_workers=data_cfg.get("num_workers", 0))
+
+    return StreamPretrainData(), StreamInfo(location, meta)
