@@ -17,6 +17,7 @@ _EXPORTS = {
     "list_encoders": "medssl.registry",
     "register_encoder": "medssl.registry",
     "load_encoder": "medssl.checkpoint",
+    "preprocessor": "medssl.preprocessing",
     "save_checkpoint": "medssl.checkpoint",
     "embed_arrays": "medssl.engine.embed",
     "run_benchmark": "medssl.bench.runner",
