@@ -134,6 +134,22 @@ def _synth_other_modality(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _cmd_data_cache(args: argparse.Namespace) -> int:
+    """`data cache --format stream`: litdata shards of a manifest for a recipe's encoder (medssl.data.stream)."""
+    from medssl.data.stream import build_stream
+    from medssl.engine.config import resolve_recipe
+    from medssl.registry import encoder_spec
+
+    cfg = resolve_recipe(args.recipe, args.overrides)
+    spec = encoder_spec(cfg["encoder"]["name"], **(cfg["encoder"].get("overrides") or {}))
+    info = build_stream(_load_rows(args.data, split=args.split), spec, args.out, cfg["data"], workers=args.workers)
+    _report_skipped(info.skipped)
+    m = info.meta
+    print(f"shards in {args.out}: {m['n_items']} items {tuple(m['item_shape'])} of {m['n_records']} records, "
+          f"{m['n_subjects']} subjects (key {m['key']}); train with data.stream={args.out}")
+    return 0
+
+
 def _load_rows(data: str, *, split: str | None = None) -> list[dict]:
     """Manifest rows from a manifest CSV or from a folder of WFDB records (indexed on the fly)."""
     from medssl.data.manifest import read_manifest
@@ -190,9 +206,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     _quiet_lightning(args.debug)
     cfg = resolve_recipe(args.recipe, args.overrides)
-    if args.data is None:
-        raise ValueError("pretrain needs --data MANIFEST.csv or a folder of WFDB records")
-    rows = _load_rows(args.data, split=args.split)
+    if args.data is None and not cfg["data"].get("stream"):
+        raise ValueError("pretrain needs --data MANIFEST.csv or a folder of WFDB records (or data.stream=SHARDS)")
+    rows = _load_rows(args.data, split=args.split) if args.data is not None else []
     folder = pretrain(cfg, rows, args.out, resume=not args.no_resume)
     print(f"checkpoint: {folder}")
     return 0
@@ -320,6 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MRI/retina/CT: a setting of the modality's generator (e.g. task=2, subjects_per_site=8, "
                          "n_subjects=60), repeatable")
     ds.set_defaults(func=_cmd_data_synth)
+    dc = dsub.add_parser("cache", help="preprocess a manifest for a recipe's encoder into litdata shards that "
+                                       "stream to many GPUs and nodes (pretrain with data.stream=OUT)")
+    dc.add_argument("recipe", help="recipe name or YAML path: its encoder and data settings")
+    dc.add_argument("overrides", nargs="*", help="key=value recipe overrides")
+    dc.add_argument("--data", required=True, help="manifest CSV or folder of WFDB records")
+    dc.add_argument("--split", default="train", help="manifest split(s), comma-separated")
+    dc.add_argument("--format", choices=["stream"], default="stream", help="stream: litdata shards")
+    dc.add_argument("--out", required=True, help="folder or object-store URL (s3://, gs://, azure://)")
+    dc.add_argument("--workers", type=_positive_int, default=None, help="build processes (default: one per core)")
+    dc.set_defaults(func=_cmd_data_cache)
 
     pr = sub.add_parser("pretrain", help="pretrain an encoder from a recipe; writes a checkpoint folder")
     pr.add_argument("recipe", help="recipe name in recipes/ or a YAML path")
