@@ -5,6 +5,9 @@ Outputs in `out_dir`:
                       as used, never "auto")
   lightning/last.ckpt Lightning's resumable state (optimizer, schedules, loop position)
   logs/               CSV logs (TensorBoard too when trainer.tensorboard is true)
+  mlruns/             with trainer.mlflow: true, an MLflow run (local file store; experiment = the
+                      method, run name = the output folder; $MLFLOW_TRACKING_URI, when set, wins):
+                      metrics, the resolved recipe as parameters, the checkpoint folder as artifacts
   checkpoint/         model.safetensors + card.json: the encoder, ready for `medssl.load_encoder`
 CPU by default; GPUs, several devices and several nodes through Lightning's `accelerator`,
 `devices`, `num_nodes` and `strategy` settings, without code changes.
@@ -190,6 +193,8 @@ def pretrain(
     loggers = [KeptRowsCSVLogger(out_dir, name="logs", version="")]
     if t.get("tensorboard"):
         loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
+    if t.get("mlflow"):
+        loggers.append(mlflow_logger(cfg, out_dir))
     ckpt_dir = out_dir / "lightning"
     trainer = L.Trainer(
         max_epochs=o["epochs"],
@@ -238,7 +243,50 @@ def pretrain(
         save_method_state(method, folder)
         if dp is not None:
             update_card(folder, "privacy", module.guarantee())
+        for lg in loggers:
+            if type(lg).__name__ == "MLFlowLogger":  # the checkpoint (weights, card, README.md) as the run's artifacts
+                lg.experiment.log_artifacts(lg.run_id, str(folder), artifact_path="checkpoint")
     return out_dir / "checkpoint"
+
+
+def mlflow_logger(cfg: dict, out_dir: Path):
+    """Lightning's MLFlowLogger on the local file store ``out_dir/mlruns`` (``$MLFLOW_TRACKING_URI``
+    wins when set; for the file store, ``$MLFLOW_ALLOW_FILE_STORE`` defaults to true, which MLflow 3
+    requires), experiment named after the method, run after the output folder, the resolved
+    recipe logged as parameters. mlflow is the optional extra ``tracking``; without it, an error
+    that says so before training starts."""
+    import importlib.util
+
+    from medssl.engine.config import ConfigError
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("trainer.mlflow is true but mlflow is not installed: pip install 'medssl[tracking]' "
+                          "(or mlflow-skinny), or set trainer.mlflow=false")
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = (out_dir / "mlruns").resolve().as_uri()
+        # MLflow >= 3 refuses the file store ("maintenance mode") unless this is set; the local,
+        # server-less store is the point here (`mlflow ui --backend-store-uri <out_dir>/mlruns`)
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = MLFlowLogger(experiment_name=f"medssl-{cfg.get('method', 'pretrain')}", run_name=out_dir.resolve().name,
+                          tracking_uri=uri, tags={"medssl.recipe": str(cfg.get("recipe", "")),
+                                                  "medssl.encoder": str((cfg.get("encoder") or {}).get("name"))})
+    logger.log_hyperparams(_flat_params(cfg))
+    return logger
+
+
+def _flat_params(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """The recipe as MLflow parameters: dotted keys, values as text (MLflow caps a value at 6000 chars)."""
+    out: dict[str, str] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat_params(v, f"{key}."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
 
 
 def check_resumable(path: Path) -> str:
