@@ -345,8 +345,7 @@ def test_bench_skips_and_lists_a_2_lead_record_and_goes_on(cohort, tmp_path, cap
     assert main(["bench", str(bench_config(tmp_path, manifest, JEPA)), "--out", str(out)]) == 0
     doc = json.loads((out / "results.json").read_text())
     assert doc["skipped"] == [{"dataset": "syn", "encoder": "jepa", "stage": "contract", "record": bad["path"],
-                               "reason": "leads: 1 of 1 records lack V1, V2, V3, V4, V5, V6 (encoder needs I, II, "
-                                         "V1, V2, V3, V4, V5, V6)"}]
+                               "reason": "missing lead(s) V1, V2, V3, V4, V5, V6; the record has I, II"}]
     assert doc["datasets"]["syn"]["n_records"] == 39 and doc["datasets"]["syn"]["n_embedded"] == 38
     assert doc["records"] and not doc["errors"]
     html = (out / "report.html").read_text()
@@ -383,7 +382,7 @@ def test_embed_skips_and_lists_the_2_lead_record_like_bench(cohort, tmp_path, ca
     assert main(["embed", "--checkpoint", "random:ecg_jepa_tiny:0", "--data", str(manifest), "--out",
                  str(tmp_path / "e.npz")]) == 0
     out = capsys.readouterr()
-    assert f"skipped {bad['path']}: leads: 1 of 1 records lack V1" in out.err
+    assert f"skipped {bad['path']}: missing lead(s) V1, V2, V3, V4, V5, V6; the record has I, II" in out.err
     assert "(1 records skipped)" in out.out
     with np.load(tmp_path / "e.npz") as z:
         assert len(z["record_id"]) == 38 and bad["record_id"] not in set(z["record_id"].tolist())

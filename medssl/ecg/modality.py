@@ -84,15 +84,19 @@ def ecg_contract_problems(spec_input: Mapping[str, Any], rows: Sequence[dict]) -
                 lacking[miss] = lacking.get(miss, 0) + 1
         if lacking:
             miss = max(lacking.items(), key=lambda kv: kv[1])[0]
-            problems.append(f"leads: {sum(lacking.values())} of {len(rows)} records lack {', '.join(miss)} "
-                            f"(encoder needs {', '.join(need_leads)})")
+            if len(rows) == 1:  # one record's reason, worded as the reader words it (MissingLeadsError)
+                have = split_labels(lead_values[0])
+                problems.append(f"missing lead(s) {', '.join(miss)}; the record has {', '.join(have)}")
+            else:
+                problems.append(f"leads: {sum(lacking.values())} of {len(rows)} records lack {', '.join(miss)} "
+                                f"(encoder needs {', '.join(need_leads)})")
     rate = spec_input.get("sampling_rate")
     rates = _floats(rows, "sampling_rate")
     if rate and rates.size:
         low = rates < float(rate) - 1e-6
         if low.any():
-            problems.append(f"rate: {int(low.sum())} of {len(rows)} records sampled at {rates[low].min():g} Hz, "
-                            f"below the encoder's {float(rate):g} Hz")
+            which = "" if len(rows) == 1 else f"{int(low.sum())} of {len(rows)} records "
+            problems.append(f"rate: {which}sampled at {rates[low].min():g} Hz, below the encoder's {float(rate):g} Hz")
     n_need = spec_input.get("num_samples")
     if rate and n_need and rates.size:
         lengths = _floats(rows, "n_samples")
@@ -101,8 +105,11 @@ def ecg_contract_problems(spec_input: Mapping[str, Any], rows: Sequence[dict]) -
             need = float(n_need) / float(rate)
             short = dur < need - 1.0 / float(rate)
             if short.any():
-                problems.append(f"length: {int(short.sum())} of {len(rows)} records shorter than the encoder's "
-                                f"{need:g} s window (shortest {dur[short].min():.2f} s)")
+                if len(rows) == 1:
+                    problems.append(f"length: {dur[0]:.2f} s, shorter than the encoder's {need:g} s window")
+                else:
+                    problems.append(f"length: {int(short.sum())} of {len(rows)} records shorter than the encoder's "
+                                    f"{need:g} s window (shortest {dur[short].min():.2f} s)")
     return problems
 
 

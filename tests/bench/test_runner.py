@@ -118,14 +118,13 @@ def test_check_contract_rate_length_and_derivable_leads():
     need = {"leads": ["I", "II", "III", "V1"], "sampling_rate": 250.0, "num_samples": 2500}
     ok = [{"leads": "I;II;V1", "sampling_rate": "500", "n_samples": "5000"}]  # III derived from I and II
     check_contract(need, ok, encoder="e", dataset="d")
-    with pytest.raises(ContractError, match=r"rate: 1 of 1 records sampled at 100 Hz, below the encoder's 250 Hz"):
+    with pytest.raises(ContractError, match=r"rate: sampled at 100 Hz, below the encoder's 250 Hz"):
         check_contract(need, [{"leads": "I;II;V1", "sampling_rate": "100", "n_samples": "1000"}], encoder="e",
                        dataset="d")
-    with pytest.raises(ContractError, match=r"length: 1 of 1 records shorter than the encoder's 10 s window "
-                                            r"\(shortest 5.00 s\)"):
+    with pytest.raises(ContractError, match=r"length: 5.00 s, shorter than the encoder's 10 s window"):
         check_contract(need, [{"leads": "I;II;V1", "sampling_rate": "250", "n_samples": "1250"}], encoder="e",
                        dataset="d")
-    with pytest.raises(ContractError, match=r"leads: 1 of 1 records lack II, III \(encoder needs I, II, III, V1\)"):
+    with pytest.raises(ContractError, match=r"missing lead\(s\) II, III; the record has I, V1"):
         check_contract(need, [{"leads": "I;V1", "sampling_rate": "250", "n_samples": "2500"}], encoder="e",
                        dataset="d")
 
