@@ -209,7 +209,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if args.data is None and not cfg["data"].get("stream"):
         raise ValueError("pretrain needs --data MANIFEST.csv or a folder of WFDB records (or data.stream=SHARDS)")
     rows = _load_rows(args.data, split=args.split) if args.data is not None else []
-    folder = pretrain(cfg, rows, args.out, resume=not args.no_resume)
+    from medssl.progress import progress_enabled
+
+    folder = pretrain(cfg, rows, args.out, resume=not args.no_resume, progress_bar=progress_enabled())
     print(f"checkpoint: {folder}")
     return 0
 
@@ -262,7 +264,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from medssl.bench.runner import run_benchmark
 
     out = Path(args.out) if args.out else Path("outputs") / f"bench_{Path(args.config).stem}"
-    doc = run_benchmark(args.config, out, progress=True, precision=args.precision)
+    doc = run_benchmark(args.config, out, progress=not args.quiet, precision=args.precision)
     paths = doc["paths"]
     errors = f" ({len(doc['errors'])} failed run(s): see the notes)" if doc["errors"] else ""
     print(f"report: {paths['html']}\nresults: {paths['json']}\n         {paths['csv']}{errors}")
@@ -301,12 +303,15 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medssl", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (and INFO logging)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines: -v INFO, -vv DEBUG")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="errors only: no warnings, no progress bars (bars show only on a terminal anyway)")
     p.add_argument("--version", action="version", version=f"medssl {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("encoders", help="table of registered encoders")
-    e.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"])
+    e.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"], help="only this modality's encoders")
     e.set_defaults(func=_cmd_encoders)
 
     d = sub.add_parser("data", help="datasets: index a layout into a manifest, write a synthetic cohort")
@@ -328,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.set_defaults(func=_cmd_data_index)
     ds = dsub.add_parser("synth", help="write synthetic data with ground truth: a two-site 12-lead ECG cohort "
                                        "(WFDB + labels.csv), or brain phantoms, OCTA or chest CT (DICOM)")
-    ds.add_argument("--out", required=True)
-    ds.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"], default="ecg")
+    ds.add_argument("--out", required=True, help="folder to write the data (and its manifest) to")
+    ds.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"], default="ecg", help="what to synthesise")
     ds.add_argument("--subjects", type=_positive_int, default=200, help="ECG: number of subjects")
     ds.add_argument("--seed", type=int, default=0, help="ECG: generator seed")
     ds.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -352,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. variant=cpu optim.lr=1e-4")
     pr.add_argument("--data", help="manifest CSV or folder of WFDB records")
     pr.add_argument("--split", default="train", help="manifest split(s) to train on, comma-separated")
-    pr.add_argument("--out", default="runs/pretrain")
+    pr.add_argument("--out", default="runs/pretrain", help="run folder: config.yaml, logs, checkpoint/")
     pr.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
     pr.set_defaults(func=_cmd_pretrain)
 
@@ -361,15 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--data", required=True, help="manifest CSV or folder of WFDB records")
     em.add_argument("--out", required=True, help="output .npz (embeddings, record_id, subject_id)")
     em.add_argument("--batch-size", type=_positive_int, default=64, help="records per forward pass (default 64)")
-    em.add_argument("--cache-dir")
+    em.add_argument("--cache-dir", help="preprocessed-array cache (default: $MEDSSL_CACHE or ~/.cache/medssl)")
     _add_precision_option(em)
     em.set_defaults(func=_cmd_embed)
 
     de = sub.add_parser("demo", help="the whole job on synthetic data: pretrain, few-shot evaluation, report")
-    de.add_argument("--out", default="outputs/demo")
-    de.add_argument("--subjects-per-site", type=int, default=200)
+    de.add_argument("--out", default="outputs/demo", help="output folder (report.html, report.json, runs)")
+    de.add_argument("--subjects-per-site", type=int, default=200, help="synthetic subjects per site (A and B)")
     de.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's budget)")
-    de.add_argument("--seeds", type=int, default=5)
+    de.add_argument("--seeds", type=int, default=5, help="few-shot draws (probe seeds) per setting")
     de.set_defaults(func=_cmd_demo)
 
     be = sub.add_parser("bench", help="benchmark frozen encoders on tasks x protocols (see medssl.bench.config)")
@@ -386,12 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--threat", choices=["score", "embedding", "learned"], default="score",
                     help="score: the SSL loss; embedding: augmentation consistency of embeddings; learned: a "
                          "classifier over subject statistics of both (cross-fitted)")
-    au.add_argument("--attack", choices=["loss", "lira", "rmia"], default="loss")
+    au.add_argument("--attack", choices=["loss", "lira", "rmia"], default="loss",
+                    help="loss: threshold on the signal; lira/rmia: calibrated with --refs reference models")
     au.add_argument("--refs", type=int, default=0, help="reference models for lira/rmia")
     au.add_argument("--population", help="manifest the reference models train on (lira/rmia)")
     au.add_argument("--queries", type=_positive_int, default=4, help="mask draws / augmented views per window")
-    au.add_argument("--aggregate", choices=["mean", "max"], default="mean")
-    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="window scores -> subject score")
+    au.add_argument("--seed", type=int, default=0, help="seed of masks, splits, bootstrap and permutations")
     au.add_argument("--control", help="control checkpoint: the same recipe trained on subjects independent of the "
                                       "audited labels (default for lira/rmia: reference model 0, leave-one-out)")
     au.add_argument("--permutations", type=_positive_int, default=2000, help="permutations for the null band")
@@ -402,13 +408,39 @@ def build_parser() -> argparse.ArgumentParser:
     from medssl.mri.fomo_cli import add_fomo_parser
 
     add_fomo_parser(sub)
+    _show_defaults(p)
     return p
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help, except where there is none to show (None, off, empty)
+    or the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """The defaults formatter on a parser and every subcommand's parser under it."""
+    parser.formatter_class = _DefaultsFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _show_defaults(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    level = logging.DEBUG if args.verbose >= 2 else logging.INFO if (args.verbose or args.debug) else logging.WARNING
+    logging.basicConfig(level=logging.ERROR if args.quiet else level, format="%(levelname)s %(message)s")
+    if args.quiet:
+        from medssl.progress import set_progress
+
+        set_progress(False)
     try:
         return args.func(args)
     except KeyboardInterrupt:

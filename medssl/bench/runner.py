@@ -313,6 +313,13 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
             workers = 1 if trains else min(len(jobs), os.cpu_count() or 1)
             with _one_torch_thread(workers > 1), ThreadPoolExecutor(workers) as pool:
                 futures = {job: pool.submit(fit, *job) for job in jobs}
+                if progress:  # a bar (with time left) while the fits run; quiet when not a terminal
+                    from concurrent.futures import as_completed
+
+                    from medssl.progress import progress as bar
+
+                    for _ in bar(as_completed(futures.values()), desc=label, total=len(jobs), unit="fit"):
+                        pass
             for (e, si), fut in futures.items():
                 try:
                     scores[e][si] = fut.result()

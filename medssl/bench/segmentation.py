@@ -344,7 +344,11 @@ def train_segmenter(encoder: nn.Module, images: np.ndarray, masks: np.ndarray, *
                         t = torch.from_numpy(idx)
                         yield images[idx], masks[idx], [m[t] for m in maps]
 
-        return fit_segmenter(model, opt, batches(), epochs * steps_per_epoch)
+        from medssl.progress import progress
+
+        total = epochs * steps_per_epoch
+        return fit_segmenter(model, opt, progress(batches(), desc="segmentation training", total=total, unit="step"),
+                             total)
 
 
 @torch.no_grad()

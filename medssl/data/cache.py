@@ -195,11 +195,16 @@ def build_array_cache(
         chunks = [list(rows[i:i + chunk_size]) for i in range(0, len(rows), chunk_size)]
         paths = [tmp / f"shard_{i:06d}.npy" for i in range(len(chunks))]
         workers = min(workers or os.cpu_count() or 1, len(chunks)) or 1
+        from medssl.progress import progress
+
+        desc = f"cache {modality}: {len(rows)} records"
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
-                shards = list(pool.map(_build_shard, [load] * len(chunks), chunks, paths, [errors] * len(chunks)))
+                shards = list(progress(pool.map(_build_shard, [load] * len(chunks), chunks, paths,
+                                                [errors] * len(chunks)), desc=desc, total=len(chunks), unit="shard"))
         else:
-            shards = [_build_shard(load, c, p, errors) for c, p in zip(chunks, paths)]
+            shards = [_build_shard(load, c, p, errors)
+                      for c, p in progress(list(zip(chunks, paths)), desc=desc, unit="shard")]
         _join_shards(rows, chunks, shards, tmp, settings)
         try:
             tmp.rename(folder)

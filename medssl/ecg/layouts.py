@@ -85,7 +85,9 @@ def index_wfdb_folder(
     headers = sorted(root.rglob("*.hea"))
     parsed: dict[str, object] = {}
     parts: set[str] = set()  # record ids that are segments/layouts of a multi-segment record
-    for hea in headers:
+    from medssl.progress import progress
+
+    for hea in progress(headers, desc=f"index {root.name}", unit="record"):
         record_id = hea.relative_to(root).with_suffix("").as_posix()
         base = hea.with_suffix("")
         try:

@@ -49,7 +49,9 @@ def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, d
     precision = resolve_inference_precision(precision, device)
     encoder = encoder.eval().to(device)
     out = []
-    for start in range(0, len(arrays), batch_size):
+    from medssl.progress import progress
+
+    for start in progress(range(0, len(arrays), batch_size), desc=f"embed {len(arrays)} items", unit="batch"):
         # A copy: `arrays` is often a read-only memory map, which torch.from_numpy warns about.
         x = torch.from_numpy(np.array(arrays[start:start + batch_size], dtype=np.float32)).to(device)
         with autocast_context(torch.device(device).type, precision):

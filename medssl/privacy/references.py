@@ -42,6 +42,7 @@ import numpy as np
 
 from medssl.data.manifest import manifest_fingerprint
 from medssl.io import atomic_write_json
+from medssl.progress import progress
 
 __all__ = ["ReferenceModel", "membership_matrix", "reference_key", "train_reference_models"]
 
@@ -158,10 +159,10 @@ def train_reference_models(
         threads = max(1, cores // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_train_reference, c, rows, d, False, threads) for _, c, rows, d in jobs]
-            for f in futures:
+            for f in progress(futures, desc=f"reference models ({workers} in parallel)", unit="model"):
                 f.result()
     else:
-        for _, c, rows, d in jobs:
+        for _, c, rows, d in progress(jobs, desc="reference models", unit="model"):
             _train_reference(c, rows, d, progress_bar, None)
     for i, c, _, run_dir in jobs:  # written last: its presence marks a finished reference
         atomic_write_json(run_dir / "membership.json", {"population_sha256": pop_sha, "n_subjects": len(subjects),
