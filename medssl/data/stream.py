@@ -237,23 +237,15 @@ def _stream_setting(data_cfg: Mapping[str, Any], name: str, default=None):
 
 
 def stream_pretrain_data(cfg: dict, spec):
-    """(LightningDataModule, StreamInfo) for `data.stream` of a recipe."""
-    import lightning as L
-
+    """(LightningDataModule, StreamInfo) for `data.stream` of a recipe: a
+    `medssl.data._stream_dataset.StreamPretrainData` (add its `.callback` to the trainer)."""
     data_cfg = cfg["data"]
     location = str(data_cfg["stream"])
     meta = check_stream_for(location, spec) or {}
-    litdata = _litdata()
+    _litdata()
+    from medssl.data._stream_dataset import StreamPretrainData
 
-    class StreamPretrainData(L.LightningDataModule):
-        """Shuffled batches from shards, split by rank and worker by litdata, in the order of
-        (seed, epoch); Lightning checkpoints and restores the StreamingDataLoader's position."""
-
-        def train_dataloader(self):
-            ds = stream_dataset(location, shuffle=True, seed=cfg.get("seed", 0), drop_last=True,
-                                cache_dir=_stream_setting(data_cfg, "cache_dir"),
-                                storage_options=_stream_setting(data_cfg, "storage_options"))
-            return litdata.StreamingDataLoader(ds, batch_size=data_cfg["batch_size"], drop_last=True,
-                                               num_workers=data_cfg.get("num_workers", 0))
-
-    return StreamPretrainData(), StreamInfo(location, meta)
+    data = StreamPretrainData(location, data_cfg["batch_size"], cfg.get("seed", 0), data_cfg.get("num_workers", 0),
+                              cache_dir=_stream_setting(data_cfg, "cache_dir"),
+                              storage_options=_stream_setting(data_cfg, "storage_options"))
+    return data, StreamInfo(location, meta)

@@ -213,6 +213,7 @@ def pretrain(
             ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
                             every_n_train_steps=t.get("checkpoint_every_n_steps", 100)),
             *callbacks,
+            *([data.callback] if stream else []),  # the StreamingDataLoader's position at the trained batch
         ],
         use_distributed_sampler=False,  # EpochShuffleSampler (or litdata, for data.stream) shards by rank itself
         enable_progress_bar=progress_bar,
