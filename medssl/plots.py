@@ -101,7 +101,13 @@ def _style(ax, metric: str, lo: float, hi: float) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_ylim(lo, hi)
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    if metric in _UNIT or metric == "pearson_r":  # ticks on the limits' own grid: both ends labelled
+        from matplotlib.ticker import MultipleLocator
+
+        tenths = all(abs(v * 10 - round(v * 10)) < 1e-9 for v in (lo, hi))
+        ax.yaxis.set_major_locator(MultipleLocator(0.1 if tenths and hi - lo > 0.35 else 0.05))
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
     ax.grid(axis="y", color="#e5e5e5", linewidth=0.8)
     ax.set_axisbelow(True)
     for side in ("top", "right"):

@@ -436,7 +436,8 @@ def ranking_heatmap_svg(rank_frequencies, encoders: Sequence[str], *,
     n_enc, n_pos = f.shape
     left = 12 + 7 * max([len(str(e)) for e in encoders] + [6])
     top, pad = 44, 10
-    w, h = left + n_pos * cell + pad, top + n_enc * cell + 26
+    # wide enough for the title too (13 px bold, about 7.5 px a character)
+    w, h = max(left + n_pos * cell, left + round(7.5 * len(title))) + pad, top + n_enc * cell + 26
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
               f'aria-label="{_esc(title)}" font-family="sans-serif">'),
              f'<text class="t" x="{left}" y="16" font-size="13" font-weight="600">{_esc(title)}</text>']
