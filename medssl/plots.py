@@ -325,7 +325,8 @@ def roc_chart(result: Mapping) -> str:
     n_non = int(result["n_nonmembers"])
     return chart_figure(fig, "roc", "ROC of the attack on log-log axes, per subject. Shaded: FPRs below "
                         f"1/{n_non} that {n_non} non-members cannot measure; blue band: the central 95% of ROC "
-                        "curves of an attack with no information at these sample sizes"
+                        "curves of an attack with no information at these sample sizes; a rate of 0 is drawn at "
+                        "the axis' edge"
                         + ("; dashed blue: the control model" if fig.medssl_has_control
                            else "; no control curve in this audit"), "ROC, log-log")
 
@@ -346,8 +347,6 @@ def roc_figure(result: Mapping):
     ax.set_ylim(floor, 1.0)
     ax.set_aspect("equal")
     ax.axvspan(floor, min_fpr, color="#bbbbbb", alpha=0.45, lw=0, gid="unmeasurable", zorder=0)
-    ax.text(math.sqrt(floor * min_fpr), floor * 1.6, f"FPR < 1/{n_non}:\nnot measurable", rotation=90,
-            ha="center", va="bottom", fontsize=10, color="#444444")
     f, lo, hi = chance_roc_band(n_mem, n_non)
     ax.fill_between(np.maximum(f, floor), np.maximum(lo, floor), np.maximum(hi, floor), step="post",
                     color="#9ecae1", alpha=0.55, lw=0, gid="chance-band", zorder=1)
@@ -362,7 +361,8 @@ def roc_figure(result: Mapping):
         ax.plot(np.maximum(croc["fpr"], floor), np.maximum(croc["tpr"], floor), color="#1f77b4",
                 linewidth=2.2, linestyle=(0, (6, 2)), gid="control-roc", zorder=3)
         handles.append(Line2D([], [], color="#1f77b4", linewidth=2.2, linestyle=(0, (6, 2))))
-        labels.append(f"control: {_label(control.get('source', 'control'))[:60]} (AUC {control.get('auc', math.nan):.3f})")
+        source = str(control.get("source", "control")).split(" (")[0]  # "reference model 0 (leave-one-out...)"
+        labels.append(f"control: {_label(source)} (AUC {control.get('auc', math.nan):.3f})")
     ax.plot(np.maximum(result["roc"]["fpr"], floor), np.maximum(result["roc"]["tpr"], floor),
             color="#c0392b", linewidth=2.6, gid="target-roc", zorder=4)
     handles.append(Line2D([], [], color="#c0392b", linewidth=2.6))
