@@ -39,8 +39,10 @@ test-floors:
 	$(PYTHON) -m venv $(FLOORS_VENV)
 	$(FLOORS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(FLOORS_VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
+	$(FLOORS_VENV)/bin/python -m pip freeze | grep '^torch==' > $(FLOORS_VENV)/keep-torch.txt
 	$(PYTHON) .ci/floors.py pyproject.toml --extras dev > $(FLOORS_VENV)/floors.txt
-	$(FLOORS_VENV)/bin/python -m pip install --quiet -r $(FLOORS_VENV)/floors.txt
+	# the constraint makes a floor that cannot run with this torch an error, not a silent torch swap
+	$(FLOORS_VENV)/bin/python -m pip install --quiet -r $(FLOORS_VENV)/floors.txt -c $(FLOORS_VENV)/keep-torch.txt
 	$(FLOORS_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	$(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
