@@ -281,11 +281,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     result = run_audit(args.checkpoint, _load_rows(args.members), _load_rows(args.nonmembers), threat=args.threat,
                        attack=args.attack, n_refs=args.refs, n_queries=args.queries, aggregate=args.aggregate,
                        population_rows=population, out_dir=out, seed=args.seed, control_checkpoint=args.control,
-                       n_permutations=args.permutations, rmia_a=args.rmia_a)
+                       n_permutations=args.permutations, rmia_a=args.rmia_a, precision=args.precision)
     low = result["tpr_at_min_fpr"]
     print(f"AUC {result['auc']:.3f} [{result['auc_ci'][0]:.3f}, {result['auc_ci'][1]:.3f}], permutation null band "
           f"[{result['null_band'][0]:.3f}, {result['null_band'][1]:.3f}], p = {result['p_value']:.3g}; TPR at FPR "
-          f"{low['fpr']:.3g} (smallest measurable) {low['value']:.3f}\n{result['conclusion']}\n"
+          f"{low['fpr']:.3g} (smallest measurable) {low['value']:.3f}; precision {result['precision']}\n"
+          f"{result['conclusion']}\n"
           f"report: {out / 'report.html'}\n        {out / 'audit.json'}\n        {out / result['scores_file']}")
     return 0
 
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--permutations", type=_positive_int, default=2000, help="permutations for the null band")
     au.add_argument("--rmia-a", type=float, default=None, help="RMIA's offline a (default: tuned on the references)")
     au.add_argument("--out", help="output folder (default: privacy_audit next to the checkpoint folder)")
+    _add_precision_option(au, "scores the models in it; reference models train as the target's card says")
     au.set_defaults(func=_cmd_audit)
 
     from medssl.mri.fomo_cli import add_fomo_parser

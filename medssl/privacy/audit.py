@@ -87,7 +87,7 @@ Per-subject scores: ``subject_scores.csv`` (written atomically beside audit.json
     {
       "schema_version": 2, "created": ISO-8601 UTC,
       "checkpoint": str, "encoder": str, "method": str,
-      "precision": "32", "device": "cpu",           # the audit scores models in fp32 on the CPU
+      "precision": "32" | "bf16", "device": "cpu",  # what the audit scored the models in (--precision)
       "threat": "score" | "embedding" | "learned", "attack": "loss" | "lira" | "rmia",
       "mode": "online" | "offline" | null,      # null for the loss attack
       "aggregate": "mean" | "max", "n_queries": int, "n_reference_models": int,
@@ -131,6 +131,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -224,7 +225,16 @@ def _arrays(cfg: dict, rows: Sequence[dict], encoder) -> tuple[np.ndarray, list[
 
 def _signal(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray, n_queries: int, seed: int,
             score_seed: int, warnings: list[str], batch: int = 64) -> np.ndarray:
-    """Per-window signal: loss (W, Q) for threat=score, consistency (W,) for threat=embedding."""
+    """Per-window signal: loss (W, Q) for threat=score, consistency (W,) for threat=embedding,
+    computed in the audit's precision (:func:`_precision`)."""
+    from medssl.engine.hardware import autocast_context
+
+    with autocast_context("cpu", _precision()):
+        return _signal_in_precision(threat, cfg, checkpoint, x, n_queries, seed, score_seed, warnings, batch)
+
+
+def _signal_in_precision(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray, n_queries: int, seed: int,
+                         score_seed: int, warnings: list[str], batch: int) -> np.ndarray:
     encoder, method = _load_method(checkpoint, cfg, warnings)
     t = torch.from_numpy(x)
     if threat == "score":
@@ -332,6 +342,7 @@ def run_audit(
     rmia_a: float | None = None,
     n_z: int | None = None,
     salt: str | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Audit ``checkpoint`` for membership leakage of ``members_rows`` vs ``nonmembers_rows``
     (manifest rows; membership per subject). Writes ``out_dir/audit.json``,
@@ -343,7 +354,23 @@ def run_audit(
     reference model 0 (leave-one-out). rmia_a: RMIA's offline ``a`` (default: tuned on the
     reference models when there are >= 2, else 0.3). n_z: RMIA's population subjects (default
     see the module docstring). salt: for the pseudonymous subject keys (default
-    $MEDSSL_PSEUDONYM_SALT, else the public default). Bad settings raise ValueError."""
+    $MEDSSL_PSEUDONYM_SALT, else the public default). precision: "32" or "bf16" (autocast) for
+    scoring the models (default fp32 on the CPU; reference models train at the precision their
+    recipe, copied from the target's card, records). Bad settings raise ValueError."""
+    from medssl.engine.hardware import resolve_inference_precision
+
+    token = _AUDIT_PRECISION.set(resolve_inference_precision(precision, "cpu"))
+    try:
+        return _run_audit(checkpoint, members_rows, nonmembers_rows, threat=threat, attack=attack, n_refs=n_refs,
+                          n_queries=n_queries, aggregate=aggregate, population_rows=population_rows,
+                          out_dir=out_dir, seed=seed, control_checkpoint=control_checkpoint,
+                          n_permutations=n_permutations, rmia_a=rmia_a, n_z=n_z, salt=salt)
+    finally:
+        _AUDIT_PRECISION.reset(token)
+
+
+def _run_audit(checkpoint, members_rows, nonmembers_rows, *, threat, attack, n_refs, n_queries, aggregate,
+               population_rows, out_dir, seed, control_checkpoint, n_permutations, rmia_a, n_z, salt) -> dict:
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
     if threat not in THREATS:
@@ -560,9 +587,12 @@ def run_audit(
     return result
 
 
+_AUDIT_PRECISION: ContextVar[str] = ContextVar("medssl_audit_precision", default="32")
+
+
 def _precision() -> str:
-    """The precision the audit computed in: it runs the models on the CPU without autocast, fp32."""
-    return "32"
+    """The precision this audit scores models in ("32" | "bf16"; set by run_audit's ``precision``)."""
+    return _AUDIT_PRECISION.get()
 
 
 class _ReferenceAttack:

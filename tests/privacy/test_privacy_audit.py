@@ -300,3 +300,22 @@ def test_several_targets_with_randomised_membership_report_mean_and_spread(cohor
     keys = [{line.split(",")[0] for line in (tmp_path / p).with_name("subject_scores.csv").read_text().splitlines()[1:]
              if line.split(",")[1] == "1"} for p in doc["audits"]]
     assert keys[0] != keys[1]
+
+
+@pytest.mark.precision
+def test_precision_is_applied_and_recorded(cohort, tmp_path):
+    """--precision bf16 scores the model under bf16 autocast (other losses, same ranking scale) and
+    audit.json says so; the default on a CPU is fp32."""
+    common = dict(n_queries=1, n_permutations=100)
+    fp32 = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], out_dir=tmp_path / "a",
+                     precision="32", **common)
+    bf16 = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], out_dir=tmp_path / "b",
+                     precision="bf16", **common)
+    assert (fp32["precision"], bf16["precision"]) == ("32", "bf16")
+    a = (tmp_path / "a" / "subject_scores.csv").read_text()
+    b = (tmp_path / "b" / "subject_scores.csv").read_text()
+    assert a != b  # bf16 rounding reached the losses
+    default = run_audit(cohort["ckpt"], cohort["members"], cohort["nonmembers"], out_dir=tmp_path / "c", **common)
+    from tolerance import running_bf16
+
+    assert default["precision"] == ("bf16" if running_bf16() else "32")
