@@ -414,6 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _LogFormat(logging.Formatter):
+    """INFO lines as they are (stage messages); other levels prefixed with their name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text if record.levelno == logging.INFO else f"{record.levelname} {text}"
+
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's default in its help, except where there is none to show (None, off, empty)
     or the help already states it."""
@@ -438,7 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose >= 2 else logging.INFO if (args.verbose or args.debug) else logging.WARNING
-    logging.basicConfig(level=logging.ERROR if args.quiet else level, format="%(levelname)s %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # a command line, not a host application or test harness with its own logging
+        handler = logging.StreamHandler()
+        handler.setFormatter(_LogFormat())
+        root.addHandler(handler)
+        root.setLevel(logging.ERROR if args.quiet else level)
+        # medssl's own INFO lines (stages of long commands) show by default; other libraries' from -v
+        logging.getLogger("medssl").setLevel(logging.ERROR if args.quiet else min(level, logging.INFO))
     if args.quiet:
         from medssl.progress import set_progress
 

@@ -88,3 +88,20 @@ def test_quiet_flag_turns_bars_off(monkeypatch, capsys):
         prog.set_progress(None)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["-vv", "-q", "--version"])
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ([], "stage\nWARNING careful\n"),               # medssl's INFO stage lines show, others' do not
+    (["-v"], "stage\nhidden\nWARNING careful\n"),
+    (["-q"], ""),                                   # errors only
+])
+def test_cli_logging_levels(flags, expected):
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; from medssl.cli import main; main(sys.argv[1:] + ['encoders', '--modality', 'ct']); "
+            "logging.getLogger('medssl.x').info('stage'); logging.getLogger('other').info('hidden'); "
+            "logging.getLogger('medssl.x').warning('careful')")
+    out = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == expected

@@ -11,7 +11,6 @@ import inspect
 import json
 import re
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,8 +27,12 @@ class ContractError(BenchConfigError):
 
 
 def say(progress: bool, msg: str) -> None:
+    """A stage line of the benchmark, logged at INFO on ``medssl.bench`` (``medssl bench`` shows
+    them unless -q; in a notebook, ``logging.basicConfig(level=logging.INFO)``)."""
     if progress:
-        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+        import logging
+
+        logging.getLogger("medssl.bench").info("[bench] %s", msg)
 
 
 def check_contract(spec_input: Mapping, rows: list[dict], *, encoder: str, dataset: str, source: str = "",
