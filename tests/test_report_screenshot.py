@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.test_plots import audit_result, bench_rows
+from test_plots import audit_result, bench_rows
 
 CHROMIUM = next((c for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)")

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from medssl.privacy import load_audit
-from tests.test_plots import audit_result
+from test_plots import audit_result
 
 
 def _write(folder, **kw):
