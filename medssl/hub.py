@@ -59,7 +59,8 @@ def _r(x: float) -> float:
 
 def _setting(row: Mapping) -> str:
     if row.get("shots") is not None:
-        return f"{row['shots']} shots" if row["shots"] != "all" else "all labels"
+        shots = row["shots"]
+        return "all labels" if shots == "all" else f"{shots} shot{'' if shots == 1 else 's'} per class"
     if row.get("label_fraction") is not None:
         return f"label fraction {row['label_fraction']}"
     return ""
