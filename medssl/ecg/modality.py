@@ -18,13 +18,19 @@ _DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.sel
 def ecg_inputs(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: Mapping[str, Any],
                cache_root: str | Path | None) -> ArrayCache:
     """(N_windows, n_leads, num_samples) float32 windows for an ECG encoder's contract; the recipe's
-    `bandpass` and `notch_hz` data settings apply when given, except where the contract declares
-    its own filter (imported release weights: `preprocess_for_encoder`)."""
+    `bandpass` ([low, high] Hz, or null for no filter) and `notch_hz` data settings apply when
+    given, else medssl's defaults (0.67-40 Hz), and never where the contract declares its own
+    filter (imported release weights: `preprocess_for_encoder`). A bench dataset without these
+    keys therefore gets the filter the encoder was pretrained with, not an unfiltered signal."""
     from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
 
-    low, high = data_cfg.get("bandpass") or (None, None)
-    prep = preprocess_for_encoder(dict(spec_input), bandpass_low=low, bandpass_high=high,
-                                  notch_hz=data_cfg.get("notch_hz"))
+    settings = {}
+    if "bandpass" in data_cfg:
+        low, high = data_cfg["bandpass"] or (None, None)
+        settings.update(bandpass_low=low, bandpass_high=high)
+    if data_cfg.get("notch_hz") is not None:
+        settings["notch_hz"] = data_cfg["notch_hz"]
+    prep = preprocess_for_encoder(dict(spec_input), **settings)
     return ecg_array_cache(rows, prep, data_cfg.get("cache_dir") or cache_root)
 
 
