@@ -9,10 +9,11 @@ One synthetic ECG cohort per seed (one record per subject), split by subject int
 * 24 non-members (audited, never trained on);
 * 12 control subjects: the same recipe trained on them gives the *control* model, whose
   membership is independent of the audited labels (it saw neither members nor non-members);
-* 24 reference-pool subjects and 24 population-sample subjects (RMIA's z): never audited.
+* 48 population subjects, never audited: LiRA's references train on 24 of them; RMIA draws 24
+  at random as its z samples and trains its references on the other 24.
 
 The target is audited with LOSS, offline LiRA and RMIA (``--refs`` reference models of the
-target's size on the reference pool), each with the control checkpoint as its control. A
+target's size, 12 subjects), each with the control checkpoint as its control. A
 second set of audits treats the *control* as the audited model with the same labels: its AUC
 must sit inside its permutation null band (its "members" were never trained on).
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--refs", type=int, default=2)
+    p.add_argument("--refs", type=int, default=2, help="reference models per attack (2 keeps a seed near 15 min "
+                                                      "on a 2-core VM)")
     p.add_argument("--queries", type=int, default=4)
     p.add_argument("--attacks", default="loss,lira,rmia")
     args = p.parse_args(argv)
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if attack == "lira":
             kw = {"n_refs": args.refs, "population_rows": groups["pool"]}
         elif attack == "rmia":
-            # z = the 24 population-sample subjects, references on the pool (the same as LiRA's)
+            # 24 of the 48 non-audited subjects become z at random, the other 24 the references' pool
+            # (a different draw from LiRA's pool, so RMIA trains its own references)
             kw = {"n_refs": args.refs, "population_rows": groups["pool"] + groups["z"], "n_z": SIZES["z"]}
         for role, ckpt, ctrl in (("target", target, control), ("control_as_target", control, target)):
             folder = out / role / attack
