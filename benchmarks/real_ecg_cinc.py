@@ -84,6 +84,8 @@ def parse_args(argv=None):
     ap.add_argument("--synthetic-subjects", type=int, default=100, help="synthetic subjects per site")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="default: each cpu recipe's own")
     ap.add_argument("--pretrain-max-steps", type=int, default=None)
+    ap.add_argument("--reuse-pretrained", action="store_true",
+                    help="use the checkpoints an earlier run left in --out (pretrained with the same settings)")
     ap.add_argument("--no-per-label", action="store_true", help="only the macro task")
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     return ap.parse_args(argv)
@@ -119,13 +121,22 @@ def pretrain_synthetic(methods: list[str], out: Path, args, clock) -> dict[str, 
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
 
+    got = {}
+    if args.reuse_pretrained:
+        for m in methods:
+            card = out / m / "checkpoint" / "card.json"
+            if card.is_file():
+                got[m] = (str(card.parent), json.loads(card.read_text()).get("training_metrics", {}))
+                log(f"{METHODS[m][0]}: reusing {card.parent} ({got[m][1].get('steps')} steps)")
+        methods = [m for m in methods if m not in got]
+        if not methods:
+            return got
     clock.start()
     rows, _ = modality_data("ecg").write_synthetic(out / "synthetic", subjects_per_site=args.synthetic_subjects, seed=0)
     pre = [r for r in rows if r["site"] == "site_a" and r["split"] == "train"]
     clock.stop("synthetic cohort")
     log(f"synthetic cohort: {len(rows)} records; pretraining on {len(pre)} records of "
         f"{len({r['subject_id'] for r in pre})} site A training subjects")
-    got = {}
     for m in methods:
         recipe = METHODS[m][0]
         overrides = ["variant=cpu", f"data.cache_dir={out / 'cache'}"]
