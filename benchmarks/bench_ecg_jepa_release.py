@@ -261,10 +261,10 @@ def build_arms(names: list[str]) -> dict[str, Arm]:
             compile_transformers(model)
         return Arm(name, "medssl", model, medssl_optimizer(model, **opt_kw), bf16=bf16, threads=threads)
 
-    def release(name, bf16=False, **opt_kw):
+    def release(name, bf16=False, threads=None, **opt_kw):
         torch.manual_seed(0)
         model = ReleaseStyleJEPA()
-        return Arm(name, "release", model, release_optimizer(model, **opt_kw), bf16=bf16)
+        return Arm(name, "release", model, release_optimizer(model, **opt_kw), bf16=bf16, threads=threads)
 
     makers = {
         "release_fp32": lambda n: release(n),
@@ -280,6 +280,12 @@ def build_arms(names: list[str]) -> dict[str, Arm]:
         "medssl_compile_fused": lambda n: medssl(n, compile_=True, fused=True),
         "medssl_compile_factorized_fused": lambda n: medssl(n, impl="factorized", compile_=True, fused=True),
         "medssl_bf16_factorized_fused": lambda n: medssl(n, impl="factorized", bf16=True, fused=True),
+        # one thread instead of torch's default (2 here): on a shared 2-core machine, both arms alike
+        "release_fp32_1_thread": lambda n: release(n, threads=1),
+        "release_bf16_1_thread": lambda n: release(n, bf16=True, threads=1),
+        "medssl_bf16_1_thread": lambda n: medssl(n, bf16=True, threads=1),
+        "medssl_compile_1_thread": lambda n: medssl(n, compile_=True, threads=1),
+        "medssl_compile_bf16": lambda n: medssl(n, compile_=True, bf16=True),
     }
     unknown = set(names) - set(makers)
     if unknown:
@@ -350,6 +356,17 @@ def check_against(release_dir: Path) -> dict:
             "loss_abs_diff": abs(loss_theirs.item() - loss_mine.item()), "max_grad_abs_diff": grad_diff}
 
 
+def per_round_ratios(step_ms: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Median over rounds of (reference arm's step / arm's step) within the same round: more robust
+    than a ratio of medians when the machine's load changes from round to round."""
+    out = {}
+    for ref in ("release_fp32", "release_bf16"):
+        if ref in step_ms:
+            out[ref] = {n: round(float(torch.tensor([r / t for r, t in zip(step_ms[ref], ts)]).median()), 2)
+                        for n, ts in step_ms.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
@@ -360,7 +377,11 @@ def main() -> None:
                                       "medssl_fused_adamw,medssl_factorized,medssl_compile,medssl_1_thread,medssl_bf16")
     ap.add_argument("--check-against", type=Path, help="a checkout of the ECG-JEPA release: compare and exit")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--ratios-of", type=Path, help="a JSON this script wrote: print its per-round ratios and exit")
     args = ap.parse_args()
+    if args.ratios_of:
+        print(json.dumps(per_round_ratios(json.loads(args.ratios_of.read_text())["step_ms_all"]), indent=1))
+        return
     if args.check_against:
         print(json.dumps(check_against(args.check_against), indent=1))
         return
@@ -391,6 +412,7 @@ def main() -> None:
         "step_ms_all": {n: [round(1000 * t) for t in a.times] for n, a in arms.items()},
         "speedup_vs": {r: {n: round(ref[r] / v, 2) for n, v in med.items()} for r in ref},
     }
+    result["speedup_per_round_median"] = per_round_ratios(result["step_ms_all"])
     for n in med:
         vs = "  ".join(f"{result['speedup_vs'][r][n]:.2f}x {r}" for r in ref)
         print(f"{n:34s} {result['samples_per_s'][n]:6.2f} samples/s {result['ms_per_step'][n]:8.1f} ms  {vs}")
