@@ -123,7 +123,8 @@ def test_corrupted_header(tmp_path):
     (tmp_path / "bad.hea").write_text("\n".join([text[0], "garbage"] + text[3:]) + "\n")
     with pytest.raises(EcgReadError, match="does not parse") as err:
         read_wfdb_record(base)
-    assert str(err.value).startswith(str(base)) and "77" not in str(err.value)
+    # the header's contents (the age) stay out of the message; the path itself may hold any digits
+    assert str(err.value).startswith(str(base)) and "77" not in str(err.value)[len(str(base)):]
     (tmp_path / "bad.hea").write_text("bad x y z\n")
     with pytest.raises(EcgReadError, match="does not parse"):
         read_wfdb_record(base)
