@@ -255,7 +255,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _quiet_lightning(args.debug)
     out = Path(args.out)
     print(f"demo output folder: {out.resolve()}")
-    result = run_demo(out, subjects_per_site=args.subjects_per_site, epochs=args.epochs, seeds=args.seeds)
+    from medssl.progress import progress_enabled
+
+    result = run_demo(out, subjects_per_site=args.subjects_per_site, epochs=args.epochs, seeds=args.seeds,
+                      progress_bar=progress_enabled())
     print(f"report: {result['html']}\n        {result['json']}")
     return 0
 
