@@ -19,12 +19,12 @@ it on the same subject draws as the learned encoders (``benchmarks/real_ecg_cinc
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
+from medssl.ecg.preprocess import detect_beats, qrs_duration_ms, rr_intervals_s
 from medssl.registry import EncoderSpec, list_encoders, register_encoder
 
 __all__ = ["FEATURES", "NAME", "NeuroKitFeatures", "ecg_neurokit_features", "register", "rhythm_features"]
@@ -36,48 +36,27 @@ _NORMALISATION = "per-lead zero mean, unit variance after 0.67-40 Hz band-pass"
 
 
 def rhythm_features(signal_1d: np.ndarray, fs: float) -> dict[str, float]:
-    """{name: value} of :data:`FEATURES` (NaN where not measurable) for one lead; never raises."""
+    """{name: value} of :data:`FEATURES` (NaN where not measurable) for one lead; never raises.
+    Beats, R-R intervals and QRS duration as :func:`medssl.ecg.preprocess.neurokit_features`
+    measures them."""
     out = {k: math.nan for k in FEATURES}
-    x = np.asarray(signal_1d, dtype=np.float64).ravel()
-    if fs <= 0 or x.size < int(2 * fs) or not np.all(np.isfinite(x)) or np.std(x) < 1e-9:
+    beats = detect_beats(signal_1d, fs)
+    if beats is None:
         return out
-    import neurokit2 as nk
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            cleaned = nk.ecg_clean(x, sampling_rate=fs)
-            _, info = nk.ecg_peaks(cleaned, sampling_rate=fs)
-            peaks = np.asarray(info.get("ECG_R_Peaks", []), dtype=np.int64)
-        except Exception:  # noqa: BLE001 - NeuroKit raises many kinds on bad signals
-            return out
-        if peaks.size < 2:
-            return out
-        rr = np.diff(peaks) / fs
-        rr = rr[(rr > 0.2) & (rr < 3.0)]  # 20-300 bpm
-        if rr.size:
-            med = float(np.median(rr))
-            out["heart_rate_bpm"] = 60.0 / med
-            out["rr_min_over_median"] = float(rr.min() / med)
-            out["rr_max_over_median"] = float(rr.max() / med)
-        if rr.size >= 2:
-            d = np.diff(rr)
-            out["rr_sdnn_ms"] = float(np.std(rr, ddof=1) * 1000.0)
-            out["rr_rmssd_ms"] = float(np.sqrt(np.mean(d ** 2)) * 1000.0)
-            out["rr_cv"] = float(np.std(rr, ddof=1) / np.mean(rr))
-            out["rr_pnn50"] = float(np.mean(np.abs(d) > 0.05))
-        if peaks.size >= 3:
-            try:
-                _, waves = nk.ecg_delineate(cleaned, peaks, sampling_rate=fs, method="dwt")
-                on = np.asarray(waves.get("ECG_R_Onsets", []), dtype=np.float64)
-                off = np.asarray(waves.get("ECG_R_Offsets", []), dtype=np.float64)
-                n = min(on.size, off.size)
-                qrs = (off[:n] - on[:n]) / fs * 1000.0
-                qrs = qrs[np.isfinite(qrs) & (qrs > 20) & (qrs < 250)]
-                if qrs.size:
-                    out["qrs_duration_ms"] = float(np.median(qrs))
-            except Exception:  # noqa: BLE001
-                pass
+    cleaned, peaks = beats
+    rr = rr_intervals_s(peaks, fs)
+    if rr.size:
+        med = float(np.median(rr))
+        out["heart_rate_bpm"] = 60.0 / med
+        out["rr_min_over_median"] = float(rr.min() / med)
+        out["rr_max_over_median"] = float(rr.max() / med)
+    if rr.size >= 2:
+        d = np.diff(rr)
+        out["rr_sdnn_ms"] = float(np.std(rr, ddof=1) * 1000.0)
+        out["rr_rmssd_ms"] = float(np.sqrt(np.mean(d ** 2)) * 1000.0)
+        out["rr_cv"] = float(np.std(rr, ddof=1) / np.mean(rr))
+        out["rr_pnn50"] = float(np.mean(np.abs(d) > 0.05))
+    out["qrs_duration_ms"] = qrs_duration_ms(cleaned, peaks, fs)
     return out
 
 

@@ -257,6 +257,52 @@ class EcgPreprocess:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def detect_beats(signal_1d: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(cleaned signal, R-peak sample indices int64) of one lead by NeuroKit2's `ecg_clean` and
+    `ecg_peaks`; None where the lead cannot be measured (shorter than 2 s, non-finite, flat) or
+    NeuroKit2 fails on it. Never raises."""
+    x = np.asarray(signal_1d, dtype=np.float64).ravel()
+    if fs <= 0 or x.size < int(2 * fs) or not np.all(np.isfinite(x)) or np.std(x) < 1e-9:
+        return None
+    import neurokit2 as nk
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            cleaned = nk.ecg_clean(x, sampling_rate=fs)
+            _, info = nk.ecg_peaks(cleaned, sampling_rate=fs)
+        except Exception:  # noqa: BLE001 - NeuroKit2 raises many kinds on bad signals
+            return None
+    return cleaned, np.asarray(info.get("ECG_R_Peaks", []), dtype=np.int64)
+
+
+def rr_intervals_s(peaks: np.ndarray, fs: float) -> np.ndarray:
+    """R-R intervals (s) between successive peaks, keeping the plausible ones (20-300 bpm)."""
+    rr = np.diff(peaks) / fs
+    return rr[(rr > 0.2) & (rr < 3.0)]
+
+
+def qrs_duration_ms(cleaned: np.ndarray, peaks: np.ndarray, fs: float) -> float:
+    """Median R-onset-to-R-offset time (ms) of NeuroKit2's DWT `ecg_delineate`, over beats of
+    20-250 ms; NaN with fewer than 3 beats or when delineation fails. Never raises."""
+    if peaks.size < 3:
+        return math.nan
+    import neurokit2 as nk
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            _, waves = nk.ecg_delineate(cleaned, peaks, sampling_rate=fs, method="dwt")
+        except Exception:  # noqa: BLE001
+            return math.nan
+    onsets = np.asarray(waves.get("ECG_R_Onsets", []), dtype=np.float64)
+    offsets = np.asarray(waves.get("ECG_R_Offsets", []), dtype=np.float64)
+    n = min(onsets.size, offsets.size)
+    qrs = (offsets[:n] - onsets[:n]) / fs * 1000.0
+    qrs = qrs[np.isfinite(qrs) & (qrs > 20) & (qrs < 250)]
+    return float(np.median(qrs)) if qrs.size else math.nan
+
+
 def neurokit_features(signal_1d: np.ndarray, fs: float) -> dict:
     """Heart rate and QRS duration of one ECG lead, measured with NeuroKit2.
 
@@ -267,10 +313,16 @@ def neurokit_features(signal_1d: np.ndarray, fs: float) -> dict:
     function does not raise on bad signals.
     """
     out = {"heart_rate_bpm": math.nan, "qrs_duration_ms": math.nan, "n_beats": 0}
-    try:
-        import neurokit2 as nk
-    except ImportError:  # pragma: no cover - neurokit2 is a dependency
+    beats = detect_beats(signal_1d, fs)
+    if beats is None:
         return out
+    cleaned, peaks = beats
+    out["n_beats"] = int(peaks.size)
+    rr = rr_intervals_s(peaks, fs)
+    if rr.size:
+        out["heart_rate_bpm"] = float(60.0 / np.median(rr))
+    out["qrs_duration_ms"] = qrs_duration_ms(cleaned, peaks, fs)
+    return out
     x = np.asarray(signal_1d, dtype=np.float64).ravel()
     if fs <= 0 or x.size < int(2 * fs) or not np.all(np.isfinite(x)) or np.std(x) < 1e-9:
         return out
