@@ -29,48 +29,18 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stopwatch import Stopwatch  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes" / "bench_ct_demo.yaml"
 RECIPES = {"DAGMaN": ("dagman_ct", "dagman"), "SimMIM": ("simmim_ct", "simmim")}
 HEADLINE = {"nodule malignancy": "auroc_macro", "nodule segmentation": "dice"}
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (user + system, all threads)."""
-    import resource
-
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class Stopwatch:
-    """Wall and CPU seconds of named stages."""
-
-    def __init__(self):
-        self.wall: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-
-    def start(self) -> None:
-        self._t, self._c = time.perf_counter(), cpu_seconds()
-
-    def stop(self, name: str) -> float:
-        self.wall[name] = time.perf_counter() - self._t
-        self.cpu[name] = cpu_seconds() - self._c
-        return self.wall[name]
-
-    def lines(self) -> list[str]:
-        names = list(self.wall)
-        return ["wall (s): " + ", ".join(f"{k} {self.wall[k]:.0f}" for k in names)
-                + f", total {sum(self.wall.values()):.0f}",
-                "CPU (s, all threads and worker processes): " + ", ".join(f"{k} {self.cpu[k]:.0f}" for k in names)
-                + f", total {sum(self.cpu.values()):.0f}",
-                f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}"]
 
 
 def log(msg: str) -> None:

@@ -5,54 +5,15 @@ report.html, and the summary table. Nothing here knows a data set's names, count
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from stopwatch import Stopwatch, cpu_seconds  # noqa: F401  (re-exported for the real_* scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "real"
 PART = "bench_part"  # manifest column written by these scripts: train | held-out | eval-data
-
-
-def cpu_seconds() -> float:
-    import resource
-
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class Stopwatch:
-    """Wall and CPU seconds of named stages."""
-
-    def __init__(self):
-        self.wall: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-        self.t0 = time.perf_counter()
-
-    def start(self) -> None:
-        self._t, self._c = time.perf_counter(), cpu_seconds()
-
-    def stop(self, name: str) -> float:
-        self.wall[name] = time.perf_counter() - self._t
-        self.cpu[name] = cpu_seconds() - self._c
-        return self.wall[name]
-
-    def as_dict(self) -> dict:
-        return {"wall_s": {k: round(v, 1) for k, v in self.wall.items()},
-                "cpu_s": {k: round(v, 1) for k, v in self.cpu.items()},
-                "total_wall_s": round(time.perf_counter() - self.t0, 1),
-                "load_average_end": [round(v, 2) for v in os.getloadavg()]}
-
-    def lines(self) -> list[str]:
-        d = self.as_dict()
-        return ["wall (s): " + ", ".join(f"{k} {v:.0f}" for k, v in d["wall_s"].items())
-                + f"; total {d['total_wall_s']:.0f}",
-                "CPU (s, all threads): " + ", ".join(f"{k} {v:.0f}" for k, v in d["cpu_s"].items()),
-                "load average at the end (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in d["load_average_end"])]
-
 
 def logger(tag: str):
     def log(msg: str) -> None:
