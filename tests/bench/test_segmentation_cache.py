@@ -14,6 +14,7 @@ import torch
 
 from medssl.bench import segmentation as seg
 from medssl.bench.segmentation import FeatureMapCache, predict_probabilities, train_segmenter
+from test_segmentation_protocol import _disks  # the same noisy-disk images and masks
 
 ATOL = 1e-5
 
@@ -29,18 +30,6 @@ class TinyConvEncoder(torch.nn.Module):
     def feature_maps(self, x):
         a = self.s1(x)
         return [a, self.s2(a)]
-
-
-def _disks(n: int, size: int, seed: int):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    images = rng.normal(0, 0.3, (n, 1, size, size)).astype(np.float32)
-    masks = np.zeros((n, 1, size, size), np.float32)
-    for i in range(n):
-        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-        m = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(3, size / 4) ** 2
-        masks[i, 0], images[i, 0] = m, images[i, 0] + 2.0 * m
-    return images, masks
 
 
 def _max_param_diff(a, b) -> float:
