@@ -176,14 +176,23 @@ def results_figure(rows: Sequence[Mapping], *, domains: Sequence, encoders: Sequ
         ax.tick_params(labelleft=True)
     axes[0].set_ylabel(f"{metric} (mean, 95% CI)")
     handles = [Line2D([], [], color=COLORS[j % len(COLORS)], marker="o", linewidth=2) for j in range(len(encoders))]
-    labels = [_label(e) for e in encoders]
+    _legend_and_title(fig, handles, [_label(e) for e in encoders], chance, title, max_columns=3)
+    return fig
+
+
+def _legend_and_title(fig, handles: list, labels: list[str], chance: float | None, title: str | None,
+                      max_columns: int) -> None:
+    """The figure's legend below the panels (with the dashed chance line when there is one) and
+    its title."""
+    from matplotlib.lines import Line2D
+
     if chance is not None:
-        handles.append(Line2D([], [], color="#555555", linestyle=(0, (5, 3))))
-        labels.append(f"chance ({chance:g})")
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False, fontsize=10)
+        handles = [*handles, Line2D([], [], color="#555555", linestyle=(0, (5, 3)))]
+        labels = [*labels, f"chance ({chance:g})"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), max_columns), frameon=False,
+               fontsize=10)
     if title:
         fig.suptitle(_label(title), fontsize=12)
-    return fig
 
 
 def _setting(row: Mapping):
@@ -282,15 +291,7 @@ def domain_gap_figure(rows: Sequence[Mapping], *, encoders: Sequence, domains: S
     gx.set_title(f"gap: {_label(domains[0])} minus other domain", fontsize=12)
     gx.set_ylabel(f"{metric} gap (95% CI)")
     handles = [Patch(color=DOMAIN_COLORS[j % len(DOMAIN_COLORS)]) for j in range(n_d)]
-    labels = [_label(d) for d in domains]
-    if chance is not None:
-        from matplotlib.lines import Line2D
-
-        handles.append(Line2D([], [], color="#555555", linestyle=(0, (5, 3))))
-        labels.append(f"chance ({chance:g})")
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False, fontsize=10)
-    if title:
-        fig.suptitle(_label(title), fontsize=12)
+    _legend_and_title(fig, handles, [_label(d) for d in domains], chance, title, max_columns=4)
     fig.medssl_gap_source = "; ".join(sorted(source)) or "none"
     return fig
 
