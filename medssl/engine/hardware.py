@@ -2,8 +2,9 @@
 
 Defaults, measured rather than inferred from hardware flags (benchmarks/RESULTS.md, "Precision"):
 
-- CPU: fp32. On a 2-core AVX-512-BF16 server bf16 autocast made the ECG-JEPA training step slower
-  than fp32 and changed embeddings from one machine to the next, so bf16 on a CPU is opt-in
+- CPU: fp32. On AVX-512-BF16 CPUs bf16 autocast was slower than fp32 for the ECG-JEPA step on one
+  server (0.59x) and at the demo's width here (0.63x), faster at 384 wide on another (1.05-2.3x),
+  and it changed embeddings from one machine to the next; so bf16 on a CPU is opt-in
   (``trainer.precision=bf16-mixed`` for training, ``--precision bf16`` for inference).
 - CUDA: bf16 mixed precision where the card supports bf16, else fp32.
 
