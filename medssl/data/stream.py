@@ -13,6 +13,30 @@ Sharding across ranks and dataloader workers, the shuffled order from the seed (
 and the position for an exact resume (`StreamingDataLoader.state_dict`, which Lightning saves in
 its checkpoint and restores) are all litdata's; medssl adds no distributed code of its own.
 
+Data order on 1, 2 or N processes (`data.stream_options.order`):
+- `global` (the default): an epoch is the order litdata gives one process with one worker
+  (chunks permuted from (seed, epoch), items shuffled inside each chunk in litdata's blocks of
+  256), cut into global batches of ranks x `data.batch_size`; step k's global batch is the same
+  samples on any number of processes (1 x 4, 2 x 2, 4 x 1: rank r takes the r-th slice) and
+  with any `data.num_workers`, and every epoch holds every sample once (tests/data/test_stream.py,
+  and a 2-process gloo run). This is litdata's elastic-resume plan (`litdata.streaming.elastic`:
+  a canonical item stream restriped onto the current ranks, workers and batch), given from the
+  first batch of each epoch by the dataset's canonical state (`ArrayStream.set_epoch`).
+  Not guaranteed: the same samples at a step when ranks x batch differs (then only the epoch's
+  order is shared, not the cut); the epoch's last items (litdata keeps a multiple of ranks x
+  workers x batch, so with more workers up to one more round of global batches is dropped); after a
+  resume on another grid (world size, workers or batch) litdata cuts the rest of the epoch to a
+  multiple of the new ranks x workers x batch; model updates (masks are drawn per rank). Costs:
+  a chunk's items go to consecutive global batches, hence to several ranks, so on an object
+  store a node downloads every chunk that holds one of its ranks' items: with small items (ECG
+  windows, hundreds per 64 MB chunk) nearly the whole data set per epoch, not 1/N of it; and each
+  worker builds the epoch's item list in Python at the epoch start (O(items) memory; 4.4 s per
+  million items on the 2-core VM of benchmarks/RESULTS.md).
+- `per_rank`: litdata's own assignment, each rank and worker a run of whole chunks (a node
+  downloads ~1/N of the data per epoch, chunks are reused from its cache from the second epoch),
+  but the chunks a rank gets depend on the world size, so 1 and 2 processes see other batches;
+  for object-store data sets that do not fit every node. Same seed, same world size: same order.
+
 Why litdata, not webdataset or mosaicml-streaming: it is Lightning's own data engine, so the
 dataloader state rides in Lightning's checkpoint and is restored on resume with no glue code, and
 rank/world size come from the same process group Lightning sets up; it builds the shards itself
@@ -53,6 +77,7 @@ FORMAT = "medssl-stream/1"
 META = "medssl_stream.json"
 _BUILDING = "medssl_stream.building.json"
 ROW_FIELDS = ("record_id", "subject_id", "site", "split", "labels")  # kept with each sample; never paths
+ORDERS = ("global", "per_rank")  # data.stream_options.order (medssl.data._stream_dataset.ArrayStream)
 
 
 def _litdata():
@@ -203,10 +228,11 @@ def build_stream(rows: Sequence[dict], spec, out: str | Path, data_cfg: Mapping[
 
 
 def stream_dataset(location: str | Path, *, shuffle: bool = False, seed: int = 0, drop_last: bool | None = None,
-                   cache_dir: str | None = None, storage_options: dict | None = None):
+                   cache_dir: str | None = None, storage_options: dict | None = None, order: str = "global"):
     """The shards at `location` (a folder or an object-store URL) as a StreamingDataset of float32
     tensors (`medssl.data._stream_dataset.ArrayStream`); split by rank and dataloader worker, in
-    the order of (seed, epoch) when `shuffle`."""
+    the order of (seed, epoch) when `shuffle` (`order`: "global", the same global batches on any
+    number of processes, or "per_rank", litdata's chunks per rank; see the module docstring)."""
     _litdata()
     from medssl.data._stream_dataset import ArrayStream
 
@@ -214,7 +240,7 @@ def stream_dataset(location: str | Path, *, shuffle: bool = False, seed: int = 0
     if not _is_url(location):
         location = str(Path(location).resolve())
     return ArrayStream(location, shuffle=shuffle, seed=seed, drop_last=drop_last, cache_dir=cache_dir,
-                       storage_options=storage_options or {})
+                       storage_options=storage_options or {}, order=order)
 
 
 def check_stream_for(location: str | Path, spec) -> dict | None:
@@ -241,11 +267,14 @@ def stream_pretrain_data(cfg: dict, spec):
     `medssl.data._stream_dataset.StreamPretrainData` (add its `.callback` to the trainer)."""
     data_cfg = cfg["data"]
     location = str(data_cfg["stream"])
+    order = _stream_setting(data_cfg, "order", "global")
+    if order not in ORDERS:
+        raise ValueError(f"data.stream_options.order={order!r}: expected one of {', '.join(ORDERS)}")
     meta = check_stream_for(location, spec) or {}
     _litdata()
     from medssl.data._stream_dataset import StreamPretrainData
 
     data = StreamPretrainData(location, data_cfg["batch_size"], cfg.get("seed", 0), data_cfg.get("num_workers", 0),
                               cache_dir=_stream_setting(data_cfg, "cache_dir"),
-                              storage_options=_stream_setting(data_cfg, "storage_options"))
+                              storage_options=_stream_setting(data_cfg, "storage_options"), order=order)
     return data, StreamInfo(location, meta)

@@ -1,11 +1,12 @@
 """Streaming shards (medssl.data.stream, litdata): built from a manifest they hold the memory-map
-cache's arrays; pretraining from them splits every epoch across ranks, repeats its order per seed
-and resumes after a kill at the same sample."""
+cache's arrays; pretraining from them splits every epoch across ranks, repeats its order per seed,
+gives the same global batches on 1, 2 or 4 processes, and resumes after a kill at the same sample."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -15,6 +16,10 @@ from safetensors.torch import load_file
 
 pytest.importorskip("litdata")
 
+from litdata import StreamingDataLoader  # noqa: E402
+from litdata.utilities.env import _DistributedEnv  # noqa: E402
+
+from medssl.data._stream_dataset import StreamPretrainData  # noqa: E402
 from medssl.data.layouts import index_layout  # noqa: E402
 from medssl.data.modalities import encoder_inputs  # noqa: E402
 from medssl.data.stream import META, build_stream, stream_dataset  # noqa: E402
@@ -63,6 +68,89 @@ def test_shards_hold_the_memory_map_cache_arrays_and_manifest_fields(built, tmp_
     assert isinstance(ds[0], torch.Tensor) and ds[0].dtype == torch.float32 and tuple(ds[0].shape) == (8, 2500)
     meta = json.loads((out / META).read_text())
     assert meta["modality"] == "ecg" and meta["n_subjects"] == 8 and meta["item_shape"] == [8, 2500]
+
+
+@pytest.fixture(scope="module")
+def small_chunks(built, tmp_path_factory):
+    """The same 16 windows in 9 chunks of 1-2 items (one chunk would hide how chunks meet ranks)."""
+    rows, cfg, _, _ = built
+    out = tmp_path_factory.mktemp("shards") / "small-chunks"
+    build_stream(rows, _spec(cfg), out, cfg["data"], workers=2, progress=False, chunk_bytes="200kB")
+    assert len(json.loads((out / "index.json").read_text())["chunks"]) > 4
+    return out
+
+
+def _as_rank(ds, world: int, rank: int):
+    ds.distributed_env = _DistributedEnv(world, rank, 1)  # what litdata detects in DDP rank `rank` of `world`
+    return ds
+
+
+def _global_batches(out, world: int, batch: int, workers: int, *, epochs: int = 2, seed: int = 0,
+                    order: str = "global") -> list[list[list[str]]]:
+    """Per epoch, per step: the samples of the ranks' batches of that step, rank 0's first."""
+    per_rank = []
+    for rank in range(world):
+        ds = _as_rank(stream_dataset(out, shuffle=True, seed=seed, drop_last=True, order=order), world, rank)
+        loader = StreamingDataLoader(ds, batch_size=batch, num_workers=workers, drop_last=True)
+        epochs_seen = [[[_digest(x) for x in b] for b in loader] for _ in range(epochs)]
+        assert [len(e) for e in epochs_seen] == [len(loader)] * epochs  # the length Lightning plans with
+        per_rank.append(epochs_seen)
+    return [[sum((per_rank[r][e][s] for r in range(world)), []) for s in range(len(per_rank[0][e]))]
+            for e in range(epochs)]
+
+
+def test_global_order_gives_the_same_global_batch_per_step_on_any_number_of_processes(small_chunks):
+    """order=global: the global batch at each step (the ranks' batches together, in rank order)
+    is the same on 1 process with batch 4, 2 with batch 2 and 4 with batch 1, with or without
+    dataloader workers; every epoch covers every sample once, in an order of (seed, epoch)."""
+    one = _global_batches(small_chunks, 1, 4, 0)
+    assert [len(e) for e in one] == [4, 4]
+    for epoch in one:
+        assert sorted(d for step in epoch for d in step) == sorted(_all_digests(small_chunks))
+    assert one[0] != one[1]
+    assert _global_batches(small_chunks, 2, 2, 0) == one
+    assert _global_batches(small_chunks, 4, 1, 0) == one
+    assert _global_batches(small_chunks, 2, 2, 2) == one
+    assert _global_batches(small_chunks, 1, 4, 2) == one
+    assert _global_batches(small_chunks, 1, 4, 0) == one  # the same seed: the same order again
+    assert _global_batches(small_chunks, 1, 4, 0, seed=1) != one
+    # litdata's own assignment (order=per_rank) gives each rank its own chunks: another order on 2
+    assert _global_batches(small_chunks, 2, 2, 0, order="per_rank") != _global_batches(
+        small_chunks, 1, 4, 0, order="per_rank")
+
+
+def _resume_at(callback, processed: int):
+    callback.trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
+        batch_progress=SimpleNamespace(current=SimpleNamespace(processed=processed)))))
+    return callback.state_dict()
+
+
+@pytest.mark.parametrize(("world", "batch", "workers", "stop", "then_workers"),
+                         [(1, 4, 2, 1, 2), (1, 4, 2, 2, 2), (2, 2, 0, 3, 0), (2, 2, 0, 2, 2)])
+def test_loader_state_resumes_the_global_order_at_the_next_global_batch(small_chunks, world, batch, workers, stop,
+                                                                        then_workers):
+    """The state the pretraining callback saves after `stop` steps of `world` processes resumes on
+    1 process with batch 4 and `then_workers` workers at global batch `stop` of the uninterrupted
+    epoch; on the same grid with 2 workers after an odd step, the next batch is the other
+    worker's. (On another grid litdata cuts the rest of the epoch to a multiple of ranks x workers
+    x batch: 2 ranks' 3 steps of 2 resumed with 2 workers of 4 would drop the last 4 samples.)"""
+    straight = _global_batches(small_chunks, 1, 4, 0, epochs=1)[0]
+    states = []
+    for rank in range(world):
+        data = StreamPretrainData(str(small_chunks), batch, seed=0, num_workers=workers)
+        loader = data.train_dataloader()
+        _as_rank(loader.dataset, world, rank)
+        it = iter(loader)
+        for _ in range(stop):
+            next(it)
+        states.append(_resume_at(data.callback, stop))
+        del it
+    assert all(s["loader"]["dataset"]["sample_in_epoch"] == stop * 4 for s in states)
+    data = StreamPretrainData(str(small_chunks), 4, seed=0, num_workers=then_workers)
+    loader = data.train_dataloader()
+    data.callback.load_state_dict(states[0])
+    data.callback.on_train_start(None, None)
+    assert [[_digest(x) for x in b] for b in loader] == straight[stop:]
 
 
 def test_same_key_is_a_no_op_and_other_data_is_refused(built):
@@ -137,16 +225,24 @@ def test_pretrain_from_shards_repeats_its_order_and_resumes_at_the_same_sample(b
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_see_disjoint_samples_that_cover_the_epoch_in_a_seeded_order(built, tmp_path):
-    """Lightning DDP on two CPU processes (gloo): litdata gives each rank its own part."""
+def test_two_ddp_processes_see_disjoint_samples_that_cover_the_epoch_in_the_one_process_order(built, tmp_path):
+    """Lightning DDP on two CPU processes (gloo), batch 2 each, against one process with batch 4:
+    litdata gives each rank its own part, and the two ranks' batches of a step together are the
+    one process's batch of that step (rank 0's half first), for the same seed."""
     _, _, out, _ = built
-    cfg = resolve_recipe("ecg_jepa", [*TINY, "optim.epochs=1", f"data.stream={out}", "trainer.devices=2",
-                                      "trainer.strategy=ddp_spawn", "trainer.accelerator=cpu"])
+    one = resolve_recipe("ecg_jepa", [*TINY, "optim.epochs=1", f"data.stream={out}"])
+    pretrain(one, [], tmp_path / "one", progress_bar=False, callbacks=[RecordBatches(tmp_path / "rec-one")])
+    cfg = resolve_recipe("ecg_jepa", [*TINY, "optim.epochs=1", "data.batch_size=2", f"data.stream={out}",
+                                      "trainer.devices=2", "trainer.strategy=ddp_spawn", "trainer.accelerator=cpu"])
     for run in ("x", "y"):
         pretrain(cfg, [], tmp_path / run, progress_bar=False, callbacks=[RecordBatches(tmp_path / f"rec-{run}")])
     ranks = [[d for b in _batches(tmp_path / "rec-x", r) for d in b["samples"]] for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 8  # 16 windows, 2 ranks, 2 batches of 4 each
+    assert len(ranks[0]) == len(ranks[1]) == 8  # 16 windows, 2 ranks, 4 batches of 2 each
     assert not set(ranks[0]) & set(ranks[1])
     assert set(ranks[0]) | set(ranks[1]) == _all_digests(out)
     for r in (0, 1):  # the same seed: the same samples in the same order on each rank
         assert _batches(tmp_path / "rec-x", r) == _batches(tmp_path / "rec-y", r)
+    single = _batches(tmp_path / "rec-one")
+    pairs = zip(_batches(tmp_path / "rec-x", 0), _batches(tmp_path / "rec-x", 1), strict=True)
+    assert [(b0["step"], b0["samples"] + b1["samples"]) for b0, b1 in pairs] == \
+        [(b["step"], b["samples"]) for b in single]
