@@ -94,7 +94,7 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
 
 _BUILTIN_ENCODER_MODULES = (
     "medssl.ecg.encoders", "medssl.ecg.encoders_contrastive", "medssl.ecg.vit",
-    "medssl.mri.encoders", "medssl.retina.encoders", "medssl.ct.encoders",
+    "medssl.mri.encoders", "medssl.retina.encoders", "medssl.retina.unet", "medssl.ct.encoders",
 )
 
 

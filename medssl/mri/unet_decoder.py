@@ -23,7 +23,7 @@ import torch
 from monai.networks.blocks import Convolution, UnetBasicBlock
 from torch import Tensor, nn
 
-from medssl.mri.unet_encoder import ACT, NORM
+from medssl.nn.unet import ACT, NORM
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int) -> nn.Module:
