@@ -21,6 +21,16 @@ native(rows, spec_input, data_cfg, shape=None) -> NativeImages: the same images,
 field-of-view masks (`fov_path`) at each image's own resolution, for segmentation in tiles
 (`medssl.bench.tiling`), or all resized to `shape`.
 
+Tiles at native resolution (pretraining on large images): with `data_cfg["tiles"]` (a mapping,
+`{stride: px, min_fov: fraction}`, both optional: stride = half the tile, min_fov 0.5), each image
+is read at its own resolution, preprocessed whole (priors and per-image normalisation over the
+full image, as `native` does), and cut into tiles of spec_input["shape"] on a grid of `stride` px
+(the last row and column flush with the border); tiles with less than `min_fov` of their pixels
+inside the row's field of view (`fov_path`; every tile when there is none) are dropped. inputs()
+then holds (n_tiles, C, h, w) per image, the image's manifest row repeated per tile (as ECG
+windows), so a fundus photograph (DRIVE: 584 x 565 px) trains a 64 x 64 px encoder on its real
+vessels instead of a 9x shrunk picture. An image smaller than the tile is skipped, named.
+
 masks(...) -> ArrayCache of (N, 1, H, W) float32 in {0, 1} from each row's `mask_path`, nearest-
 neighbour resized to the same shape. Alignment: a row that has a `mask_path` is kept by BOTH hooks
 only if its image and its mask both load, so inputs and masks of the same rows hold the same
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +88,63 @@ class RetinaMaskLoader:
         return self.prep.mask(row)[None]
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """Where pretraining tiles are cut from a native-resolution image (module docstring)."""
+
+    tile: tuple[int, int]
+    stride: tuple[int, int]
+    min_fov: float = 0.5
+
+    @classmethod
+    def from_data(cls, tiles: Mapping[str, Any] | bool, tile: Sequence[int]) -> TileGrid:
+        """From a recipe's `data.tiles` (True or a mapping with `stride`, `min_fov`); bad values raise
+        ValueError naming the key."""
+        cfg = {} if tiles is True else dict(tiles)
+        unknown = set(cfg) - {"stride", "min_fov"}
+        if unknown:
+            raise ValueError(f"data.tiles: unknown key(s) {', '.join(sorted(unknown))}; known: stride, min_fov")
+        th, tw = int(tile[0]), int(tile[1])
+        stride = cfg.get("stride") or (max(1, th // 2), max(1, tw // 2))
+        stride = (int(stride), int(stride)) if isinstance(stride, (int, float)) else tuple(int(v) for v in stride)
+        min_fov = float(cfg.get("min_fov", 0.5))
+        if len(stride) != 2 or min(stride) < 1:
+            raise ValueError(f"data.tiles.stride: {cfg.get('stride')!r} must be a positive number of pixels")
+        if not 0.0 <= min_fov <= 1.0:
+            raise ValueError(f"data.tiles.min_fov: {min_fov} must lie in [0, 1]")
+        return cls((th, tw), stride, min_fov)
+
+    def origins(self, size: Sequence[int]) -> list[tuple[int, int]]:
+        """(top, left) of every tile on the grid of an image of (H, W) >= the tile."""
+        def starts(n: int, t: int, s: int) -> list[int]:
+            out = list(range(0, n - t + 1, s))
+            return out if out[-1] == n - t else [*out, n - t]
+        return [(y, x) for y in starts(size[0], self.tile[0], self.stride[0])
+                for x in starts(size[1], self.tile[1], self.stride[1])]
+
+
+class RetinaTileLoader:
+    """Row -> (n_tiles, C, h, w) float32 tiles of the image at its own resolution (module
+    docstring); picklable for the cache's worker processes."""
+
+    def __init__(self, prep: RetinaPreprocess, grid: TileGrid):
+        self.prep, self.grid = prep, grid
+
+    def __call__(self, row: dict) -> np.ndarray:
+        image = self.prep.native_image(row)
+        h, w = image.shape[1:]
+        th, tw = self.grid.tile
+        if h < th or w < tw:
+            raise ValueError(f"{row.get('path', '?')}: image is {h} x {w} px, smaller than the {th} x {tw} px tile")
+        fov = self.prep.fov(row, (h, w))
+        tiles = [image[:, y:y + th, x:x + tw] for y, x in self.grid.origins((h, w))
+                 if fov is None or fov[y:y + th, x:x + tw].mean() >= self.grid.min_fov]
+        if not tiles:
+            raise ValueError(f"{row.get('path', '?')}: no {th} x {tw} px tile has {self.grid.min_fov:.0%} of its "
+                             f"pixels inside the field of view {row.get('fov_path')}")
+        return np.stack(tiles).astype(np.float32)
+
+
 def _files_stamp(rows: Sequence[dict], column: str) -> str:
     h = hashlib.sha256()
     for row in rows:
@@ -92,6 +160,12 @@ def retina_inputs(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg:
     """(N, C, H, W) float32 model inputs of `rows` (see the module docstring); unreadable images
     (and, for rows with one, unreadable masks) are skipped and listed."""
     prep = RetinaPreprocess.for_encoder(spec_input, data_cfg)
+    if data_cfg.get("tiles"):
+        grid = TileGrid.from_data(data_cfg["tiles"], prep.shape)
+        key = f"retina-tiles|{prep.cache_key()}|{grid}|{_files_stamp(rows, 'fov_path')}"
+        return build_array_cache(rows, RetinaTileLoader(prep, grid), settings={**prep.to_dict(), "tiles": asdict(grid)},
+                                 settings_key=key, modality="retina", cache_root=data_cfg.get("cache_dir") or cache_root,
+                                 errors=(ValueError, OSError))
     key = f"retina-image|{prep.cache_key()}|{_files_stamp(rows, 'mask_path')}"
     return build_array_cache(rows, RetinaImageLoader(prep), settings=prep.to_dict(), settings_key=key,
                              modality="retina", cache_root=data_cfg.get("cache_dir") or cache_root,
@@ -102,6 +176,9 @@ def retina_masks(rows: Sequence[dict], spec_input: Mapping[str, Any], data_cfg: 
                  cache_root: str | Path | None) -> ArrayCache:
     """(N, 1, H, W) float32 {0, 1} segmentation targets, item for item aligned with
     :func:`retina_inputs` of the same rows."""
+    if data_cfg.get("tiles"):
+        raise ValueError("data.tiles cuts images into pretraining tiles; segmentation targets are read at native "
+                         "resolution by the benchmark's tiling (medssl.bench.tiling), not from tiles")
     prep = RetinaPreprocess.for_encoder(spec_input, data_cfg)
     key = f"retina-mask|sized|{prep.shape}|{prep.colour}|{_files_stamp(rows, 'mask_path')}"  # sized: never stretched
     return build_array_cache(rows, RetinaMaskLoader(prep), settings={"shape": list(prep.shape), "masks": True},

@@ -91,3 +91,52 @@ def test_contract_problems(synth):
     assert len(scale) == 1 and scale[0].startswith("scale: 10 of 10 rows give 0.09375 mm")
     kinds = problems({**SPEC, "image_type": ["fundus"]}, rows)
     assert kinds == ["image type: 10 of 10 rows are octa; encoder reads fundus"]
+
+
+def _fundus(tmp_path, name: str, size=(70, 90), fov_radius: float = 0.45) -> dict:
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (fov_radius * min(h, w)) ** 2
+    img = tmp_path / f"{name}.png"
+    Image.fromarray(((xx * 2 + yy) % 256 * fov).astype(np.uint8)).save(img)
+    row = {"record_id": name, "subject_id": name, "path": str(img), "split": "", "labels": ""}
+    if fov_radius:
+        Image.fromarray(fov.astype(np.uint8) * 255).save(tmp_path / f"{name}_fov.png")
+        row["fov_path"] = str(tmp_path / f"{name}_fov.png")
+    return row
+
+
+def test_tile_grid_covers_the_image_with_the_last_tiles_flush():
+    from medssl.retina.modality import TileGrid
+
+    grid = TileGrid.from_data({"stride": 16}, (32, 32))
+    origins = grid.origins((70, 90))
+    assert {y for y, _ in origins} == {0, 16, 32, 38} and {x for _, x in origins} == {0, 16, 32, 48, 58}
+    assert TileGrid.from_data(True, (32, 32)).stride == (16, 16)
+    with pytest.raises(ValueError, match="data.tiles: unknown key"):
+        TileGrid.from_data({"size": 3}, (32, 32))
+    with pytest.raises(ValueError, match="min_fov"):
+        TileGrid.from_data({"min_fov": 2}, (32, 32))
+
+
+def test_pretraining_tiles_are_cut_at_native_resolution_inside_the_field_of_view(tmp_path):
+    from medssl.retina.modality import TileGrid
+    from medssl.retina.preprocess import RetinaPreprocess
+
+    rows = [_fundus(tmp_path, "a"), _fundus(tmp_path, "b", fov_radius=0), _fundus(tmp_path, "small", size=(20, 20))]
+    spec = {"channels": 1, "spatial_dims": 2, "shape": [32, 32], "intensity": "zscore"}
+    hooks = modality_data("retina")
+    data = {"tiles": {"stride": 16, "min_fov": 0.9}}
+    x = hooks.inputs(rows, spec, data, tmp_path / "c")
+    grid = TileGrid.from_data(data["tiles"], (32, 32))
+    n_all = len(grid.origins((70, 90)))
+    per_image = {rid: sum(r["record_id"] == rid for r in x.rows) for rid in ("a", "b")}
+    assert per_image["b"] == n_all and 0 < per_image["a"] < n_all  # corners outside the FOV dropped
+    assert x.signals.shape == (per_image["a"] + per_image["b"], 1, 32, 32)
+    assert [p for p, _ in x.skipped] == [rows[2]["path"]] and "smaller than the 32 x 32 px tile" in x.skipped[0][1]
+    # a tile is the native image normalised as a whole, then cut: no resizing, no per-tile z-score
+    whole = RetinaPreprocess.for_encoder(spec).native_image(rows[1])
+    b_tiles = x.signals[[i for i, r in enumerate(x.rows) if r["record_id"] == "b"]]
+    assert np.allclose(b_tiles[0], whole[:, :32, :32]) and np.allclose(b_tiles[-1], whole[:, -32:, -32:])
+    with pytest.raises(ValueError, match="segmentation targets"):
+        hooks.masks(rows, spec, data, tmp_path / "c")
