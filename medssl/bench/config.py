@@ -16,6 +16,8 @@ path, or ``<config>`` for a dict)::
                                           # random:NAME[:SEED] (random initialisation), or a
                                           # registry name (built untrained, seed 0: pretraining-free)
         overrides: {depth: 1}             # optional, random:/registry refs only: factory arguments
+        decoder: pyramid                  # optional: this encoder's segmentation decoder, in place
+                                          # of the protocol's (a U-Net arm beside ViT arms)
     datasets:                             # name -> one source
       cohort: {path: data/manifest.csv}   # a manifest CSV, or a folder of WFDB records (+ labels.csv)
       demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic ECG cohort,
@@ -114,6 +116,7 @@ class EncoderEntry:
     name: str
     ref: str
     overrides: dict = field(default_factory=dict)
+    decoder: str | None = None  # segmentation decoder in place of the protocol's
 
 
 @dataclass(frozen=True)
@@ -261,12 +264,13 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
     encoders: list[EncoderEntry] = []
     for i, e in enumerate(c.list_(raw["encoders"], "encoders")):
         where = f"encoders[{i}]"
-        e = c.mapping(e, where, ("name", "ref", "overrides"), required=("name", "ref"))
+        e = c.mapping(e, where, ("name", "ref", "overrides", "decoder"), required=("name", "ref"))
         ref = c.name(e["ref"], f"{where}.ref")
         overrides = e.get("overrides") or {}
         if not isinstance(overrides, Mapping):
             c.fail(f"{where}.overrides", "expected a mapping of factory arguments")
-        encoders.append(EncoderEntry(c.name(e["name"], f"{where}.name"), ref, dict(overrides)))
+        decoder = c.name(e["decoder"], f"{where}.decoder") if e.get("decoder") is not None else None
+        encoders.append(EncoderEntry(c.name(e["name"], f"{where}.name"), ref, dict(overrides), decoder))
     _unique(c, [e.name for e in encoders], "encoders", "encoder name")
 
     if not isinstance(raw["datasets"], Mapping) or not raw["datasets"]:

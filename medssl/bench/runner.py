@@ -178,7 +178,7 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
 
 
 def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
-             examples: list | None, tiling=None, feature_cache=None) -> np.ndarray:
+             examples: list | None, tiling=None, feature_cache=None, decoder: str | None = None) -> np.ndarray:
     """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
     masks, row -> mask index[, field-of-view masks, row -> their index]); per-record (n_eval, 7)
     scores (:data:`medssl.bench.segmentation.SCORE_COLUMNS`) on ``eval_rows``, inside the field of
@@ -187,7 +187,8 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
     (:mod:`medssl.bench.tiling`, ``tiling``: its :class:`~medssl.bench.tiling.TilingSettings`).
     When ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it.
     ``feature_cache`` (:class:`~medssl.bench.segmentation.FeatureMapCache`): a frozen encoder's
-    feature maps of the (not tiled) images, computed once per run and reused by every draw and seed."""
+    feature maps of the (not tiled) images, computed once per run and reused by every draw and seed.
+    ``decoder``: the encoder entry's own decoder, in place of the protocol's."""
     from medssl.bench.segmentation import (
         per_record_scores,
         predict_probabilities,
@@ -208,8 +209,9 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
         raise ValueError("some records have no preprocessed image or mask in the array cache")
     fev = fov_index[eval_rows] if fovs is not None else None
     f = protocol.finetune
+    decoder = decoder or f["decoder"]
     common = dict(mode=f["mode"], epochs=f["epochs"], lr=f["lr"], batch_size=f["batch_size"],
-                  encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed), width=f["width"], decoder=f["decoder"],
+                  encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed), width=f["width"], decoder=decoder,
                   min_steps=f["min_steps"])
     eval_fovs = None if fovs is None else [fovs[j] for j in fev]
     if images.dtype == object:  # native resolution, in tiles
@@ -226,7 +228,7 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
         shown = [images[i] for i in ev]
     else:
         maps = None if feature_cache is None else feature_cache.maps(
-            encoder, images, mode=f["mode"], decoder=f["decoder"], width=f["width"])
+            encoder, images, mode=f["mode"], decoder=decoder, width=f["width"])
         model = train_segmenter(encoder, images[tr], masks[mtr], **common,
                                 feature_maps=None if maps is None else [m[tr] for m in maps])
         probs = list(predict_probabilities(model, images[ev], batch_size=f["batch_size"],
@@ -253,6 +255,7 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
     input index[, masks, td row -> mask index])."""
     task, kind = td.task, td.task.kind
     names = [e.name for e in cfg.encoders]
+    decoders = {e.name: e.decoder for e in cfg.encoders}
     train_rows = np.flatnonzero(td.train)
     all_eval = np.flatnonzero(np.logical_or.reduce(list(td.domains.values())))
     dom_rows = {d: np.flatnonzero(m) for d, m in td.domains.items()}
@@ -297,7 +300,7 @@ def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dic
                     shown = [] if si == 0 and setting == proto.settings[-1][1] else None
                     result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown,
                                       tiling=TilingSettings.from_data(cfg.datasets[task.dataset].data),
-                                      feature_cache=feature_cache)
+                                      feature_cache=feature_cache, decoder=decoders[e])
                     for j, image, truth, pred in shown or []:
                         domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
                         out["examples"].append(overlay_example(

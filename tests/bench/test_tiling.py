@@ -154,6 +154,7 @@ def test_tiled_training_learns_thin_lines_at_native_resolution():
         m = thin_lines(96, 80, seed)
         images.append((0.3 * m + 0.05 * rng.standard_normal(m.shape)).astype(np.float32)[None])
         masks.append(m[None].astype(np.float32))
+    torch.manual_seed(0)  # the encoder's initialisation, independent of the tests run before this one
     model = train_tiled_segmenter(Convs(), images[:2], masks[:2], tile=TILE, mode="finetune", epochs=1,
                                   min_steps=40, lr=2e-2, batch_size=4, width=8, encoder_lr_scale=1.0)
     prob = sliding_window_probabilities(model, images[2], TILE)
@@ -217,4 +218,37 @@ def test_bench_segments_large_images_in_tiles_inside_the_field_of_view(tmp_path)
                      "train": {"split": "train"}, "eval": {"test": {"split": "test"}}}]
     cfg["protocols"] = [{"kind": "linear_probe", "shots": ["all"], "seeds": 1}]
     with pytest.raises(ResolutionError, match="dataset 'drive' has images up to 96 x 80 px"):
+        run_benchmark(cfg, tmp_path / "out2", progress=False)
+
+
+def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_path):
+    """An encoder entry's `decoder` replaces the protocol's for that encoder only, so a U-Net (the
+    pyramid decoder over its skips) and a ViT (the mask decoder) are scored on the same draws and
+    compared; an empty decoder on an entry is an error naming it."""
+    from medssl.bench.config import BenchConfigError
+    from medssl.bench.runner import run_benchmark
+    from medssl.data.manifest import write_manifest
+    from medssl.retina.image_folder import index_image_folder
+
+    _drive_like(tmp_path / "drive", n=3)
+    rows, _ = index_image_folder(tmp_path / "drive", task="segmentation")
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i < 2 else "test"
+    write_manifest(rows, tmp_path / "manifest.csv")
+    cfg = {"n_bootstrap": 20, "cache_dir": str(tmp_path / "cache"),
+           "encoders": [{"name": "vit", "ref": "random:retina_vit_tiny:0",
+                         "overrides": {"image_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}},
+                        {"name": "unet", "ref": "random:retina_unet_small:0", "decoder": "pyramid",
+                         "overrides": {"image_size": 32, "widths": [4, 8, 16]}}],
+           "datasets": {"drive": {"path": str(tmp_path / "manifest.csv")}},
+           "tasks": [{"name": "vessels", "dataset": "drive", "kind": "segmentation", "metrics": ["dice"],
+                      "train": {"split": "train"}, "eval": {"test": {"split": "test"}}}],
+           "protocols": [{"kind": "segmentation", "decoder": "mask_decoder", "mode": "finetune",
+                          "label_fractions": [1.0], "seeds": 1, "epochs": 1, "batch_size": 4, "width": 8}]}
+    doc = run_benchmark(cfg, tmp_path / "out", progress=False)
+    assert doc["errors"] == []
+    assert {r["encoder"] for r in doc["records"]} == {"vit", "unet"}
+    assert [(c["encoder_a"], c["encoder_b"]) for c in doc["comparisons"]] == [("vit", "unet")]
+    cfg["encoders"][1]["decoder"] = ""  # refused while reading the config, before any training
+    with pytest.raises(BenchConfigError, match=r"encoders\[1\]\.decoder"):
         run_benchmark(cfg, tmp_path / "out2", progress=False)
