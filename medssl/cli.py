@@ -222,17 +222,25 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from medssl.engine.hardware import resolve_inference_precision
     from medssl.io import atomic_write
 
+    if (args.data is None) == (args.stream is None):
+        raise ValueError("embed: give exactly one of --data (a manifest or WFDB folder) or --stream (shards)")
     encoder, _ = resolve_encoder(args.checkpoint)
-    if encoder.spec.modality != "ecg":
-        raise NotImplementedError(f"embed: modality {encoder.spec.modality!r} is not supported yet")
-    from medssl.data.modalities import usable_records
+    if args.stream is not None:  # shards of `medssl data cache --format stream`, checked against the contract
+        from medssl.data.stream import stream_inputs
 
-    try:  # the policy of `medssl bench`: records that break the contract are skipped and listed
-        rows, unusable = usable_records(encoder.spec, _load_rows(args.data))
-    except ValueError as e:
-        raise ValueError(f"{args.data}: encoder {encoder.spec.name} cannot read these records: {e}") from None
-    cache = ecg_array_cache(rows, preprocess_for_encoder(encoder.spec.input), args.cache_dir)
-    skipped = [*unusable, *cache.skipped]
+        cache = stream_inputs(args.stream, encoder.spec)
+        skipped = list(cache.skipped)
+    else:
+        if encoder.spec.modality != "ecg":
+            raise NotImplementedError(f"embed: modality {encoder.spec.modality!r} is not supported yet")
+        from medssl.data.modalities import usable_records
+
+        try:  # the policy of `medssl bench`: records that break the contract are skipped and listed
+            rows, unusable = usable_records(encoder.spec, _load_rows(args.data))
+        except ValueError as e:
+            raise ValueError(f"{args.data}: encoder {encoder.spec.name} cannot read these records: {e}") from None
+        cache = ecg_array_cache(rows, preprocess_for_encoder(encoder.spec.input), args.cache_dir)
+        skipped = [*unusable, *cache.skipped]
     _report_skipped(skipped)
     precision = resolve_inference_precision(args.precision, "cpu")
     emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size, precision=precision)
@@ -367,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     em = sub.add_parser("embed", help="embed a dataset with a frozen encoder into an .npz")
     em.add_argument("--checkpoint", required=True, help="checkpoint folder or random:NAME[:SEED]")
-    em.add_argument("--data", required=True, help="manifest CSV or folder of WFDB records")
+    em.add_argument("--data", help="manifest CSV or folder of WFDB records")
+    em.add_argument("--stream", help="instead of --data: shards of `medssl data cache --format stream` (a folder "
+                                     "or object-store URL), preprocessed for this encoder; read in shard order")
     em.add_argument("--out", required=True, help="output .npz (embeddings, record_id, subject_id)")
     em.add_argument("--batch-size", type=_positive_int, default=64, help="records per forward pass (default 64)")
     em.add_argument("--cache-dir", help="preprocessed-array cache (default: $MEDSSL_CACHE or ~/.cache/medssl)")

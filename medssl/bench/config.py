@@ -27,6 +27,11 @@ path, or ``<config>`` for a dict)::
                                           # optional `data: {shape: [96, 96, 96]}`: preprocessing
                                           # settings for the modality's inputs (e.g. evaluate a
                                           # U-Net on whole volumes rather than its training patch)
+      shards: {stream: s3://bucket/ptbxl-ecg-jepa}   # or: shards of `medssl data cache --format
+                                          # stream` (folder or URL), read in shard order; rows
+                                          # hold record_id, subject_id, site, split, labels only;
+                                          # refused unless written with the preprocessing the
+                                          # encoders read under this entry's `data` settings
     tasks:
       - name: conditions
         dataset: demo
@@ -123,6 +128,7 @@ class EncoderEntry:
 class DatasetEntry:
     name: str
     path: Path | None = None  # manifest CSV or WFDB folder
+    stream: str | None = None  # a folder or object-store URL of streaming shards (medssl.data.stream)
     synthetic: dict | None = None  # {"modality": str, **settings of the modality's write_synthetic}
     data: dict = field(default_factory=dict)  # preprocessing settings for the modality's inputs hook
 
@@ -274,17 +280,22 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
     _unique(c, [e.name for e in encoders], "encoders", "encoder name")
 
     if not isinstance(raw["datasets"], Mapping) or not raw["datasets"]:
-        c.fail("datasets", "expected a non-empty mapping name -> {path: ...} or {synthetic: {...}}")
+        c.fail("datasets", "expected a non-empty mapping name -> {path: ...}, {synthetic: {...}} or {stream: ...}")
     datasets: dict[str, DatasetEntry] = {}
     for name, d in raw["datasets"].items():
         where = f"datasets.{name}"
-        d = c.mapping(d, where, ("path", "synthetic", "data"))
+        d = c.mapping(d, where, ("path", "synthetic", "stream", "data"))
         data = d.get("data") or {}
         if not isinstance(data, Mapping):
             c.fail(f"{where}.data", "expected a mapping of preprocessing settings, e.g. {shape: [64, 64, 64]}")
-        if ("path" in d) == ("synthetic" in d):
-            c.fail(where, "give exactly one of path or synthetic")
-        if "path" in d:
+        if sum(k in d for k in ("path", "synthetic", "stream")) != 1:
+            c.fail(where, "give exactly one of path or synthetic or stream")
+        if "stream" in d:
+            loc = c.name(d["stream"], f"{where}.stream")
+            if "://" not in loc:  # a local folder: relative to the config, like path
+                loc = str(Path(loc).expanduser() if Path(loc).expanduser().is_absolute() else base / loc)
+            datasets[str(name)] = DatasetEntry(str(name), stream=loc, data=dict(data))
+        elif "path" in d:
             p = Path(c.name(d["path"], f"{where}.path")).expanduser()
             datasets[str(name)] = DatasetEntry(str(name), path=p if p.is_absolute() else base / p, data=dict(data))
         else:

@@ -86,7 +86,14 @@ def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str],
 
     entry = cfg.datasets[name]
     where = f"{cfg.source}: datasets.{name}"
-    if entry.synthetic is not None:
+    if entry.stream is not None:  # shards: their rows (record_id, subject_id, site, split, labels)
+        from medssl.data.stream import open_stream
+
+        try:
+            rows, skipped, source = open_stream(entry.stream).records(), [], f"shards {entry.stream}"
+        except (ValueError, OSError) as e:
+            raise BenchConfigError(f"{where}.stream: {e}") from None
+    elif entry.synthetic is not None:
         from medssl.data.modalities import modality_data
         from medssl.io import atomic_write_json
 
@@ -165,10 +172,21 @@ def file_slug(name: str) -> str:
 
 def model_inputs(cfg: BenchConfig, model, rows: list[dict], dataset: str):
     """The preprocessed-array cache of ``rows`` for ``model``'s input contract (an ArrayCache),
-    with the dataset's ``data`` settings."""
+    with the dataset's ``data`` settings; for a ``stream`` dataset, the shards' items of ``rows``
+    (a :class:`medssl.data.stream.StreamInputs`, the same fields), refused with a
+    :class:`ContractError` unless written with that contract and preprocessing."""
+    entry = cfg.datasets[dataset]
+    if entry.stream is not None:
+        from medssl.data.stream import stream_inputs
+
+        try:
+            got = stream_inputs(entry.stream, model.spec, entry.data)
+        except (ValueError, OSError) as e:
+            raise ContractError(f"{cfg.source}: datasets.{dataset}.stream: {e}") from None
+        return got.subset(r["record_id"] for r in rows)
     from medssl.data.modalities import encoder_inputs
 
-    return encoder_inputs(rows, model.spec, cfg.datasets[dataset].data, cache_root=cfg.cache_dir)
+    return encoder_inputs(rows, model.spec, entry.data, cache_root=cfg.cache_dir)
 
 
 def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, ds: str, rows: list[dict], out: Path,
@@ -191,7 +209,8 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
         stamp = "|".join(f"{q.name}:{q.stat().st_size}:{q.stat().st_mtime_ns}" for q in files)
     fingerprint = hashlib.sha256(json.dumps(
         {"ref": e.ref, "overrides": e.overrides, "spec": _jsonable(spec.to_dict()), "weights": stamp,
-         "data": cache.folder.name, "precision": cfg.precision}, sort_keys=True, default=str).encode()).hexdigest()
+         "data": getattr(cache, "data_id", None) or cache.folder.name,  # a stream's: shard key + items
+         "precision": cfg.precision}, sort_keys=True, default=str).encode()).hexdigest()
     path = out / "embeddings" / f"{file_slug(e.name)}__{file_slug(ds)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:

@@ -278,3 +278,120 @@ def stream_pretrain_data(cfg: dict, spec):
                               cache_dir=_stream_setting(data_cfg, "cache_dir"),
                               storage_options=_stream_setting(data_cfg, "storage_options"), order=order)
     return data, StreamInfo(location, meta)
+
+
+class ShardArrays:
+    """The `x` arrays of shards in their order (or of the positions `index` into it), read on
+    demand through litdata's random access: `len`, `shape`, `dtype`, and indexing by an integer, a
+    slice or an integer array (a stacked float32 array), as the memory-map cache's `signals`."""
+
+    def __init__(self, ds, item_shape: Sequence[int], index: np.ndarray | None = None):
+        self.ds, self.item_shape = ds, tuple(int(s) for s in item_shape)
+        self.index = np.arange(len(ds)) if index is None else np.asarray(index, dtype=np.int64)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.item_shape)
+
+    def _one(self, i: int) -> np.ndarray:
+        return np.asarray(self.ds.sample(int(self.index[i]))["x"], dtype=np.float32)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self._one(int(key) + len(self) if key < 0 else int(key))
+        positions = range(*key.indices(len(self))) if isinstance(key, slice) else np.asarray(key).ravel()
+        items = [self._one(int(i)) for i in positions]
+        return np.stack(items) if items else np.zeros((0, *self.item_shape), dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
+@dataclass
+class StreamInputs:
+    """Shards read as the memory-map cache is (`medssl.data.cache.ArrayCache`): `signals` (the
+    arrays, in shard order), `rows` (one per item: `record_id`, `window`, `subject_id`, `site`,
+    `split`, `labels`), `skipped` (records the build could not use), `meta`; `data_id` names the
+    data for fingerprints (the shards' key)."""
+
+    location: str
+    meta: dict
+    signals: ShardArrays
+    rows: list[dict]
+    skipped: list[tuple[str, str]]
+
+    @property
+    def data_id(self) -> str:
+        items = hashlib.sha256(json.dumps([[r["record_id"], r["window"]] for r in self.rows]).encode()).hexdigest()
+        return f"stream-{self.meta['key']}-{items[:12]}"
+
+    def records(self) -> list[dict]:
+        """One row per record (its first item's), in shard order: what a manifest gives."""
+        seen: dict[str, dict] = {}
+        for r in self.rows:
+            seen.setdefault(r["record_id"], {k: v for k, v in r.items() if k != "window"})
+        return list(seen.values())
+
+    def subset(self, record_ids) -> StreamInputs:
+        """The items of `record_ids` only (in shard order)."""
+        keep = set(record_ids)
+        at = [i for i, r in enumerate(self.rows) if r["record_id"] in keep]
+        index = self.signals.index[at]
+        return StreamInputs(self.location, self.meta, ShardArrays(self.signals.ds, self.signals.item_shape, index),
+                            [self.rows[i] for i in at], self.skipped)
+
+
+def open_stream(location: str | Path, *, cache_dir: str | None = None,
+                storage_options: dict | None = None) -> StreamInputs:
+    """The shards at `location` (a folder or an object-store URL) with their rows (one pass over
+    the items), not yet checked against an encoder (see `check_stream_inputs`)."""
+    location = str(location)
+    meta = read_stream_meta(location)
+    where = f"{location.rstrip('/')}/{META}"
+    if meta is None:
+        raise FileNotFoundError(f"{where}: not found or not readable (for a URL: install the fsspec package of "
+                                f"its scheme); build the shards with `medssl data cache --format stream`")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{where}: shards of format {meta.get('format')!r}, this medssl reads {FORMAT}")
+    ds = stream_dataset(location, cache_dir=cache_dir, storage_options=storage_options)
+    if len(ds) != meta.get("n_items"):
+        raise ValueError(f"{where}: {meta.get('n_items')} items, the shards hold {len(ds)}; rebuild them")
+    rows = []
+    for i in range(len(ds)):
+        s = ds.sample(i)
+        rows.append({"record_id": s["record_id"], "window": int(s["window"]),
+                     **{k: s[k] for k in ROW_FIELDS if k != "record_id"}})
+    return StreamInputs(location, meta, ShardArrays(ds, meta["item_shape"]), rows,
+                        [tuple(p) for p in meta.get("skipped", [])])
+
+
+def check_stream_inputs(inputs: StreamInputs, spec, data_cfg: Mapping[str, Any] | None = None) -> StreamInputs:
+    """`inputs`, after checking its shards were written for `spec`'s modality, input contract and
+    preprocessing under the settings `data_cfg` (what the memory-map cache would hold for them);
+    a ValueError naming the shards' `medssl_stream.json` and what differs otherwise."""
+    where = f"{inputs.location.rstrip('/')}/{META}"
+    meta = inputs.meta
+    if meta["modality"] != spec.modality:
+        raise ValueError(f"{where}: shards of modality {meta['modality']!r}; encoder {spec.name} is {spec.modality}")
+    first = [{k: v for k, v in inputs.rows[0].items() if k != "window"}] if inputs.rows else [{}]
+    expected = json.loads(json.dumps(plan_for(first, spec, data_cfg).settings))
+    theirs = meta.get("settings") or {}
+    if expected != theirs:
+        differ = sorted(k for k in set(expected) | set(theirs) if expected.get(k) != theirs.get(k))
+        what = "; ".join(f"{k}: {theirs.get(k)!r}, encoder {expected.get(k)!r}" for k in differ)
+        raise ValueError(f"{where}: shards preprocessed for another input contract or preprocessing than encoder "
+                         f"{spec.name} reads ({what})")
+    return inputs
+
+
+def stream_inputs(location: str | Path, spec, data_cfg: Mapping[str, Any] | None = None, *,
+                  cache_dir: str | None = None, storage_options: dict | None = None) -> StreamInputs:
+    """The shards at `location` (a folder or an object-store URL) as model inputs of an encoder
+    with spec `spec` under the preprocessing settings `data_cfg` (random access, shard order):
+    `open_stream` + `check_stream_inputs`."""
+    return check_stream_inputs(open_stream(location, cache_dir=cache_dir, storage_options=storage_options),
+                               spec, data_cfg)

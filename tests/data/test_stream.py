@@ -246,3 +246,48 @@ def test_two_ddp_processes_see_disjoint_samples_that_cover_the_epoch_in_the_one_
     pairs = zip(_batches(tmp_path / "rec-x", 0), _batches(tmp_path / "rec-x", 1), strict=True)
     assert [(b0["step"], b0["samples"] + b1["samples"]) for b0, b1 in pairs] == \
         [(b["step"], b["samples"]) for b in single]
+
+
+def test_embed_from_shards_equals_embed_from_the_memory_map_cache(built, tiny_cohort_dir, tmp_path, monkeypatch,
+                                                                   capsys):
+    """`medssl embed --stream` reads the shards' arrays and rows: the same embeddings, record and
+    subject IDs as `--data` from the manifest (through the memory-map cache), in shard order."""
+    from medssl.cli import main
+
+    _, _, out, _ = built
+    monkeypatch.setenv("MEDSSL_CACHE", str(tmp_path / "cache"))
+    ref = ["embed", "--checkpoint", "random:ecg_jepa_tiny:1"]
+    assert main([*ref, "--data", str(tiny_cohort_dir), "--out", str(tmp_path / "cache.npz")]) == 0
+    assert main([*ref, "--stream", str(out), "--out", str(tmp_path / "shards.npz"), "--batch-size", "5"]) == 0
+    with np.load(tmp_path / "cache.npz") as a, np.load(tmp_path / "shards.npz") as b:
+        at = {r: i for i, r in enumerate(a["record_id"])}
+        assert sorted(at) == sorted(b["record_id"]) and len(b["record_id"]) == 16
+        order = [at[r] for r in b["record_id"]]
+        np.testing.assert_array_equal(b["subject_id"], a["subject_id"][order])
+        np.testing.assert_allclose(b["embeddings"], a["embeddings"][order], rtol=1e-6, atol=1e-6)
+        assert str(b["precision"]) == str(a["precision"])
+        in_shards = list(b["record_id"])
+    ds = stream_dataset(out)
+    assert in_shards == [ds.sample(i)["record_id"] for i in range(len(ds))]  # shard order
+    capsys.readouterr()
+    assert main([*ref, "--out", str(tmp_path / "none.npz")]) == 2
+    assert "exactly one of --data" in capsys.readouterr().err
+
+
+def test_shards_of_other_preprocessing_or_modality_are_refused_naming_the_file(built, tmp_path):
+    from medssl.data.stream import stream_inputs
+    from medssl.registry import create_encoder
+
+    rows, _, _, _ = built
+    spec = create_encoder("ecg_jepa_tiny").spec
+    other = tmp_path / "unfiltered"
+    build_stream(rows[:4], spec, other, {"bandpass": None}, workers=1, progress=False)
+    with pytest.raises(ValueError, match=rf"^{other}/{META}: shards preprocessed for another input contract or "
+                                         r"preprocessing than encoder ecg_jepa_tiny reads \(bandpass_high: None, "
+                                         r"encoder 40.0; bandpass_low: None, encoder 0.67\)"):
+        stream_inputs(other, spec)
+    assert len(stream_inputs(other, spec, {"bandpass": None}).signals) == 4  # the settings they were built with
+    with pytest.raises(ValueError, match=rf"^{other}/{META}: shards of modality 'ecg'; encoder mri_vit3d_tiny is mri"):
+        stream_inputs(other, create_encoder("mri_vit3d_tiny").spec)
+    with pytest.raises(FileNotFoundError, match=rf"^{tmp_path}/{META}: not found"):
+        stream_inputs(tmp_path, spec)
