@@ -52,8 +52,14 @@ Layout of an output folder: litdata's `index.json` and `chunk-*.bin`, and `medss
 (format, key, modality, preprocessing settings, item shape, counts, skipped records). The key
 hashes the manifest, the size and modification time of its files and the settings, as the
 memory-map cache's does: building again with the same key is a no-op, a folder holding another
-key is refused, and an interrupted build of the same key starts again (litdata 0.2.76's resumable
-`use_checkpoint` refuses generator functions, and an ECG record yields several windows).
+key is refused. A build writes its records in parts (`records_per_part`, default 1000: one litdata
+`optimize` each, into `parts/part-NNNNNN/`, marked complete by `medssl_part.json` when it returns),
+then joins them with litdata's `merge_datasets` and deletes them; the same command after an
+interruption (Ctrl-C, a killed job) reuses the complete parts, rebuilds the one it was writing
+and the rest, and merges. Workers keep the records' order (`keep_data_ordered`), so the shards
+hold the same items in the same order as a build that was not interrupted (litdata 0.2.76's own
+`use_checkpoint` refuses generator functions, and an ECG record yields several windows). A merge
+copies the parts' chunks: the build needs twice the shards' space until the parts are deleted.
 """
 
 from __future__ import annotations
@@ -76,6 +82,9 @@ log = logging.getLogger(__name__)
 FORMAT = "medssl-stream/1"
 META = "medssl_stream.json"
 _BUILDING = "medssl_stream.building.json"
+_MERGED = "medssl_stream.merged.json"  # the parts' skipped records, between the merge and the meta
+_PARTS = "parts"
+_PART_DONE = "medssl_part.json"
 ROW_FIELDS = ("record_id", "subject_id", "site", "split", "labels")  # kept with each sample; never paths
 ORDERS = ("global", "per_rank")  # data.stream_options.order (medssl.data._stream_dataset.ArrayStream)
 
@@ -166,12 +175,63 @@ def plan_for(rows: Sequence[dict], spec, data_cfg: Mapping[str, Any] | None = No
     return plan
 
 
+RECORDS_PER_PART = 1000  # records per resumable unit of a build (one litdata `optimize` each)
+
+
+def _part_name(i: int) -> str:
+    return f"{_PARTS}/part-{i:06d}"
+
+
+def _join(location: str, name: str) -> str:
+    return f"{location.rstrip('/')}/{name}" if _is_url(location) else str(Path(location) / name)
+
+
+def _remove(location: str) -> None:
+    """Delete a folder (local, or under a URL through fsspec when it is installed)."""
+    if not _is_url(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(location)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except (ImportError, OSError, ValueError) as e:
+        log.warning("cannot delete %s (%s); delete it by hand", location, e)
+
+
+def _build_part(litdata, plan, rows: list[str], out: str, *, workers: int | None, chunk_bytes: str,
+                num_nodes: int | None, progress: bool) -> list:
+    """One part: litdata `optimize` of `rows` (JSON) into `out`; its skipped records, which are
+    also written with the part's completion mark."""
+    skipped_dir = tempfile.mkdtemp(prefix="medssl-stream-skipped-")
+    try:
+        litdata.optimize(
+            fn=_RowSamples(plan.load, plan.errors, skipped_dir), inputs=rows, output_dir=out,
+            chunk_bytes=chunk_bytes, num_workers=max(1, min(workers or os.cpu_count() or 1, len(rows))),
+            num_nodes=num_nodes, mode="overwrite", verbose=progress, keep_data_ordered=True,
+            start_method="fork" if os.name == "posix" else None,
+        )
+        skipped = []
+        for f in sorted(Path(skipped_dir).glob("*.jsonl")):
+            skipped += [json.loads(line) for line in f.read_text().splitlines() if line]
+    finally:
+        shutil.rmtree(skipped_dir, ignore_errors=True)
+    _write_text(out, _PART_DONE, json.dumps({"records": len(rows), "skipped": skipped}))
+    return skipped
+
+
 def build_stream(rows: Sequence[dict], spec, out: str | Path, data_cfg: Mapping[str, Any] | None = None, *,
                  workers: int | None = None, chunk_bytes: str = "64MB", num_nodes: int | None = None,
-                 progress: bool = True) -> StreamInfo:
+                 progress: bool = True, records_per_part: int = RECORDS_PER_PART) -> StreamInfo:
     """Write the preprocessed arrays of `rows` for encoder spec `spec` as litdata shards in `out`
     (a folder or an object-store URL); return its info. A no-op when `out` already holds the
-    same key; starts an interrupted build of the same key again; refuses a folder of another key."""
+    same key; refuses a folder of another key. Records are built in parts of `records_per_part`
+    (each a litdata `optimize` into `out/parts/part-NNNNNN`, marked complete when it returns),
+    merged by litdata's `merge_datasets` into `out` and then deleted: an interrupted build of the
+    same key reuses the complete parts and builds the rest; the shards are the same items in the
+    same order as an uninterrupted build's."""
     from medssl.data.manifest import manifest_fingerprint
 
     litdata = _litdata()
@@ -184,30 +244,48 @@ def build_stream(rows: Sequence[dict], spec, out: str | Path, data_cfg: Mapping[
             return StreamInfo(out, meta)
         raise ValueError(f"{out} holds shards of other data or settings (key {meta.get('key')}, not {key}); "
                          f"choose another --out")
+    if records_per_part < 1:
+        raise ValueError(f"records_per_part must be a positive integer, got {records_per_part}")
+    inputs = [json.dumps(r, sort_keys=True) for r in plan.rows]
+    parts = [inputs[i:i + records_per_part] for i in range(0, len(inputs), records_per_part)] or [[]]
+    state = {"key": key, "records_per_part": records_per_part, "parts": len(parts)}
     building = _read_text(out, _BUILDING)
-    resume = building is not None and json.loads(building).get("key") == key
+    resume = building is not None and json.loads(building) == state
     if building is not None and not resume:
-        raise ValueError(f"{out} holds an unfinished build of other data or settings; choose another --out "
-                         f"or delete it")
+        raise ValueError(f"{_join(out, _BUILDING)}: an unfinished build of other data or settings is in {out}; "
+                         f"choose another --out or delete it")
     if not _is_url(out):
         Path(out).mkdir(parents=True, exist_ok=True)
         if not resume and any(Path(out).iterdir()):
             raise ValueError(f"{out} is not empty and holds no medssl shards; choose another --out")
-    _write_text(out, _BUILDING, json.dumps({"key": key}))
-    skipped_dir = tempfile.mkdtemp(prefix="medssl-stream-skipped-")
-    try:
-        inputs = [json.dumps(r, sort_keys=True) for r in plan.rows]
-        n_workers = max(1, min(workers or os.cpu_count() or 1, len(inputs)))
-        litdata.optimize(
-            fn=_RowSamples(plan.load, plan.errors, skipped_dir), inputs=inputs, output_dir=out,
-            chunk_bytes=chunk_bytes, num_workers=n_workers, num_nodes=num_nodes, mode="overwrite", verbose=progress,
-            start_method="fork" if os.name == "posix" else None,
-        )
-        skipped = []
-        for f in sorted(Path(skipped_dir).glob("*.jsonl")):
-            skipped += [json.loads(line) for line in f.read_text().splitlines() if line]
-    finally:
-        shutil.rmtree(skipped_dir, ignore_errors=True)
+    _write_text(out, _BUILDING, json.dumps(state))
+    skipped: list = []
+    common = dict(workers=workers, chunk_bytes=chunk_bytes, num_nodes=num_nodes, progress=progress)
+    if len(parts) == 1:  # one part: written in place (merge_datasets joins two or more)
+        skipped = _build_part(litdata, plan, parts[0], out, **common)
+    else:
+        merged = _read_text(out, "index.json") is not None  # litdata writes the merged index last
+        done_merge = _read_text(out, _MERGED) if merged else None
+        if done_merge is not None:  # interrupted after the merge, before the meta
+            skipped = json.loads(done_merge)["skipped"]
+        else:
+            for i, part in enumerate(parts):
+                where = _join(out, _part_name(i))
+                done = _read_text(where, _PART_DONE)
+                if done is not None and json.loads(done)["records"] == len(part):
+                    log.info("shards: part %d/%d complete, reused", i + 1, len(parts))
+                    skipped += json.loads(done)["skipped"]
+                    continue
+                _remove(where)  # an interrupted part starts again
+                log.info("shards: building part %d/%d (%d records)", i + 1, len(parts), len(part))
+                skipped += _build_part(litdata, plan, part, where, **common)
+            if not merged:
+                if not _is_url(out):  # chunks of a merge that was interrupted
+                    for f in Path(out).glob("chunk-*.bin"):
+                        f.unlink()
+                litdata.merge_datasets([_join(out, _part_name(i)) for i in range(len(parts))], out)
+            _write_text(out, _MERGED, json.dumps({"skipped": skipped}))
+        _remove(_join(out, _PARTS))
     ds = litdata.StreamingDataset(out)
     n_items = len(ds)
     if n_items == 0:
@@ -223,7 +301,8 @@ def build_stream(rows: Sequence[dict], spec, out: str | Path, data_cfg: Mapping[
             "skipped": sorted(skipped)}
     _write_text(out, META, json.dumps(meta, indent=2))
     if not _is_url(out):
-        (Path(out) / _BUILDING).unlink(missing_ok=True)
+        for name in (_BUILDING, _MERGED, _PART_DONE):
+            (Path(out) / name).unlink(missing_ok=True)
     return StreamInfo(out, meta)
 
 

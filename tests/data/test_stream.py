@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -22,7 +23,7 @@ from litdata.utilities.env import _DistributedEnv  # noqa: E402
 from medssl.data._stream_dataset import StreamPretrainData  # noqa: E402
 from medssl.data.layouts import index_layout  # noqa: E402
 from medssl.data.modalities import encoder_inputs  # noqa: E402
-from medssl.data.stream import META, build_stream, stream_dataset  # noqa: E402
+from medssl.data.stream import META, build_stream, read_stream_meta, stream_dataset  # noqa: E402
 from medssl.engine.config import resolve_recipe  # noqa: E402
 from medssl.engine.pretrain import pretrain  # noqa: E402
 from medssl.registry import encoder_spec  # noqa: E402
@@ -291,3 +292,50 @@ def test_shards_of_other_preprocessing_or_modality_are_refused_naming_the_file(b
         stream_inputs(other, create_encoder("mri_vit3d_tiny").spec)
     with pytest.raises(FileNotFoundError, match=rf"^{tmp_path}/{META}: not found"):
         stream_inputs(tmp_path, spec)
+
+
+def _shard_samples(out) -> list[tuple]:
+    ds = stream_dataset(out)
+    return [(s["record_id"], int(s["window"]), s["subject_id"], s["labels"], _digest(s["x"]))
+            for s in (ds.sample(i) for i in range(len(ds)))]
+
+
+def test_an_interrupted_build_reuses_its_finished_parts_and_ends_as_an_uninterrupted_one(built, tmp_path,
+                                                                                         monkeypatch):
+    """16 records in parts of 4: a build interrupted (KeyboardInterrupt, as Ctrl-C) while writing
+    its third part is resumed by the same command, which builds only parts 3 and 4 and merges;
+    the shards then hold the same items in the same order as a build that was not interrupted."""
+    import litdata
+
+    rows, cfg, _, _ = built
+    straight = tmp_path / "straight"
+    build_stream(rows, _spec(cfg), straight, cfg["data"], workers=2, progress=False, records_per_part=4)
+    assert not (straight / "parts").exists() and sorted(p.name for p in straight.iterdir() if "chunk" not in p.name) \
+        == ["index.json", META]
+
+    real, calls = litdata.optimize, []
+
+    def interrupted_at_part_3(**kw):
+        calls.append(kw["output_dir"])
+        if len(calls) == 3:  # a part half written, then Ctrl-C
+            Path(kw["output_dir"]).mkdir(parents=True)
+            (Path(kw["output_dir"]) / "chunk-0-0.bin").write_bytes(b"half")
+            raise KeyboardInterrupt
+        return real(**kw)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(litdata, "optimize", interrupted_at_part_3)
+    with pytest.raises(KeyboardInterrupt):
+        build_stream(rows, _spec(cfg), out, cfg["data"], workers=2, progress=False, records_per_part=4)
+    assert read_stream_meta(out) is None and (out / "parts" / "part-000001" / "medssl_part.json").is_file()
+    with pytest.raises(ValueError, match="unfinished build of other data or settings"):  # other parts: refused
+        build_stream(rows, _spec(cfg), out, cfg["data"], workers=2, progress=False, records_per_part=8)
+    calls.clear()
+    monkeypatch.setattr(litdata, "optimize", lambda **kw: (calls.append(kw["output_dir"]), real(**kw))[1])
+    info = build_stream(rows, _spec(cfg), out, cfg["data"], workers=2, progress=False, records_per_part=4)
+    assert [Path(c).name for c in calls] == ["part-000002", "part-000003"]  # parts 1-2 reused
+    assert _shard_samples(out) == _shard_samples(straight)
+    assert len(_shard_samples(out)) == info.meta["n_items"] == 16
+    assert json.loads((out / "index.json").read_text()) == json.loads((straight / "index.json").read_text())
+    assert info.meta == json.loads((straight / META).read_text())
+    assert not (out / "parts").exists()
