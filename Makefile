@@ -59,8 +59,7 @@ REAL_OUT ?= outputs
 bench-real: install
 	$(BIN)/python benchmarks/real_ixi_brain_age.py --out $(REAL_OUT)/real_ixi_brain_age
 	$(BIN)/python benchmarks/real_ecg_cinc.py --out $(REAL_OUT)/real_ecg_cinc
-# DRIVE vessel segmentation (issue 14 item 2): add its line here, e.g.
-#	$(BIN)/python benchmarks/real_drive.py --out $(REAL_OUT)/real_drive
+	$(BIN)/python benchmarks/real_drive.py --out $(REAL_OUT)/real_drive
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) outputs .pytest_cache

@@ -48,6 +48,20 @@ def heldout_split(rows: list[dict], target: str | None, fraction: float, seed: i
     return set(label_fraction_draw(subjects, Y, 1 - fraction, seed).subjects.tolist())
 
 
+def budget_fractions(budgets: str, n_train: int, log=print) -> list[tuple[str, float]]:
+    """``"10,25,all"`` -> [(budget, label fraction of the ``n_train`` training subjects)]; a budget
+    of at least ``n_train`` is covered by "all" (said through ``log``)."""
+    out = []
+    for b in (x.strip() for x in budgets.split(",") if x.strip()):
+        if b == "all":
+            out.append(("all", 1.0))
+        elif int(b) < n_train:
+            out.append((b, int(b) / n_train))
+        else:
+            log(f"budget {b} >= the {n_train} labelled training subjects: covered by 'all'")
+    return out
+
+
 def _float(v) -> float:
     try:
         return float(v)

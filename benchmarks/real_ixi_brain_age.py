@@ -47,6 +47,7 @@ from real_common import (  # noqa: E402
     PART,
     REAL_DATA,
     Stopwatch,
+    budget_fractions,
     heldout_split,
     logger,
     merge_results,
@@ -135,18 +136,6 @@ def _num(v) -> bool:
         return False
 
 
-def budget_fractions(budgets: str, n_train: int) -> list[tuple[str, float]]:
-    out = []
-    for b in (x.strip() for x in budgets.split(",") if x.strip()):
-        if b == "all":
-            out.append(("all", 1.0))
-        elif int(b) < n_train:
-            out.append((b, int(b) / n_train))
-        else:
-            log(f"budget {b} >= the {n_train} labelled training subjects: covered by 'all'")
-    return out
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -202,7 +191,7 @@ def main(argv=None) -> int:
     arch = hparams.get("name") or load_encoder(ckpt).spec.name
     register_histogram()
 
-    budgets = budget_fractions(args.budgets, n_train)
+    budgets = budget_fractions(args.budgets, n_train, log)
     fractions = [f for _, f in budgets]
     dataset = {"ixi": {"path": str(out / "manifest.csv"), "data": {"shape": shape, "spacing_mm": spacing}}}
     task = {"name": "brain age", "dataset": "ixi", "kind": "regression", "column": TARGET,

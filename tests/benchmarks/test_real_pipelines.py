@@ -76,6 +76,21 @@ def _ecg_cohorts(real: Path, tmp: Path, sizes=(18, 12)) -> list[Path]:
     return folders
 
 
+def _drive_cohorts(real: Path, tmp: Path, sizes=(4, 2)) -> list[Path]:
+    src = real / "drive" / "training"
+    numbers = sorted(p.name.split("_")[0] for p in (src / "images").glob("*.tif"))
+    folders, start = [], 0
+    for k, n in enumerate(sizes):
+        folder = tmp / f"drive{k}"
+        for num in numbers[start:start + n]:
+            for sub, name in (("images", f"{num}_training.tif"), ("1st_manual", f"{num}_manual1.gif"),
+                              ("mask", f"{num}_training_mask.gif")):
+                _link(src / sub / name, folder / sub / name)
+        start += n
+        folders.append(folder)
+    return folders
+
+
 def _check(doc: dict, arms: set[str], domain: str) -> None:
     assert doc["schema_version"] == 1
     assert not doc["errors"], doc["errors"]
@@ -115,6 +130,24 @@ def test_ecg_cinc_smoke(real_data, tmp_path):
     assert labels and {t["name"] for t in doc["config"]["tasks"]} == {"rhythm/conduction (macro)", *labels}
     aurocs = [a["mean"] for a in doc["aggregates"] if a["mean"] is not None]
     assert aurocs and all(0.0 <= v <= 1.0 for v in aurocs)
+
+
+def test_drive_smoke(real_data, tmp_path):
+    data, other = _drive_cohorts(real_data, tmp_path)
+    out = tmp_path / "out"
+    doc = _run("real_drive.py", [
+        "--data", str(data), "--eval-data", str(other), "--out", str(out), "--budgets", "1,all", "--seeds", "1",
+        "--steps", "3", "--batch", "4", "--width", "8", "--unet-widths", "8,16", "--pretrain-epochs", "1",
+        "--pretrain-max-steps", "2", "--pretrain-stride", "160", "--n-bootstrap", "50"], tmp_path)
+    _check(doc, {"U-Net from scratch", "MAE pretrained, fine-tuned", "ViT random init, fine-tuned"}, "eval-data")
+    assert {a["metric"] for a in doc["aggregates"]} == {"dice", "sensitivity", "specificity", "auroc"}
+    assert all(0.0 <= a["mean"] <= 1.0 for a in doc["aggregates"])
+    assert {r["n_train_subjects"] for r in doc["records"]} == {1, 4}
+    assert {r["n_eval_records"] for r in doc["records"]} == {2}
+    # MAE saw tiles of the --data images only, at native resolution; the --eval-data images stay unseen
+    pre = doc["pipeline"]["pretraining_metrics"]
+    assert pre["n_records"] == 4 and pre["n_windows"] > 4
+    assert not list(out.rglob("*.tif")) and not list(out.rglob("*.gif"))
 
 
 def test_heldout_split_is_by_subject_stratified_and_refuses_shared_subjects(real_data):
