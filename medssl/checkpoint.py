@@ -28,6 +28,7 @@ from torch import nn
 
 from medssl.io import make_temp_dir, replace_folder, save_safetensors
 from medssl.registry import EncoderSpec, encoder_entry
+from medssl.registry import create_encoder as registry_create_encoder
 
 CARD_SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -163,6 +164,24 @@ def _encoder_spec_dict(folder: Path) -> dict[str, Any]:
     return read_card(folder)["encoder"]
 
 
+def create_encoder(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered encoder (:func:`medssl.registry.create_encoder`); with `pretrained` (a
+    checkpoint folder), load its weights (``medssl.create_encoder``).
+
+    When `pretrained` is given, the architecture comes from the checkpoint's card, and overrides
+    must not change it.
+    """
+    if pretrained is None:
+        return registry_create_encoder(name, **overrides)
+    model = load_encoder(pretrained)
+    if model.spec.name != name:
+        raise ValueError(f"{pretrained}: checkpoint holds {model.spec.name!r}, not {name!r}")
+    clash = {k: v for k, v in overrides.items() if model.spec.hparams.get(k) != v}
+    if clash:
+        raise ValueError(f"{pretrained}: overrides {clash} differ from the checkpoint's architecture")
+    return model
+
+
 def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     """Rebuild the exact encoder of a checkpoint folder from its card, and load its weights.
 
@@ -209,8 +228,6 @@ def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
 
 def clone_random_encoder(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
     """A randomly initialised registered encoder, reproducible under `seed` (the control arm)."""
-    from medssl.registry import create_encoder
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_encoder(name, **overrides).eval()
+        return registry_create_encoder(name, **overrides).eval()

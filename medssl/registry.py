@@ -150,22 +150,12 @@ def encoder_spec(name: str, **overrides: Any) -> EncoderSpec:
         return create_encoder(name, **overrides).spec
 
 
-def create_encoder(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered encoder; with `pretrained` (a checkpoint folder), load its weights.
+def create_encoder(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered encoder, untrained. Overrides are passed to the factory (e.g. `depth=2`).
 
-    Overrides are passed to the factory (e.g. `depth=2`). When `pretrained` is given, the
-    architecture comes from the checkpoint's card, and overrides must not change it.
+    With pretrained weights: ``medssl.create_encoder(name, pretrained=folder)``
+    (:func:`medssl.checkpoint.create_encoder`), or :func:`medssl.checkpoint.load_encoder`.
     """
-    if pretrained is not None:
-        from medssl.checkpoint import load_encoder
-
-        model = load_encoder(pretrained)
-        if model.spec.name != name:
-            raise ValueError(f"{pretrained}: checkpoint holds {model.spec.name!r}, not {name!r}")
-        clash = {k: v for k, v in overrides.items() if model.spec.hparams.get(k) != v}
-        if clash:
-            raise ValueError(f"{pretrained}: overrides {clash} differ from the checkpoint's architecture")
-        return model
     try:
         model = encoder_entry(name).factory(**overrides)
     except (TypeError, ValueError, RuntimeError):

@@ -186,17 +186,21 @@ def test_failed_save_leaves_existing_checkpoint_intact(saved, tmp_path, monkeypa
 
 
 def test_create_encoder_pretrained(saved):
+    """``medssl.create_encoder(name, pretrained=folder)``: the registry's encoder with the checkpoint's weights."""
+    import medssl
+
+    assert medssl.create_encoder is ckpt.create_encoder
     model, folder = saved
     x = _x(model)
-    loaded = create_encoder("ecg_jepa_tiny", pretrained=folder)
-    same = create_encoder("ecg_jepa_tiny", pretrained=str(folder), depth=1, embed_dim=32)
+    loaded = ckpt.create_encoder("ecg_jepa_tiny", pretrained=folder)
+    same = ckpt.create_encoder("ecg_jepa_tiny", pretrained=str(folder), depth=1, embed_dim=32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
         assert torch.equal(same(x), model(x))
     with pytest.raises(ValueError, match="depth"):
-        create_encoder("ecg_jepa_tiny", pretrained=folder, depth=2)
+        ckpt.create_encoder("ecg_jepa_tiny", pretrained=folder, depth=2)
     with pytest.raises(ValueError, match="ecg_jepa_tiny"):
-        create_encoder("ecg_jepa_base", pretrained=folder)
+        ckpt.create_encoder("ecg_jepa_base", pretrained=folder)
 
 
 def test_update_card_appends(saved):

@@ -199,7 +199,11 @@ def test_create_encoder_requires_a_spec(private_registry):
 
 
 def test_package_exports():
-    assert medssl.create_encoder is create_encoder and medssl.list_encoders is list_encoders
+    from medssl.checkpoint import create_encoder as create_with_weights
+
+    # medssl.create_encoder is the registry's plus pretrained=FOLDER (the checkpoint layer's)
+    assert medssl.create_encoder is create_with_weights and medssl.list_encoders is list_encoders
+    assert type(medssl.create_encoder("ecg_jepa_tiny")) is type(create_encoder("ecg_jepa_tiny"))
 
 
 def _small_overrides(name: str) -> dict:

@@ -72,6 +72,9 @@ class ModalityData:
     write_synthetic: Callable[..., tuple[list[dict], list[tuple[str, str]]]] | None = None
     fit_encoder: Callable[[Any, Sequence[dict]], tuple[Any, str | None]] | None = None
     native: NativeFn | None = None
+    # view_augment(recipe augment specs or None, spec.input, one example (1, *item)) -> augment(x, generator):
+    # the augmented views the privacy audit's embedding threat compares
+    view_augment: Callable[[Sequence[dict] | None, Mapping[str, Any], Any], Callable] | None = None
 
 
 _MODALITIES: dict[str, ModalityData] = {}

@@ -172,10 +172,6 @@ SPLIT_HALF_TEXT = (
     "prevalence, acquisition), which the control model covers")
 THREATS = ("score", "embedding", "learned")
 ATTACKS = ("loss", "lira", "rmia")
-_DEFAULT_VIEW_AUGMENT = [
-    {"name": "gaussian_noise", "std": 0.05}, {"name": "amplitude_scale", "magnitude": [0.8, 1.25]},
-    {"name": "time_out", "ratio": [0.1, 0.2]},
-]
 
 
 def _subjects(rows: Sequence[dict]) -> set[str]:
@@ -242,13 +238,14 @@ def _signal_in_precision(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray
             method.seed = score_seed  # same masks for target and reference models
         return np.concatenate([ssl_loss_signal(method, t[i:i + batch], n_queries, seed)
                                for i in range(0, len(t), batch)])
-    from medssl.ecg.augment import build_augment
+    from medssl.data.modalities import modality_data
 
+    views = modality_data(encoder.spec.modality).view_augment
+    if views is None:
+        raise ValueError(f"the {threat} threat needs augmented views of a record; modality "
+                         f"{encoder.spec.modality!r} declares no view augmentation (ModalityData.view_augment)")
     specs = cfg.get("augment") if isinstance(cfg.get("augment"), list) else None
-    augment = build_augment(specs or _DEFAULT_VIEW_AUGMENT, sampling_rate=encoder.spec.input.get("sampling_rate"))
-    probe = augment(t[:1], torch.Generator().manual_seed(0))
-    if probe.shape != t[:1].shape:
-        augment = build_augment(_DEFAULT_VIEW_AUGMENT)
+    augment = views(specs, encoder.spec.input, t[:1])
     out = []
     for i in range(0, len(t), batch):
         gen = torch.Generator().manual_seed(hash((seed, i)) & 0x7FFF_FFFF)
