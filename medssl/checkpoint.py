@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -142,9 +142,9 @@ def register_importer(name: str, claims: Callable[[Path], bool], load: Callable[
 
 
 def _ensure_builtin_importers() -> None:
-    from medssl.registry import import_optional_modules
+    from medssl.plugins import load_registrations
 
-    import_optional_modules(("medssl.ecg.importers", "medssl.retina.importers", "medssl.ct.importers"))
+    load_registrations()  # the modalities' importers register themselves
 
 
 def _encoder_spec_dict(folder: Path) -> dict[str, Any]:
@@ -224,6 +224,49 @@ def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     model.load_state_dict(state, strict=True)
     model.spec = spec
     return model.eval()
+
+
+def parse_random_ref(ref: str) -> tuple[str, int] | None:
+    """(encoder name, seed) of a `random:NAME[:SEED]` reference; None for any other reference."""
+    if not ref.startswith("random:"):
+        return None
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
+    try:
+        return parts[1], int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise ValueError(f"{ref!r}: SEED must be an integer, got {parts[2]!r}") from None
+
+
+def resolve_encoder_ref(ref: str | Path, overrides: Mapping[str, Any] | None = None,
+                        base: Path | None = None) -> tuple[nn.Module, Path | None]:
+    """The one reading of an encoder reference, for every command: (encoder in eval mode, the
+    checkpoint path or None).
+
+    ref: a checkpoint folder (or a file an importer claims: an imported release), relative paths
+    tried under ``base`` first; ``random:NAME[:SEED]`` (random initialisation under SEED, default
+    0: the control every comparison needs); or a registered encoder's name (untrained, seed 0).
+    ``overrides`` (factory arguments) apply to the last two; with a checkpoint they are an error.
+    """
+    overrides = dict(overrides or {})
+    text = str(ref)
+    random_ref = parse_random_ref(text)
+    if random_ref is not None:
+        return clone_random_encoder(random_ref[0], seed=random_ref[1], **overrides), None
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute() and (base / path).exists():
+        path = base / path
+    if path.exists():
+        if overrides:
+            raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
+        return load_encoder(path), path
+    from medssl.registry import list_encoders
+
+    if text in list_encoders():
+        return clone_random_encoder(text, seed=0, **overrides), None
+    raise CheckpointError(f"{path}: checkpoint folder not found, and {text!r} is neither random:NAME[:SEED] nor a "
+                          f"registered encoder (see `medssl encoders`)")
 
 
 def clone_random_encoder(name: str, seed: int = 0, **overrides: Any) -> nn.Module:

@@ -17,7 +17,6 @@ from typing import Any
 
 from torch import nn
 
-MODALITIES = ("ecg", "mri", "retina", "ct")
 
 
 @dataclass
@@ -78,8 +77,11 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
     >>> @register_encoder(modality="ecg")
     ... def my_encoder(**overrides) -> nn.Module: ...
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    from medssl.plugins import is_modality, modality_names
+
+    if not is_modality(modality):
+        raise ValueError(f"unknown modality {modality!r} (a medssl.plugins.Modality registers one); "
+                         f"known: {', '.join(modality_names())}")
 
     def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__
@@ -92,28 +94,11 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
     return wrap(fn) if fn is not None else wrap
 
 
-_BUILTIN_ENCODER_MODULES = (
-    "medssl.ecg.encoders", "medssl.ecg.encoders_contrastive", "medssl.ecg.vit",
-    "medssl.mri.encoders", "medssl.retina.encoders", "medssl.retina.unet", "medssl.ct.encoders",
-)
-
-
-def import_optional_modules(names: tuple[str, ...]) -> None:
-    """Import each module, skipping only those that do not exist (a modality not installed yet);
-    an import error inside an existing module is raised."""
-    import importlib
-
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is None or not name.startswith(e.name):
-                raise
-
-
 def _ensure_builtin_encoders() -> None:
-    # Importing the modality packages runs their @register_encoder decorators.
-    import_optional_modules(_BUILTIN_ENCODER_MODULES)
+    # Importing the modalities' registering modules runs their @register_encoder decorators.
+    from medssl.plugins import load_registrations
+
+    load_registrations()
 
 
 def list_encoders(modality: str | None = None, pattern: str = "*") -> list[str]:

@@ -245,3 +245,24 @@ def test_weights_get_ordinary_permissions(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
     assert modes["model.safetensors"] == 0o644 == modes["card.json"] == modes["README.md"] == modes["config.json"]
+
+
+def test_one_reference_resolver_for_every_command(saved, tmp_path):
+    """checkpoint folder (also relative to a base) | random:NAME[:SEED] | registry name, overrides only
+    for the untrained ones; anything else names the path first."""
+    model, folder = saved
+    x = _x(model)
+    loaded, path = ckpt.resolve_encoder_ref(folder)
+    assert path == folder and torch.equal(loaded(x), model(x))
+    again, path = ckpt.resolve_encoder_ref(folder.name, base=folder.parent)
+    assert path == folder and torch.equal(again(x), model(x))
+    a, none = ckpt.resolve_encoder_ref("random:ecg_jepa_tiny:3", {"depth": 1})
+    b, _ = ckpt.resolve_encoder_ref("ecg_jepa_tiny", {"depth": 1})  # a registry name: untrained, seed 0
+    c, _ = ckpt.resolve_encoder_ref("random:ecg_jepa_tiny", {"depth": 1})
+    assert none is None and a.spec.hparams["depth"] == 1
+    assert all(torch.equal(p, q) for p, q in zip(b.state_dict().values(), c.state_dict().values()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
+    with pytest.raises(ValueError, match="overrides apply to random:/registry refs"):
+        ckpt.resolve_encoder_ref(folder, {"depth": 1})
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{tmp_path / 'nowhere'}: checkpoint folder not found"):
+        ckpt.resolve_encoder_ref(tmp_path / "nowhere")

@@ -3,7 +3,7 @@
     medssl.cli <- medssl.demo | medssl.preprocessing <- the modalities (ecg | mri | retina | ct, none
     importing another) <- medssl.bench | medssl.privacy <- medssl.engine <- medssl.ssl <- medssl.imaging
     <- medssl.data <- medssl.nn <- medssl.plots <- medssl.checkpoint <- medssl.hub <- medssl.registry
-    <- medssl.progress | medssl.io
+    <- medssl.progress | medssl.io | medssl.plugins (the modality plug-in shape and its discovery)
 
 A module may import from its own layer's package and from any layer below it, never above;
 lazy imports inside functions count too."""

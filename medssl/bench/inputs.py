@@ -140,29 +140,15 @@ def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str],
 
 
 def build_encoder(cfg: BenchConfig, e: EncoderEntry):
-    """(encoder in eval mode, checkpoint path or None) of a config entry."""
-    from medssl.checkpoint import clone_random_encoder, load_encoder
-    from medssl.engine.embed import parse_random_ref
-    from medssl.registry import list_encoders
+    """(encoder in eval mode, checkpoint path or None) of a config entry
+    (:func:`medssl.checkpoint.resolve_encoder_ref`, relative paths under the config's folder)."""
+    from medssl.checkpoint import resolve_encoder_ref
 
-    where = f"{cfg.source}: encoder {e.name!r}"
     try:
-        random_ref = parse_random_ref(e.ref)
-        if random_ref is not None:
-            return clone_random_encoder(random_ref[0], seed=random_ref[1], **e.overrides), None
-        path = Path(e.ref).expanduser()
-        if not path.is_absolute() and (cfg.base / path).exists():
-            path = cfg.base / path
-        if path.exists():
-            if e.overrides:
-                raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
-            return load_encoder(path), path
-        if e.ref in list_encoders():
-            return clone_random_encoder(e.ref, seed=0, **e.overrides), None
-        raise ValueError(f"ref {e.ref!r} is neither a checkpoint path, random:NAME[:SEED] nor a registered "
-                         f"encoder (see `medssl encoders`)")
+        return resolve_encoder_ref(e.ref, e.overrides, base=cfg.base)
     except (ValueError, TypeError, KeyError, OSError) as ex:
         msg = str(ex.args[0]) if isinstance(ex, KeyError) and ex.args else str(ex)
+        where = f"{cfg.source}: encoder {e.name!r}"
         raise BenchConfigError(f"{where}: {msg.splitlines()[0] if msg else type(ex).__name__}") from None
 
 

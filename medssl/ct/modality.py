@@ -29,7 +29,8 @@ import numpy as np
 from medssl.ct.dicom_folder import index_dicom_folder  # noqa: F401 (also this module's name for it)
 from medssl.data.cache import ArrayCache, build_array_cache
 from medssl.data.layouts import register_layout
-from medssl.data.modalities import ModalityData, register_modality
+from medssl.imaging import volume_folder  # noqa: F401 (registers the shared volume-folder layout)
+from medssl.plugins import Modality, register_modality
 
 MAX_UPSAMPLING = 4.0  # contract: voxels at most this many times coarser than the encoder's spacing
 
@@ -260,6 +261,8 @@ def write_synthetic_ct(folder: str | Path, *, subjects_per_site: int = 20, seed:
     return write_synthetic(folder, subjects_per_site=subjects_per_site, seed=seed)
 
 
-CT = register_modality("ct", ModalityData(
-    inputs=ct_inputs, masks=ct_masks, contract_problems=ct_contract_problems, write_synthetic=write_synthetic_ct,
+MODALITY = register_modality(Modality(
+    name="ct", inputs=ct_inputs, masks=ct_masks, contract_problems=ct_contract_problems,
+    write_synthetic=write_synthetic_ct,
+    registers=("medssl.ct.encoders", "medssl.ct.methods", "medssl.ct.importers", "medssl.ct.segmentation"),
 ))

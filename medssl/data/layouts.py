@@ -14,10 +14,7 @@ from pathlib import Path
 LayoutIndexer = Callable[..., tuple[list[dict], list[tuple[str, str]]]]
 
 
-LAYOUTS: dict[str, LayoutIndexer] = {}
-# Modalities (and the shared volume-folder layout) register their layouts when imported.
-_LAYOUT_MODULES = ("medssl.ecg.modality", "medssl.imaging.volume_folder", "medssl.mri.modality",
-                   "medssl.retina.modality", "medssl.ct.modality")
+LAYOUTS: dict[str, LayoutIndexer] = {}  # modalities register theirs when their plug-in module is imported
 
 
 def register_layout(name: str, indexer: LayoutIndexer) -> LayoutIndexer:
@@ -28,9 +25,9 @@ def register_layout(name: str, indexer: LayoutIndexer) -> LayoutIndexer:
 
 
 def known_layouts() -> list[str]:
-    from medssl.registry import import_optional_modules
+    from medssl.plugins import modalities
 
-    import_optional_modules(_LAYOUT_MODULES)
+    modalities()  # imports every modality's plug-in module, which registers its layouts
     return sorted(LAYOUTS)
 
 

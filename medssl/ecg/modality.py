@@ -11,7 +11,7 @@ import numpy as np
 from medssl.data.cache import ArrayCache
 from medssl.data.layouts import register_layout
 from medssl.data.manifest import split_labels
-from medssl.data.modalities import ModalityData, register_modality
+from medssl.plugins import Modality, register_modality
 
 _DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.select_leads)
 
@@ -198,7 +198,9 @@ def ecg_view_augment(specs: Sequence[dict] | None, spec_input: Mapping[str, Any]
     return augment
 
 
-ECG = register_modality("ecg", ModalityData(
-    inputs=ecg_inputs, contract_problems=ecg_contract_problems, write_synthetic=write_synthetic_ecg,
+MODALITY = register_modality(Modality(
+    name="ecg", inputs=ecg_inputs, contract_problems=ecg_contract_problems, write_synthetic=write_synthetic_ecg,
     view_augment=ecg_view_augment,
+    registers=("medssl.ecg.encoders", "medssl.ecg.encoders_contrastive", "medssl.ecg.vit", "medssl.ecg.methods",
+               "medssl.ecg.methods_contrastive", "medssl.ecg.methods_masked", "medssl.ecg.importers"),
 ))

@@ -137,27 +137,24 @@ def _is_number(v) -> bool:
 def task_encoder(ref: str, task: FomoTask, overrides: Mapping[str, Any] | None = None) -> tuple[nn.Module, str | None]:
     """(encoder reading the task's sequences, how its input layer was adapted or None).
 
-    ref: `random:NAME[:SEED]` (built with `channels` = the task's inputs, plus `overrides`) or an
+    ref: `random:NAME[:SEED]` or a registry name (built with `channels` = the task's inputs, plus `overrides`) or an
     encoder checkpoint folder (or a file an importer claims), whose first layer is adapted."""
-    from medssl.checkpoint import clone_random_encoder, load_encoder
-    from medssl.engine.embed import parse_random_ref
+    from medssl.checkpoint import parse_random_ref, resolve_encoder_ref
 
     channels = channel_names(list(task.inputs))
     overrides = dict(overrides or {})
-    random_ref = parse_random_ref(str(ref))
-    if random_ref is not None:
+    untrained = parse_random_ref(str(ref)) is not None or not Path(str(ref)).expanduser().exists()
+    if untrained:  # random:NAME[:SEED] or a registry name: built with the task's sequences as channels
         if "channels" in overrides and channel_names(overrides["channels"]) != channels:
             raise ValueError(f"task {task.number} reads {channels}; drop the channels override")
         overrides["channels"] = channels
-        encoder = clone_random_encoder(random_ref[0], seed=random_ref[1], **overrides)
-        if encoder.spec.modality != "mri":
-            raise ValueError(f"{ref}: a {encoder.spec.modality} encoder; FOMO tasks need an MRI encoder")
-        return encoder, None
-    if overrides:
+    elif overrides:
         raise ValueError(f"{ref}: encoder overrides apply to random:NAME refs, not to pretrained checkpoints")
-    encoder = load_encoder(ref)
+    encoder, _ = resolve_encoder_ref(ref, overrides)
     if encoder.spec.modality != "mri":
         raise ValueError(f"{ref}: a {encoder.spec.modality} encoder; FOMO tasks need an MRI encoder")
+    if untrained:
+        return encoder, None
     before = encoder.spec.input["channels"]
     adapt_input_channels(encoder, channels)
     if encoder.spec.input["channels"] == before:
