@@ -16,7 +16,9 @@ numbers are MONAI's: `tests/ct/test_ct_encoders.py` checks them against MONAI's 
 
 3-D ViT (`ct_vit3d_base`, `ct_vit3d_tiny`): UNETR's encoder layout (Hatamizadeh et al., WACV 2022:
 96^3 input, patch 16, 768 wide, 12 deep, 12 heads) on `medssl.nn.transformer` blocks, with fixed
-3-D sine-cosine positions instead of UNETR's learned ones.
+3-D sine-cosine positions (`medssl.nn.pos_embed.sincos_3d`: 2 * (dim // 6) channels per axis, any
+remainder zeros) instead of UNETR's learned ones. The positions are a non-persistent buffer: not in
+the state_dict, recomputed on load.
 
 Every encoder here:
 - `forward(x) -> (B, embed_dim)`: the mean over the coarsest map's positions (Swin: of the
@@ -39,7 +41,6 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import (
@@ -49,7 +50,7 @@ from monai.networks.nets.swin_unetr import (
 )
 from torch import Tensor, nn
 
-from medssl.nn.pos_embed import sincos_1d
+from medssl.nn.pos_embed import sincos_3d
 from medssl.nn.transformer import Transformer, init_vit_weights
 from medssl.registry import EncoderSpec, register_encoder
 
@@ -174,18 +175,6 @@ class CTSwinEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stages(x)[-1].flatten(2).mean(dim=2)
-
-
-def sincos_3d(dim: int, grid: Sequence[int]) -> Tensor:
-    """(d * h * w, dim) fixed positions of a 3-D grid, row-major over (d, h, w): 2 * (dim // 6)
-    channels encode each of the first two axes and the rest the third. dim must be even."""
-    if dim % 2:
-        raise ValueError(f"3-D sine-cosine encoding needs an even dim, got {dim}")
-    part = 2 * (dim // 6)
-    parts = (part, part, dim - 2 * part)
-    coords = np.meshgrid(*(np.arange(g) for g in grid), indexing="ij")
-    emb = np.concatenate([sincos_1d(p, c) for p, c in zip(parts, coords) if p > 0], axis=1)
-    return torch.from_numpy(emb).float()
 
 
 class CTViT3D(nn.Module):

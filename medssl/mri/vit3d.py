@@ -5,8 +5,8 @@ al., WACV 2022) and 3-D MAE pretraining (e.g. Chen et al., "Masked Image Modelin
 Medical Image Analysis", WACV 2023) use it:
 
 - patch embedding: Conv3d(C, D, kernel = stride = p) over non-overlapping p^3 cubes;
-- fixed 3-D sine-cosine positions (MAE uses fixed sin-cos; here one third of the channels per
-  axis), computed for the grid of whatever input arrives, so volumes of any size that is a
+- fixed 3-D sine-cosine positions (MAE uses fixed sin-cos; `medssl.nn.pos_embed.sincos_3d`: an
+  even third of the channels per axis, any remainder zeros), computed for the grid of whatever input arrives, so volumes of any size that is a
   multiple of p are read without interpolating learned positions;
 - pre-norm transformer blocks on scaled_dot_product_attention (medssl.nn.transformer), final
   LayerNorm; no class token: the pooled embedding is the mean of the normalised patch tokens.
@@ -16,28 +16,12 @@ Medical Image Analysis", WACV 2023) use it:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from medssl.mri.unet_encoder import check_volume
-from medssl.nn.pos_embed import sincos_1d
+from medssl.nn.pos_embed import sincos_3d
 from medssl.nn.transformer import Transformer, init_vit_weights
-
-
-def sincos_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
-    """(d * h * w, dim) fixed positions of a d x h x w grid, raster order (w fastest).
-
-    Each axis gets 2 * (dim // 6) channels of 1-D sin-cos of its index; the few channels left
-    over when dim is not a multiple of 6 are zero.
-    """
-    per_axis = 2 * (dim // 6)
-    if per_axis == 0:
-        raise ValueError(f"3-D sine-cosine positions need dim >= 6, got {dim}")
-    idx = np.meshgrid(*(np.arange(n) for n in grid), indexing="ij")
-    parts = [sincos_1d(per_axis, i.reshape(-1)) for i in idx]
-    emb = np.concatenate(parts + [np.zeros((parts[0].shape[0], dim - 3 * per_axis))], axis=1)
-    return torch.from_numpy(emb).float()
 
 
 def patchify_3d(x: Tensor, patch_size: int) -> Tensor:

@@ -7,7 +7,7 @@ Nature 2023; github.com/rmaphoh/RETFound_MAE) use:
 - patch embedding: a Conv2d with kernel = stride = patch size, (B, C, H, W) -> (B, D, H/p, W/p),
   tokens flattened row-major (patch index = row * grid_w + col);
 - an optional learned cls token in front of the patch tokens;
-- fixed 2-D sine-cosine positions (`medssl.nn.pos_embed.sincos_2d`; zeros at the cls slot),
+- fixed 2-D sine-cosine positions (`medssl.nn.pos_embed.sincos_pos_embed`; zeros at the cls slot),
   held as a frozen parameter `pos_embed` (1, n_prefix + N, D) so that an imported checkpoint's
   positions (and their interpolation to another grid) replace it;
 - pre-norm transformer blocks on scaled_dot_product_attention (`medssl.nn.transformer`), then a
@@ -48,7 +48,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from medssl.nn.pos_embed import sincos_2d
+from medssl.nn.pos_embed import sincos_pos_embed
 from medssl.nn.transformer import Transformer, init_vit_weights
 from medssl.registry import EncoderSpec, register_encoder
 
@@ -58,12 +58,6 @@ VIT_PAPER = (
     "ICLR 2021; layout of He K et al. Masked Autoencoders Are Scalable Vision Learners, CVPR 2022 and "
     "Zhou Y et al. A foundation model for generalizable disease detection from retinal images, Nature 2023 (RETFound)"
 )
-
-
-def sincos_pos_embed(dim: int, grid: tuple[int, int], n_prefix: int) -> Tensor:
-    """(1, n_prefix + rows * cols, dim): zeros for the prefix tokens, 2-D sin-cos for the grid."""
-    pos = sincos_2d(dim, *grid)
-    return torch.cat([torch.zeros(n_prefix, dim), pos])[None]
 
 
 class RetinaViT(nn.Module):

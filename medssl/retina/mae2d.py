@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medssl.nn.pos_embed import sincos_pos_embed
 from medssl.nn.transformer import Transformer, init_vit_weights
-from medssl.retina.encoders import sincos_pos_embed
 from medssl.ssl.mae import masked_patch_loss
 
 
