@@ -51,7 +51,7 @@ from monai.networks.nets.swin_unetr import (
 from torch import Tensor, nn
 
 from medssl.nn.vit3d import ViT3d
-from medssl.registry import EncoderSpec, register_encoder
+from medssl.registry import EncoderSpec, per_axis, register_encoder, resolve_hparams
 
 CT_INTENSITY = "HU windowed to [0,1]"
 SWIN_PAPER = (
@@ -176,23 +176,16 @@ class CTSwinEncoder(nn.Module):
         return self.stages(x)[-1].flatten(2).mean(dim=2)
 
 
-def _resolve(name: str, defaults: dict, overrides: dict) -> dict:
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    h = {**defaults, **overrides}
-    # JSON-stable forms, so that a card's hparams rebuild an equal spec.
+def _resolve(name: str, defaults: dict, overrides: dict, int_lists: tuple[str, ...]) -> dict:
+    """`medssl.registry.resolve_hparams`, then the CT contract's JSON-stable forms and checks."""
+    h = resolve_hparams(name, defaults, overrides, int_lists=int_lists)
     h["windows"] = [w if isinstance(w, str) else [float(v) for v in w] for w in h["windows"]]
-    h["shape"] = [int(s) for s in (h["shape"] if isinstance(h["shape"], (list, tuple)) else [h["shape"]] * 3)]
-    sp = h["spacing_mm"]
-    h["spacing_mm"] = [float(s) for s in (sp if isinstance(sp, (list, tuple)) else [sp] * 3)]
+    h["shape"] = per_axis(h["shape"], 3)
+    h["spacing_mm"] = per_axis(h["spacing_mm"], 3, float)
     if not h["windows"]:
         raise ValueError(f"{name}: at least one window (input channel) is needed")
     if len(h["spacing_mm"]) != 3 or min(h["spacing_mm"]) <= 0:
         raise ValueError(f"{name}: spacing_mm {h['spacing_mm']} must be 3 positive sizes (mm)")
-    for key in ("depths", "num_heads", "feature_layers"):
-        if isinstance(h.get(key), (list, tuple)):
-            h[key] = [int(v) for v in h[key]]
     return h
 
 
@@ -242,7 +235,7 @@ def _ct_swin_spec(name: str, **overrides) -> EncoderSpec:
         windows=["lung"], intensity=CT_INTENSITY, depths=[2, 2, 2, 2], patch_size=2,
         mlp_ratio=4.0, drop_path_rate=0.0, **_SWIN_SIZES[name],
     )
-    h = _resolve(name, defaults, overrides)
+    h = _resolve(name, defaults, overrides, ("depths", "num_heads"))
     emb = int(h["feature_size"]) * 2 ** len(h["depths"])
     return ct_encoder_spec(name, h, emb, SWIN_PAPER, patch_size=int(h["patch_size"]))
 
@@ -278,7 +271,7 @@ _VIT_SIZES = {
 
 def _ct_vit3d_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(windows=["lung"], intensity=CT_INTENSITY, mlp_ratio=4.0, **_VIT_SIZES[name])
-    h = _resolve(name, defaults, overrides)
+    h = _resolve(name, defaults, overrides, ("feature_layers",))
     if h["feature_layers"] is not None and max(h["feature_layers"]) > h["depth"]:
         # e.g. depth=1 on the base size: keep the layers that exist (the last block at least).
         h["feature_layers"] = [i for i in h["feature_layers"] if i <= h["depth"]] or [int(h["depth"])]

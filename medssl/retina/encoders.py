@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from medssl.nn.pos_embed import sincos_pos_embed
 from medssl.nn.transformer import Transformer, init_vit_weights
-from medssl.registry import EncoderSpec, register_encoder
+from medssl.registry import EncoderSpec, per_axis, register_encoder, resolve_hparams
 
 RETINA_INTENSITY = "[0,1] then per-image z-score"
 VIT_PAPER = (
@@ -208,16 +208,8 @@ def _retina_vit_spec(name: str, **overrides) -> EncoderSpec:
         in_chans=1, mlp_ratio=4.0, cls_token=True, pool="mean", feature_layers=None,
         pixel_size_mm=None, intensity=RETINA_INTENSITY, **_SIZES[name],
     )
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    hparams = {**defaults, **overrides}
-    # JSON-stable forms, so that a card's hparams rebuild an equal spec.
-    hparams["image_size"] = [int(s) for s in (
-        hparams["image_size"] if isinstance(hparams["image_size"], (list, tuple)) else [hparams["image_size"]] * 2
-    )]
-    if hparams["feature_layers"] is not None:
-        hparams["feature_layers"] = [int(i) for i in hparams["feature_layers"]]
+    hparams = resolve_hparams(name, defaults, overrides, int_lists=("feature_layers",))
+    hparams["image_size"] = per_axis(hparams["image_size"], 2)
     return retina_vit_spec(name, hparams)
 
 
