@@ -66,6 +66,34 @@ class UnknownEncoderError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def resolve_hparams(name: str, defaults: dict[str, Any], overrides: dict[str, Any], *,
+                    int_lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An encoder's hyper-parameters: `defaults` (in their order) updated by `overrides`, the one
+    resolver every registered factory's spec function starts from (as timm's `build_model_with_cfg`
+    merges a default config with kwargs). An override not among the defaults is a TypeError
+    "NAME: unknown argument(s) a, b; known: x, y, ...". Keys in `int_lists` not None become lists
+    of ints (JSON-stable, so a card's hparams rebuild an equal spec); a value there that is not a
+    list or tuple is a TypeError naming the key."""
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
+    hparams = {**defaults, **overrides}
+    for key in int_lists:
+        value = hparams.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name}: {key} takes a list of integers, got {value!r}")
+        hparams[key] = [int(v) for v in value]
+    return hparams
+
+
+def per_axis(value: Any, n: int, kind: Callable[[Any], Any] = int) -> list:
+    """A size given once or per axis, as a list: `[kind(v) for v in value]` for a list or tuple,
+    else `[kind(value)] * n`."""
+    return [kind(v) for v in (value if isinstance(value, (list, tuple)) else [value] * n)]
+
+
 def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: str, name: str | None = None,
                      spec: Callable[..., EncoderSpec] | None = None):
     """Decorator registering an encoder factory under its function name (or `name`).

@@ -57,6 +57,7 @@ from medssl.mri.task_model import (
     resolve_device,
     save_task_checkpoint,
 )
+from medssl.nn.param_groups import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +227,11 @@ def _loss_fn(task: FomoTask) -> Callable:
 
 
 def _param_groups(model: nn.Module, lr: float, encoder_scale: float, weight_decay: float) -> list[dict]:
-    enc = [p for p in model.encoder.parameters() if p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-    groups = [{"params": rest, "lr": lr, "base_lr": lr, "weight_decay": weight_decay}]
-    if enc:
-        groups.append({"params": enc, "lr": lr * encoder_scale, "base_lr": lr * encoder_scale,
-                       "weight_decay": weight_decay})
-    return groups
+    """[the rest (decoder, head) at lr, the encoder at lr * encoder_scale], each with its base_lr and
+    weight decay on every parameter; frozen parameters left out, a group left out when empty."""
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    return param_groups([rest, list(model.encoder.parameters())], weight_decay, lr=lr,
+                        lr_scales=[1.0, encoder_scale], base_lr=True)
 
 
 def train_task_model(model: nn.Module, batches: _Batches, task: FomoTask, settings: FinetuneSettings,
