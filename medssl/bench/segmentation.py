@@ -164,13 +164,15 @@ def segmenter_optimiser(model: nn.Module, *, mode: str, lr: float, encoder_lr_sc
                         weight_decay: float) -> torch.optim.Optimizer:
     """AdamW over the decoder at ``lr`` and, when fine-tuning, the encoder at ``lr * encoder_lr_scale``
     (each group remembers its ``base_lr`` for the cosine schedule)."""
+    from medssl.nn.param_groups import param_groups
+
     in_encoder = {id(p) for p in model.encoder.parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": lr}]
+    layers, scales = [[p for p in model.parameters() if id(p) not in in_encoder]], [1.0]
     if mode == "finetune":
-        groups.append({"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale})
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+        layers.append(list(model.encoder.parameters()))
+        scales.append(encoder_lr_scale)
+    return torch.optim.AdamW(param_groups(layers, weight_decay, lr=lr, lr_scales=scales, base_lr=True),
+                             weight_decay=weight_decay)
 
 
 def cacheable(model: nn.Module) -> bool:
