@@ -1,4 +1,4 @@
-"""The demo end to end at a tiny size: data -> pretraining -> embeddings -> few-shot -> report."""
+"""The demo end to end at a tiny size: data -> pretraining -> `medssl bench` -> audit -> report."""
 
 from __future__ import annotations
 
@@ -32,3 +32,9 @@ def test_demo_writes_a_report_comparing_pretrained_and_random_init_in_and_out_of
     card = json.loads((out["checkpoint"] / "card.json").read_text())
     assert card["benchmarks"] and card["benchmarks"][0]["results"]
     assert not any(s in out["json"].read_text() for s in ("Age:", "Sex:"))
+    # the numbers are the benchmark's: the packaged bench_ecg_demo task run by run_benchmark
+    bench = json.loads(out["bench"]["json"].read_text())
+    assert report["config"]["benchmark"]["packaged_config"] == "bench_ecg_demo"
+    assert {t["name"] for t in bench["config"]["tasks"]} == {"six conditions"}
+    assert [(r["encoder"], r["domain"], r["shots"], r["mean"]) for r in results] == [
+        (a["encoder"], a["domain"], a["shots"], a["mean"]) for a in bench["aggregates"]]

@@ -18,7 +18,7 @@ JSON schema (``schema_version`` 1)::
       "notes": [str]
     }
 
-Rows are those of :func:`medssl.bench.fewshot.few_shot_evaluation` (see there for the statistics).
+Rows are those of :func:`medssl.bench.runner.run_benchmark` (see there for the statistics).
 ``shots`` is an int or "all". The dict is written as given, except that NaN/inf floats become
 ``null`` (strict JSON) and numpy scalars/arrays become Python numbers/lists.
 
@@ -104,7 +104,7 @@ def comparison_verdict(c: Mapping, alpha: float = VERDICT_ALPHA) -> str:
 
 def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None = None,
                 notes: Sequence[str] = ()) -> dict:
-    """Assemble a schema-1 report dict from ``few_shot_evaluation`` rows (split on their ``kind``)."""
+    """Assemble a schema-1 report dict from ``run_benchmark`` rows (split on their ``kind``)."""
     rows = list(rows)
     by_kind = {k: [dict(r) for r in rows if r.get("kind") == k] for k in ("aggregate", "run", "comparison", "gap")}
     return {
