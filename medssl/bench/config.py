@@ -91,12 +91,7 @@ from typing import Any
 
 import yaml
 
-from medssl.bench.column_metrics import (
-    CLASSIFICATION_METRICS,
-    REGRESSION_METRICS,
-    SEGMENTATION_DEFAULT_METRICS,
-    SEGMENTATION_METRICS,
-)
+from medssl.bench.column_metrics import default_metrics, metrics_for
 from medssl.engine.config import ConfigError
 
 __all__ = [
@@ -329,12 +324,10 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
             for key in ("labels", "column"):
                 if key in t:
                     c.fail(f"{where}.{key}", "a segmentation task reads masks from the manifest's mask_path")
-            allowed = SEGMENTATION_METRICS
         elif kind == "regression":
             if "labels" in t:
                 c.fail(f"{where}.labels", "a regression task takes `column`, not `labels`")
             column = c.name(t.get("column"), f"{where}.column")
-            allowed = REGRESSION_METRICS
         else:
             if "column" in t:
                 c.fail(f"{where}.column", f"a {kind} task takes `labels`, not `column`")
@@ -344,9 +337,8 @@ def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
                 c.fail(f"{where}.labels", f"a binary task takes one class name, got {len(labels)}")
             if kind == "multiclass" and len(labels) < 2:
                 c.fail(f"{where}.labels", "a multiclass task needs at least two classes")
-            allowed = CLASSIFICATION_METRICS
-        metrics = t.get("metrics", list(SEGMENTATION_DEFAULT_METRICS if kind == "segmentation"
-                                        else allowed if kind == "regression" else allowed[:1]))
+        allowed = metrics_for(kind)
+        metrics = t.get("metrics", list(default_metrics(kind)))
         for m in c.list_(metrics, f"{where}.metrics"):
             if m not in allowed:
                 c.fail(f"{where}.metrics", f"unknown metric {m!r} for a {kind} task; known: {', '.join(allowed)}")

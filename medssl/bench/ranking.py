@@ -4,8 +4,8 @@ Ranking scheme (as the FOMO25 challenge organisers describe theirs; also the com
 "rank-then-aggregate" scheme, e.g. SegRap2025, SELMA3D):
 
 1. within each task, rank the encoders on each metric separately: rank 1 = best, the direction of
-   each metric from ``higher_is_better`` (``DEFAULT_HIGHER_IS_BETTER`` knows the metric names of
-   ``medssl.bench``), ties get the average of the ranks they span (1, 2.5, 2.5, 4); a NaN value
+   each metric from ``higher_is_better`` (default: the benchmark's metric table,
+   :data:`medssl.bench.column_metrics.METRICS`), ties get the average of the ranks they span (1, 2.5, 2.5, 4); a NaN value
    ranks last (tied with an infinite loss, e.g. an HD95 of +inf);
 2. average an encoder's ranks over the metrics of a task -> task rank;
 3. average the task ranks over tasks -> ``mean_rank`` (the score; lower is better), and order the
@@ -29,27 +29,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "DEFAULT_HIGHER_IS_BETTER",
     "average_ranks",
     "holm_adjust",
     "rank_table",
     "ranking_heatmap_svg",
 ]
-
-DEFAULT_HIGHER_IS_BETTER: dict[str, bool] = {
-    "auroc": True,
-    "auprc": True,
-    "balanced_accuracy": True,
-    "f1_macro": True,
-    "accuracy": True,
-    "dice": True,
-    "nsd": True,
-    "normalized_surface_dice": True,
-    "pearson_r": True,
-    "hd95": False,
-    "hausdorff95": False,
-    "mae": False,
-}
 
 _ROUND = 9  # decimals: mean ranks equal up to float rounding are ties
 
@@ -69,7 +53,9 @@ def average_ranks(values, higher_is_better: bool) -> np.ndarray:
 
 
 def _directions(metrics, higher_is_better: Mapping[str, bool] | None) -> dict[str, bool]:
-    table = dict(DEFAULT_HIGHER_IS_BETTER)
+    from medssl.bench.column_metrics import METRICS
+
+    table = {name: m.higher_is_better for name, m in METRICS.items()}
     if higher_is_better:
         table.update({str(k): bool(v) for k, v in higher_is_better.items()})
     missing = sorted({m for m in metrics if m not in table})
