@@ -9,24 +9,23 @@
    control), few-shot linear probes (k labelled subjects per class, several seeds, same draws for
    both encoders) trained on site A; macro AUROC over the six conditions on site A's test subjects
    (in-domain) and on every site B subject (out-of-domain), with bootstrap intervals over subjects
-   and paired comparisons. The benchmark's own outputs are in `bench/`.
+   and paired comparisons.
 5. A subject-level membership-inference audit (LOSS attack, :func:`medssl.privacy.audit.run_audit`)
    of the pretrained encoder: its training subjects against site A subjects it never saw, in `audit/`.
-6. Write report.json and report.html: the benchmark's results with the demo's notes.
+6. Write the benchmark's results.json, results.csv and report.html with the demo's notes and a
+   ``demo`` entry (what was pretrained on what, precisions, the packaged config).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from medssl.bench.report import make_report, write_report
-from medssl.bench.runner import run_benchmark
-from medssl.checkpoint import load_encoder, update_card
+from medssl.bench.runner import run_benchmark, write_results
+from medssl.checkpoint import load_encoder, read_card, update_card
 from medssl.data.layouts import index_layout
 from medssl.data.manifest import split_labels, write_manifest
 from medssl.ecg.synthetic import CONDITIONS, generate_cohort, write_wfdb_cohort
@@ -55,7 +54,7 @@ def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.
 def comparison_notes(results: list[dict], steps: int | None) -> list[str]:
     """One sentence per domain on pretrained vs random init with all labels, as measured; the
     verdict is at Holm-adjusted p < 0.05 over all the comparisons of the report (the same family
-    as report.json's `p_holm`)."""
+    as results.json's `p_holm`)."""
     from medssl.bench.report import adjust_comparisons, comparison_verdict
 
     notes = []
@@ -160,45 +159,37 @@ def run_demo(
     spec = load_encoder(ckpt).spec
     bench_cfg = demo_bench_config(manifest, ckpt, (spec.name, cfg["seed"] + 1, spec.hparams), seeds=seeds,
                                   shots=shots, n_bootstrap=n_bootstrap, cache_dir=cache_dir)
-    bench = run_benchmark(bench_cfg, out / "bench", progress=progress_bar)
+    bench = run_benchmark(bench_cfg, out, progress=progress_bar)
     timings.update({k: bench["timings_s"][k] for k in ("embed_s", "evaluate_s")})
 
     t = time.perf_counter()
     audit = demo_audit(ckpt, rows, pretrain_rows, out / "audit")
     timings["audit_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    card = json.loads((Path(ckpt) / "card.json").read_text())
+    card = read_card(ckpt)
     results = bench["records"] + bench["aggregates"] + bench["gaps"] + bench["comparisons"]
-    notes = [
+    doc = {k: v for k, v in bench.items() if k != "paths"}
+    doc["notes"] = [
         "Synthetic data (medssl.ecg.synthetic): the numbers show the pipeline works end to end; "
         "they say nothing about real ECGs.",
         *comparison_notes(results, card["training_metrics"].get("steps")),
         *audit_notes(audit),
-        f"{len(skipped) + len({s['record'] for s in bench['skipped']})} records skipped "
-        f"(the benchmark's: bench/results.json).",
+        f"{len(skipped) + len({s['record'] for s in bench['skipped']})} records skipped.",
         *bench["notes"],
     ]
-    report = make_report(
-        results,
-        title=TITLE,
-        config={
-            "task": "multi-label: " + ", ".join(CONDITIONS),
-            "metric": "macro AUROC over conditions present in the evaluation set",
-            "pretraining": f"{cfg['encoder']['name']} on {len(pretrain_rows)} records of "
-                           f"{len({r['subject_id'] for r in pretrain_rows})} {IN_SITE} training subjects, "
-                           f"{cfg['optim']['epochs']} epochs",
-            "probe_training": f"{IN_SITE} training subjects, k per class",
-            "domains": {"in": f"{IN_SITE} test subjects", "out": f"all {OUT_SITE} subjects (never trained on)"},
-            "shots": list(shots), "seeds": seeds, "n_bootstrap": n_bootstrap,
-            "precision": {"pretraining": card["recipe"]["trainer"]["precision"],
-                          "embeddings": bench["machine"]["precision"]["embeddings"]},
-            "benchmark": {"packaged_config": DEMO_BENCH, "results": str(bench["paths"]["json"])},
-            "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        },
-        notes=notes,
-    )
-    json_path, html_path = write_report(out, report)
-    update_card(ckpt, "benchmarks", {"report": str(json_path), "encoder": PRETRAINED,
-                                     "results": report["results"]})
-    return {"json": json_path, "html": html_path, "checkpoint": ckpt, "timings": timings, "report": report,
-            "bench": bench["paths"]}
+    doc["demo"] = {
+        "task": "multi-label: " + ", ".join(CONDITIONS),
+        "metric": "macro AUROC over conditions present in the evaluation set",
+        "pretraining": f"{cfg['encoder']['name']} on {len(pretrain_rows)} records of "
+                       f"{len({r['subject_id'] for r in pretrain_rows})} {IN_SITE} training subjects, "
+                       f"{cfg['optim']['epochs']} epochs",
+        "probe_training": f"{IN_SITE} training subjects, k per class",
+        "domains": {"in": f"{IN_SITE} test subjects", "out": f"all {OUT_SITE} subjects (never trained on)"},
+        "precision": {"pretraining": card["recipe"]["trainer"]["precision"],
+                      "embeddings": bench["machine"]["precision"]["embeddings"]},
+        "packaged_config": DEMO_BENCH,
+    }
+    doc["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    paths = write_results(doc, out)
+    update_card(ckpt, "benchmarks", {"report": str(paths["json"]), "encoder": PRETRAINED, "results": doc["aggregates"]})
+    return {**paths, "checkpoint": ckpt, "timings": timings, "results": doc}

@@ -66,7 +66,8 @@
                      # input contract, or when their inputs or masks could not be read
         {"dataset", "encoder", "stage" ("index" | "contract" | "preprocess" | "mask"), "record" (path),
          "reason"}],
-      "notes": [str], "timings_s": {...}
+      "notes": [str], "timings_s": {...},
+      "demo": {...}   # `medssl demo` only (medssl.demo): pretraining, precision, the packaged config
     }
 
 Intervals are 95% percentile intervals of ``n_bootstrap`` replicates resampling the evaluation
@@ -131,7 +132,8 @@ from medssl.bench.report import (
 from medssl.bench.tasks import TaskData, draw, draw_hash, prepare_task
 from medssl.bench.tiling import TilingSettings
 
-__all__ = ["run_benchmark", "check_contract", "ContractError", "RECORD_FIELDS", "SCHEMA_VERSION"]
+__all__ = ["run_benchmark", "results_doc", "write_results", "check_contract", "ContractError", "RECORD_FIELDS",
+           "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 ALPHA = 0.05
@@ -748,34 +750,51 @@ def _task_inputs(cfg: BenchConfig, td: TaskData, ld: _Loaded, emb: dict, signals
     return X, inputs
 
 
+def results_doc(rows, *, title: str, config: Mapping, machine: Mapping | None = None, encoders: Mapping | None = None,
+                datasets: Mapping | None = None, ranking: list | None = None, skipped: list | None = None,
+                notes=(), timings: Mapping | None = None) -> dict:
+    """A results.json document (module docstring) from rows of every kind (``kind``: run,
+    aggregate, gap, comparison, error), with p_holm added to the comparisons (Holm over all of
+    them); NaN/inf become None."""
+    rows = list(rows)
+    by_kind = {k: [r for r in rows if r.get("kind") == k] for k in ("run", "aggregate", "gap", "comparison", "error")}
+    adjust_comparisons(by_kind["comparison"])
+    return _jsonable({
+        "schema_version": SCHEMA_VERSION, "title": title,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": dict(machine_info() if machine is None else machine), "config": dict(config),
+        "encoders": dict(encoders or {}), "datasets": dict(datasets or {}),
+        "records": by_kind["run"], "aggregates": by_kind["aggregate"], "gaps": by_kind["gap"],
+        "comparisons": by_kind["comparison"], "errors": by_kind["error"],
+        "p_adjustment": "Holm (family: all comparisons of this run); p_holm beside each raw p_value",
+        "ranking": list(ranking or []), "skipped": list(skipped or []), "notes": list(notes),
+        "timings_s": {k: round(v, 2) for k, v in (timings or {}).items()},
+    })
+
+
 def _results_doc(cfg: BenchConfig, ld: _Loaded, results: dict, n_embedded: dict, notes: list[str],
                  timings: dict) -> dict:
-    """results.json (module docstring), with p_holm added to the comparisons."""
-    adjust_comparisons(results["comparisons"])  # p_holm: Holm over every comparison of the run
+    """results.json of a benchmark run."""
     spec = {name: m[0].spec for name, m in ld.models.items()}
-    return _jsonable({
-        "schema_version": SCHEMA_VERSION, "title": cfg.title,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": {
-            **machine_info(), "precision": {"embeddings": cfg.precision, "trained_protocols": "32"}},
-        "config": cfg.raw,
-        "encoders": {e.name: {"ref": e.ref, "spec": {"name": spec[e.name].name, "embed_dim": spec[e.name].embed_dim,
-                                                     "input": spec[e.name].input}}
-                     for e in cfg.encoders},
-        "datasets": {ds: {"source": ld.sources[ds], "n_records": ld.n_loaded[ds],
-                          "n_subjects": len({r["subject_id"] for r in ld.rows[ds]}), "n_embedded": n_embedded.get(ds)}
-                     for ds in ld.used},
-        **{k: results[k] for k in ("records", "aggregates", "gaps", "comparisons", "errors")},
-        "p_adjustment": "Holm (family: all comparisons of this run); p_holm beside each raw p_value",
-        "ranking": _rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders],
-                             cfg.n_bootstrap),
-        "skipped": [dict(k) for k in dict.fromkeys(tuple(x.items()) for x in ld.skipped)],  # each once
-        "notes": notes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
-    })
+    return results_doc(
+        [r for k in ("records", "aggregates", "gaps", "comparisons", "errors") for r in results[k]],
+        title=cfg.title, config=cfg.raw,
+        machine={**machine_info(), "precision": {"embeddings": cfg.precision, "trained_protocols": "32"}},
+        encoders={e.name: {"ref": e.ref, "spec": {"name": spec[e.name].name, "embed_dim": spec[e.name].embed_dim,
+                                                  "input": spec[e.name].input}} for e in cfg.encoders},
+        datasets={ds: {"source": ld.sources[ds], "n_records": ld.n_loaded[ds],
+                       "n_subjects": len({r["subject_id"] for r in ld.rows[ds]}), "n_embedded": n_embedded.get(ds)}
+                  for ds in ld.used},
+        ranking=_rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders], cfg.n_bootstrap),
+        skipped=[dict(k) for k in dict.fromkeys(tuple(x.items()) for x in ld.skipped)],  # each once
+        notes=notes, timings=timings)
 
 
 def write_results(doc: dict, out: str | Path, examples: list | None = None) -> dict:
     """Write ``results.json``, ``results.csv`` (the records) and ``report.html`` of a results doc
-    into ``out``; returns their paths ({"json", "csv", "html"})."""
+    (:func:`results_doc`) into ``out``; returns their paths ({"json", "csv", "html"}). The page's
+    configuration section shows the doc's ``config`` with ``n_bootstrap``, a ``demo`` entry when
+    the doc has one, and the timings."""
     from medssl.io import atomic_write_text
 
     out = Path(out)
@@ -784,7 +803,7 @@ def write_results(doc: dict, out: str | Path, examples: list | None = None) -> d
     csv_path = atomic_write_text(out / "results.csv", _csv_text(doc["records"]))
     report = make_report(doc["records"] + doc["aggregates"] + doc["gaps"] + doc["comparisons"], title=doc["title"],
                          config={**doc["config"], "n_bootstrap": doc["config"].get("n_bootstrap", 1000),
-                                 "timings_s": doc["timings_s"]},
+                                 **({"demo": doc["demo"]} if "demo" in doc else {}), "timings_s": doc["timings_s"]},
                          notes=doc["notes"])
     report["ranking"] = doc["ranking"]
     report["examples"] = examples or []
