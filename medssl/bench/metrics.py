@@ -250,6 +250,13 @@ def group_bootstrap_indices(
         yield from np.split(rows, np.cumsum(per_resample)[:-1])
 
 
+def _replicates(stat: Callable[[np.ndarray], float], groups, n_resamples: int, seed: int) -> np.ndarray:
+    """``stat(rows)`` on every subject-level resample (:func:`group_bootstrap_indices`), NaNs dropped."""
+    out = np.fromiter((stat(idx) for idx in group_bootstrap_indices(groups, n_resamples, seed)), dtype=np.float64,
+                      count=n_resamples)
+    return out[~np.isnan(out)]
+
+
 def bootstrap_ci(
     metric_fn: MetricFn,
     y_true,
@@ -267,12 +274,7 @@ def bootstrap_ci(
     """
     y_true, y_score = np.asarray(y_true), np.asarray(y_score)
     point = float(metric_fn(y_true, y_score))
-    stats = np.fromiter(
-        (metric_fn(y_true[idx], y_score[idx]) for idx in group_bootstrap_indices(groups, n_resamples, seed)),
-        dtype=np.float64,
-        count=n_resamples,
-    )
-    stats = stats[~np.isnan(stats)]
+    stats = _replicates(lambda idx: metric_fn(y_true[idx], y_score[idx]), groups, n_resamples, seed)
     if stats.size == 0:
         return point, float("nan"), float("nan")
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
@@ -317,15 +319,8 @@ def paired_bootstrap_test(
     if score_a.shape != score_b.shape:
         raise ValueError(f"score_a shape {score_a.shape} != score_b shape {score_b.shape}")
     delta = float(metric_fn(y_true, score_a) - metric_fn(y_true, score_b))
-    deltas = np.fromiter(
-        (
-            metric_fn(y_true[idx], score_a[idx]) - metric_fn(y_true[idx], score_b[idx])
-            for idx in group_bootstrap_indices(groups, n_resamples, seed)
-        ),
-        dtype=np.float64,
-        count=n_resamples,
-    )
-    deltas = deltas[~np.isnan(deltas)]
+    deltas = _replicates(lambda idx: metric_fn(y_true[idx], score_a[idx]) - metric_fn(y_true[idx], score_b[idx]),
+                         groups, n_resamples, seed)
     if deltas.size == 0:
         return {"delta": delta, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
                 "n_resamples": 0}

@@ -249,40 +249,33 @@ def _examples_section(examples: list[dict]) -> str:
     return "".join(out)
 
 
+def _table(heads: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """An HTML table, one line per row: header cells and row cells already rendered (escaped)."""
+    out = ["<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
 def _comparisons_table(comps: list[dict]) -> str:
     if not comps:
         return "<p>No comparisons (fewer than two encoders).</p>"
     extra = [k for k in ("task", "protocol", "metric") if any(k in c for c in comps)] if _grouped(comps) else []
-    out = ["<table><thead><tr>" + "".join(f"<th>{k}</th>" for k in extra) + "<th>domain</th><th>shots</th>"
-           "<th>A</th><th>B</th><th>Δ (A − B)</th><th>95% CI</th><th>p</th><th>p (Holm)</th><th>method</th>"
-           "</tr></thead><tbody>"]
-    for c in comps:
-        out.append(
-            "<tr>" + "".join(f"<td>{_e(c.get(k))}</td>" for k in extra) +
-            f"<td>{_e(c.get('domain'))}</td><td>{_e(_setting(c))}</td><td>{_e(c.get('encoder_a'))}</td>"
-            f"<td>{_e(c.get('encoder_b'))}</td><td>{_num(c.get('delta'))}</td>"
-            f"<td>[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]</td><td>{_p(c.get('p_value'))}</td>"
-            f"<td>{_p(c.get('p_holm'))}</td>"
-            f"<td>{_e(c.get('method', ''))}</td></tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+    heads = [*extra, "domain", "shots", "A", "B", "Δ (A − B)", "95% CI", "p", "p (Holm)", "method"]
+    return _table(heads, ([*(_e(c.get(k)) for k in extra), _e(c.get("domain")), _e(_setting(c)),
+                           _e(c.get("encoder_a")), _e(c.get("encoder_b")), _num(c.get("delta")),
+                           f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]", _p(c.get("p_value")),
+                           _p(c.get("p_holm")), _e(c.get("method", ""))] for c in comps))
 
 
 def _runs_table(runs: list[dict]) -> str:
     extra = [k for k in ("task", "protocol", "metric") if any(k in r for r in runs)] if _grouped(runs) else []
-    value = "value" if extra else "AUROC"
-    out = ["<table><thead><tr><th>encoder</th>" + "".join(f"<th>{k}</th>" for k in extra) +
-           f"<th>domain</th><th>shots</th><th>seed</th><th>{value}</th>"
-           "<th>train subjects</th><th>excluded classes</th><th>warnings</th></tr></thead><tbody>"]
-    for r in runs:
-        out.append(
-            f"<tr><td>{_e(r.get('encoder'))}</td>" + "".join(f"<td>{_e(r.get(k))}</td>" for k in extra) +
-            f"<td>{_e(r.get('domain'))}</td><td>{_e(_setting(r))}</td>"
-            f"<td>{_e(r.get('seed'))}</td><td>{_num(r.get('value'))}</td><td>{_num(r.get('n_train_subjects'))}</td>"
-            f"<td>{_e(', '.join(map(str, r.get('excluded_classes') or [])))}</td>"
-            f"<td>{_e('; '.join(map(str, r.get('warnings') or [])))}</td></tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+    heads = ["encoder", *extra, "domain", "shots", "seed", "value" if extra else "AUROC", "train subjects",
+             "excluded classes", "warnings"]
+    return _table(heads, ([_e(r.get("encoder")), *(_e(r.get(k)) for k in extra), _e(r.get("domain")),
+                           _e(_setting(r)), _e(r.get("seed")), _num(r.get("value")), _num(r.get("n_train_subjects")),
+                           _e(", ".join(map(str, r.get("excluded_classes") or []))),
+                           _e("; ".join(map(str, r.get("warnings") or [])))] for r in runs))
 
 
 def _grouped(rows: list[dict]) -> bool:
