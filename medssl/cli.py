@@ -12,8 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 EXIT_BAD_INPUT = 2
 
 
@@ -217,9 +215,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from medssl.engine.embed import embed_arrays, resolve_encoder
+    from medssl.engine.embed import embed_arrays, resolve_encoder, write_embeddings
     from medssl.engine.hardware import resolve_inference_precision
-    from medssl.io import atomic_write
 
     if (args.data is None) == (args.stream is None):
         raise ValueError("embed: give exactly one of --data (a manifest or WFDB folder) or --stream (shards)")
@@ -241,15 +238,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     _report_skipped(skipped)
     precision = resolve_inference_precision(args.precision, "cpu")
     emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size, precision=precision)
-    out = Path(args.out)
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.savez(f, embeddings=emb, precision=np.array(precision),
-                     record_id=np.array([r["record_id"] for r in cache.rows]),
-                     subject_id=np.array([r["subject_id"] for r in cache.rows]))
-
-    atomic_write(out, write)
+    out = write_embeddings(args.out, emb, cache.rows, precision)
     print(f"wrote {out}: embeddings {emb.shape}, precision {precision} ({len(skipped)} records skipped)")
     return 0
 
@@ -385,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=_cmd_embed)
 
     de = sub.add_parser("demo", help="the whole job on synthetic data: pretrain, few-shot evaluation, report")
-    de.add_argument("--out", default="outputs/demo", help="output folder (report.html, report.json, runs)")
+    de.add_argument("--out", default="outputs/demo", help="output folder (report.html, results.json, results.csv, runs)")
     de.add_argument("--subjects-per-site", type=int, default=200, help="synthetic subjects per site (A and B)")
     de.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's budget)")
     de.add_argument("--seeds", type=int, default=5, help="few-shot draws (probe seeds) per setting")

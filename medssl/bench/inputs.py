@@ -182,7 +182,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
     architecture, weight files, the preprocessed data and the precision; a stale file is recomputed. Extraction
     saves every ``EMBED_CHUNK`` items (``<file>.<fingerprint>.parts/``), so an interrupted run
     resumes from the last finished chunk."""
-    from medssl.engine.embed import embed_arrays
+    from medssl.engine.embed import embed_arrays, write_embeddings
     from medssl.io import atomic_write
 
     spec = model.spec
@@ -219,13 +219,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
             atomic_write(part, lambda tmp, c=chunk: np.save(tmp.open("wb"), c))
         chunks.append(np.load(part))
     emb = np.concatenate(chunks) if chunks else embed_arrays(model, cache.signals, precision=cfg.precision)
-    data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
-            "subject_id": np.array([r["subject_id"] for r in cache.rows])}
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.savez(f, fingerprint=np.array(fingerprint), precision=np.array(str(cfg.precision)), **data)
-
-    atomic_write(path, write)
+    write_embeddings(path, emb, cache.rows, cfg.precision, fingerprint=fingerprint)
     shutil.rmtree(parts, ignore_errors=True)
-    return data
+    return {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
+            "subject_id": np.array([r["subject_id"] for r in cache.rows])}

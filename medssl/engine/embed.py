@@ -20,6 +20,30 @@ def resolve_encoder(ref: str | Path) -> tuple[nn.Module, str]:
     return encoder, path.name if path is not None else str(ref)
 
 
+EMBEDDING_KEYS = ("embeddings", "record_id", "subject_id")
+
+
+def write_embeddings(path: str | Path, embeddings: np.ndarray, rows, precision: str, **extra) -> Path:
+    """Write an embeddings file atomically (one writer for `medssl embed` and `medssl bench`): a
+    ``.npz`` with ``embeddings`` (N, D), the ``record_id`` and ``subject_id`` (N,) of ``rows``
+    (manifest rows aligned with the embeddings), ``precision`` ("32" | "bf16") and any ``extra``
+    arrays (the benchmark's cache ``fingerprint``). Returns the path."""
+    from medssl.io import atomic_write
+
+    rows = list(rows)
+    if len(rows) != len(embeddings):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(rows)} rows")
+    data = {"embeddings": embeddings, "record_id": np.array([r["record_id"] for r in rows]),
+            "subject_id": np.array([r["subject_id"] for r in rows]), "precision": np.array(str(precision)),
+            **{k: np.array(v) for k, v in extra.items()}}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, **data)
+
+    return atomic_write(path, write)
+
+
 @torch.no_grad()
 def embed_arrays(encoder: nn.Module, arrays: np.ndarray, batch_size: int = 64, device: str = "cpu",
                  precision: str | None = None) -> np.ndarray:
