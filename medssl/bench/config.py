@@ -18,6 +18,9 @@ path, or ``<config>`` for a dict)::
         overrides: {depth: 1}             # optional, random:/registry refs only: factory arguments
         decoder: pyramid                  # optional: this encoder's segmentation decoder, in place
                                           # of the protocol's (a U-Net arm beside ViT arms)
+        encoder_lr_scale: 1.0             # optional: its encoder's learning-rate scale in segmentation
+                                          # fine-tuning, in place of the protocol's (a network
+                                          # trained from scratch beside pretrained encoders)
     datasets:                             # name -> one source
       cohort: {path: data/manifest.csv}   # a manifest CSV, or a folder of WFDB records (+ labels.csv)
       demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic ECG cohort,
@@ -162,16 +165,18 @@ class EncoderEntry:
     ref: str
     overrides: dict = field(default_factory=dict)
     decoder: str | None = None  # segmentation decoder in place of the protocol's
+    encoder_lr_scale: float | None = None  # segmentation fine-tuning's encoder lr scale, in place of the protocol's
 
     @classmethod
     def from_dict(cls, e, where: str, c: _Checker) -> EncoderEntry:
-        e = c.mapping(e, where, ("name", "ref", "overrides", "decoder"), required=("name", "ref"))
+        e = c.mapping(e, where, ("name", "ref", "overrides", "decoder", "encoder_lr_scale"), required=("name", "ref"))
         ref = c.name(e["ref"], f"{where}.ref")
         overrides = e.get("overrides") or {}
         if not isinstance(overrides, Mapping):
             c.fail(f"{where}.overrides", "expected a mapping of factory arguments")
         decoder = c.name(e["decoder"], f"{where}.decoder") if e.get("decoder") is not None else None
-        return cls(c.name(e["name"], f"{where}.name"), ref, dict(overrides), decoder)
+        scale = _positive(c, e, where, "encoder_lr_scale", None) if e.get("encoder_lr_scale") is not None else None
+        return cls(c.name(e["name"], f"{where}.name"), ref, dict(overrides), decoder, scale)
 
 
 @dataclass(frozen=True)

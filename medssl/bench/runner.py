@@ -181,7 +181,7 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
 
 
 def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
-             examples: list | None, tiling=None, feature_cache=None, decoder: str | None = None) -> np.ndarray:
+             examples: list | None, tiling=None, feature_cache=None, entry=None) -> np.ndarray:
     """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
     masks, row -> mask index[, field-of-view masks, row -> their index]); per-record (n_eval, 7)
     scores (:data:`medssl.bench.segmentation.SCORE_COLUMNS`) on ``eval_rows``, inside the field of
@@ -191,7 +191,8 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
     When ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it.
     ``feature_cache`` (:class:`~medssl.bench.segmentation.FeatureMapCache`): a frozen encoder's
     feature maps of the (not tiled) images, computed once per run and reused by every draw and seed.
-    ``decoder``: the encoder entry's own decoder, in place of the protocol's."""
+    ``entry`` (:class:`~medssl.bench.config.EncoderEntry`): its own ``decoder`` and
+    ``encoder_lr_scale``, where set, replace the protocol's."""
     from medssl.bench.segmentation import (
         per_record_scores,
         predict_probabilities,
@@ -212,9 +213,10 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
         raise ValueError("some records have no preprocessed image or mask in the array cache")
     fev = fov_index[eval_rows] if fovs is not None else None
     f = protocol.finetune
-    decoder = decoder or f["decoder"]
+    decoder = getattr(entry, "decoder", None) or f["decoder"]
+    lr_scale = getattr(entry, "encoder_lr_scale", None) or f["encoder_lr_scale"]
     common = dict(mode=f["mode"], epochs=f["epochs"], lr=f["lr"], batch_size=f["batch_size"],
-                  encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed), width=f["width"], decoder=decoder,
+                  encoder_lr_scale=lr_scale, seed=int(seed), width=f["width"], decoder=decoder,
                   min_steps=f["min_steps"])
     eval_fovs = None if fovs is None else [fovs[j] for j in fev]
     if images.dtype == object:  # native resolution, in tiles
@@ -327,7 +329,7 @@ def _fit(cfg: BenchConfig, st: _Setting, draws: list[_Draw], X: dict, inputs: di
     or None where the fit raised (an error row and a note; the benchmark goes on)."""
     td, proto = st.td, st.proto
     names = [e.name for e in cfg.encoders]
-    decoders = {e.name: e.decoder for e in cfg.encoders}
+    entries = {e.name: e for e in cfg.encoders}
 
     def fit(e: str, si: int):
         seed, rows = draws[si].seed, draws[si].rows
@@ -335,7 +337,7 @@ def _fit(cfg: BenchConfig, st: _Setting, draws: list[_Draw], X: dict, inputs: di
             shown = [] if si == 0 and st.value == proto.settings[-1][1] else None
             result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown,
                               tiling=TilingSettings.from_data(cfg.datasets[td.task.dataset].data),
-                              feature_cache=feature_cache, decoder=decoders[e])
+                              feature_cache=feature_cache, entry=entries[e])
             for j, image, truth, pred in shown or []:
                 domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
                 out["examples"].append(overlay_example(
