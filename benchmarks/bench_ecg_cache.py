@@ -35,7 +35,7 @@ from medssl.ecg.leads import STANDARD_LEADS
 from medssl.ecg.preprocess import EcgPreprocess
 from medssl.ecg.synthetic import DEFAULT_SITES, generate_signals
 from medssl.ecg.wfdb_reader import read_wfdb_record
-from medssl.engine.pretrain import ArrayDataset, collate_batch
+from medssl.data.array_dataset import ArrayDataset, collate_batch
 
 
 def write_format16_record(folder: Path, name: str, signal_mv: np.ndarray, fs: float) -> None:

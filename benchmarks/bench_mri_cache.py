@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medssl.engine.pretrain import ArrayDataset, collate_batch
+from medssl.data.array_dataset import ArrayDataset, collate_batch
 from medssl.imaging.nifti import read_nifti, write_nifti
 from medssl.mri.modality import mri_array_cache
 from medssl.mri.phantom import DEFAULT_SITES, make_anatomy, render

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "EncoderSpec": "medssl.registry",
-    "create_encoder": "medssl.registry",
+    "create_encoder": "medssl.checkpoint",  # the registry's, plus pretrained=FOLDER
     "list_encoders": "medssl.registry",
     "register_encoder": "medssl.registry",
     "load_encoder": "medssl.checkpoint",

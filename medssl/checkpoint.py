@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +28,7 @@ from torch import nn
 
 from medssl.io import make_temp_dir, replace_folder, save_safetensors
 from medssl.registry import EncoderSpec, encoder_entry
+from medssl.registry import create_encoder as registry_create_encoder
 
 CARD_SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -141,9 +142,9 @@ def register_importer(name: str, claims: Callable[[Path], bool], load: Callable[
 
 
 def _ensure_builtin_importers() -> None:
-    from medssl.registry import import_optional_modules
+    from medssl.plugins import load_registrations
 
-    import_optional_modules(("medssl.ecg.importers", "medssl.retina.importers", "medssl.ct.importers"))
+    load_registrations()  # the modalities' importers register themselves
 
 
 def _encoder_spec_dict(folder: Path) -> dict[str, Any]:
@@ -161,6 +162,24 @@ def _encoder_spec_dict(folder: Path) -> dict[str, Any]:
                                   f"spec; {type(e).__name__}: {e})") from None
         return spec
     return read_card(folder)["encoder"]
+
+
+def create_encoder(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered encoder (:func:`medssl.registry.create_encoder`); with `pretrained` (a
+    checkpoint folder), load its weights (``medssl.create_encoder``).
+
+    When `pretrained` is given, the architecture comes from the checkpoint's card, and overrides
+    must not change it.
+    """
+    if pretrained is None:
+        return registry_create_encoder(name, **overrides)
+    model = load_encoder(pretrained)
+    if model.spec.name != name:
+        raise ValueError(f"{pretrained}: checkpoint holds {model.spec.name!r}, not {name!r}")
+    clash = {k: v for k, v in overrides.items() if model.spec.hparams.get(k) != v}
+    if clash:
+        raise ValueError(f"{pretrained}: overrides {clash} differ from the checkpoint's architecture")
+    return model
 
 
 def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
@@ -207,10 +226,51 @@ def load_encoder(folder: str | Path, map_location: str = "cpu") -> nn.Module:
     return model.eval()
 
 
+def parse_random_ref(ref: str) -> tuple[str, int] | None:
+    """(encoder name, seed) of a `random:NAME[:SEED]` reference; None for any other reference."""
+    if not ref.startswith("random:"):
+        return None
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
+    try:
+        return parts[1], int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise ValueError(f"{ref!r}: SEED must be an integer, got {parts[2]!r}") from None
+
+
+def resolve_encoder_ref(ref: str | Path, overrides: Mapping[str, Any] | None = None,
+                        base: Path | None = None) -> tuple[nn.Module, Path | None]:
+    """The one reading of an encoder reference, for every command: (encoder in eval mode, the
+    checkpoint path or None).
+
+    ref: a checkpoint folder (or a file an importer claims: an imported release), relative paths
+    tried under ``base`` first; ``random:NAME[:SEED]`` (random initialisation under SEED, default
+    0: the control every comparison needs); or a registered encoder's name (untrained, seed 0).
+    ``overrides`` (factory arguments) apply to the last two; with a checkpoint they are an error.
+    """
+    overrides = dict(overrides or {})
+    text = str(ref)
+    random_ref = parse_random_ref(text)
+    if random_ref is not None:
+        return clone_random_encoder(random_ref[0], seed=random_ref[1], **overrides), None
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute() and (base / path).exists():
+        path = base / path
+    if path.exists():
+        if overrides:
+            raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
+        return load_encoder(path), path
+    from medssl.registry import list_encoders
+
+    if text in list_encoders():
+        return clone_random_encoder(text, seed=0, **overrides), None
+    raise CheckpointError(f"{path}: checkpoint folder not found, and {text!r} is neither random:NAME[:SEED] nor a "
+                          f"registered encoder (see `medssl encoders`)")
+
+
 def clone_random_encoder(name: str, seed: int = 0, **overrides: Any) -> nn.Module:
     """A randomly initialised registered encoder, reproducible under `seed` (the control arm)."""
-    from medssl.registry import create_encoder
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_encoder(name, **overrides).eval()
+        return registry_create_encoder(name, **overrides).eval()

@@ -12,8 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 EXIT_BAD_INPUT = 2
 
 
@@ -217,10 +215,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
-    from medssl.engine.embed import embed_arrays, resolve_encoder
+    from medssl.engine.embed import embed_arrays, resolve_encoder, write_embeddings
     from medssl.engine.hardware import resolve_inference_precision
-    from medssl.io import atomic_write
 
     if (args.data is None) == (args.stream is None):
         raise ValueError("embed: give exactly one of --data (a manifest or WFDB folder) or --stream (shards)")
@@ -231,28 +227,18 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         cache = stream_inputs(args.stream, encoder.spec)
         skipped = list(cache.skipped)
     else:
-        if encoder.spec.modality != "ecg":
-            raise NotImplementedError(f"embed: modality {encoder.spec.modality!r} is not supported yet")
-        from medssl.data.modalities import usable_records
+        from medssl.data.modalities import encoder_inputs, usable_records
 
         try:  # the policy of `medssl bench`: records that break the contract are skipped and listed
             rows, unusable = usable_records(encoder.spec, _load_rows(args.data))
         except ValueError as e:
             raise ValueError(f"{args.data}: encoder {encoder.spec.name} cannot read these records: {e}") from None
-        cache = ecg_array_cache(rows, preprocess_for_encoder(encoder.spec.input), args.cache_dir)
+        cache = encoder_inputs(rows, encoder.spec, {}, args.cache_dir)  # the modality's preprocessing, cached
         skipped = [*unusable, *cache.skipped]
     _report_skipped(skipped)
     precision = resolve_inference_precision(args.precision, "cpu")
     emb = embed_arrays(encoder, cache.signals, batch_size=args.batch_size, precision=precision)
-    out = Path(args.out)
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.savez(f, embeddings=emb, precision=np.array(precision),
-                     record_id=np.array([r["record_id"] for r in cache.rows]),
-                     subject_id=np.array([r["subject_id"] for r in cache.rows]))
-
-    atomic_write(out, write)
+    out = write_embeddings(args.out, emb, cache.rows, precision)
     print(f"wrote {out}: embeddings {emb.shape}, precision {precision} ({len(skipped)} records skipped)")
     return 0
 
@@ -314,6 +300,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medssl.plugins import modalities, modality_names
+
     p = argparse.ArgumentParser(prog="medssl", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--debug", action="store_true", help="show tracebacks (and INFO logging)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines: -v INFO, -vv DEBUG")
@@ -323,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("encoders", help="table of registered encoders")
-    e.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"], help="only this modality's encoders")
+    e.add_argument("--modality", choices=modality_names(), help="only this modality's encoders")
     e.set_defaults(func=_cmd_encoders)
 
     d = sub.add_parser("data", help="datasets: index a layout into a manifest, write a synthetic cohort")
@@ -346,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds = dsub.add_parser("synth", help="write synthetic data with ground truth: a two-site 12-lead ECG cohort "
                                        "(WFDB + labels.csv), or brain phantoms, OCTA or chest CT (DICOM)")
     ds.add_argument("--out", required=True, help="folder to write the data (and its manifest) to")
-    ds.add_argument("--modality", choices=["ecg", "mri", "retina", "ct"], default="ecg", help="what to synthesise")
+    ds.add_argument("--modality", choices=[n for n, m in modalities().items() if m.write_synthetic], default="ecg",
+                    help="what to synthesise")
     ds.add_argument("--subjects", type=_positive_int, default=200, help="ECG: number of subjects")
     ds.add_argument("--seed", type=int, default=0, help="ECG: generator seed")
     ds.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -385,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=_cmd_embed)
 
     de = sub.add_parser("demo", help="the whole job on synthetic data: pretrain, few-shot evaluation, report")
-    de.add_argument("--out", default="outputs/demo", help="output folder (report.html, report.json, runs)")
+    de.add_argument("--out", default="outputs/demo", help="output folder (report.html, results.json, results.csv, runs)")
     de.add_argument("--subjects-per-site", type=int, default=200, help="synthetic subjects per site (A and B)")
     de.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the demo's budget)")
     de.add_argument("--seeds", type=int, default=5, help="few-shot draws (probe seeds) per setting")
@@ -420,9 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision_option(au, "scores the models in it; reference models train as the target's card says")
     au.set_defaults(func=_cmd_audit)
 
-    from medssl.mri.fomo_cli import add_fomo_parser
-
-    add_fomo_parser(sub)
+    for modality in modalities().values():  # a modality's own commands (MRI: `medssl fomo`)
+        if modality.add_cli is not None:
+            modality.add_cli(sub)
     _show_defaults(p)
     return p
 

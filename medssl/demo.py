@@ -3,41 +3,41 @@
 1. Generate a two-site synthetic 12-lead ECG cohort and write it as WFDB records + labels.csv.
 2. Index it into a manifest (subject-level splits).
 3. Pretrain a CPU-sized ECG-JEPA on site A's training subjects (labels unused).
-4. Embed every record with the pretrained encoder and with a randomly initialised encoder of the
-   same architecture (the control).
-5. Few-shot linear probes (k labelled subjects per class, several seeds, same draws for both
-   encoders) trained on site A; macro AUROC over the six conditions on site A's test subjects
-   (in-domain) and on every site B subject (out-of-domain), with bootstrap intervals over
-   subjects and paired comparisons.
-6. A subject-level membership-inference audit (LOSS attack) of the pretrained encoder: its
-   training subjects against site A subjects it never saw, in `audit/`.
-7. Write report.json and report.html.
+4. Benchmark it with `medssl bench` (:func:`medssl.bench.runner.run_benchmark`) on the packaged
+   ``bench_ecg_demo`` config pointed at the demo's manifest (:func:`demo_bench_config`): the
+   pretrained encoder against a randomly initialised encoder of the same architecture (the
+   control), few-shot linear probes (k labelled subjects per class, several seeds, same draws for
+   both encoders) trained on site A; macro AUROC over the six conditions on site A's test subjects
+   (in-domain) and on every site B subject (out-of-domain), with bootstrap intervals over subjects
+   and paired comparisons.
+5. A subject-level membership-inference audit (LOSS attack, :func:`medssl.privacy.audit.run_audit`)
+   of the pretrained encoder: its training subjects against site A subjects it never saw, in `audit/`.
+6. Write the benchmark's results.json, results.csv and report.html with the demo's notes and a
+   ``demo`` entry (what was pretrained on what, precisions, the packaged config).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from medssl.bench.fewshot import few_shot_evaluation
-from medssl.bench.report import make_report, write_report
-from medssl.checkpoint import clone_random_encoder, load_encoder, update_card
+from medssl.bench.runner import run_benchmark, write_results
+from medssl.checkpoint import load_encoder, read_card, update_card
 from medssl.data.layouts import index_layout
 from medssl.data.manifest import split_labels, write_manifest
-from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
 from medssl.ecg.synthetic import CONDITIONS, generate_cohort, write_wfdb_cohort
 from medssl.engine.config import resolve_recipe
-from medssl.engine.embed import embed_arrays
-from medssl.engine.hardware import resolve_inference_precision
 from medssl.engine.pretrain import pretrain
 
 IN_SITE, OUT_SITE = "site_a", "site_b"
 log = logging.getLogger(__name__)
 DOMAIN_WORDS = {"in": "In-domain", "out": "Out-of-domain"}
+DEMO_BENCH = "bench_ecg_demo"  # the packaged benchmark the demo runs (medssl/recipes/bench_ecg_demo.yaml)
+PRETRAINED, RANDOM_INIT = "ecg_jepa (pretrained)", "random init"
+TITLE = "medssl demo: ECG-JEPA few-shot linear probe, pretrained vs random initialisation"
 
 
 def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.ndarray:
@@ -54,7 +54,7 @@ def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.
 def comparison_notes(results: list[dict], steps: int | None) -> list[str]:
     """One sentence per domain on pretrained vs random init with all labels, as measured; the
     verdict is at Holm-adjusted p < 0.05 over all the comparisons of the report (the same family
-    as report.json's `p_holm`)."""
+    as results.json's `p_holm`)."""
     from medssl.bench.report import adjust_comparisons, comparison_verdict
 
     notes = []
@@ -97,6 +97,32 @@ def audit_notes(audit: dict | None) -> list[str]:
     ]
 
 
+def demo_bench_config(manifest: Path, checkpoint: Path, random_encoder: tuple[str, int, dict], *, seeds: int,
+                      shots: tuple, n_bootstrap: int, cache_dir: Path) -> dict:
+    """The packaged ``bench_ecg_demo`` benchmark pointed at the demo's own data and encoders: its
+    task (six conditions, trained on site A's training subjects, evaluated in-domain on site A's
+    test subjects and out-of-domain on every site B subject) and linear-probe protocol, scored on
+    the demo's headline metric (macro AUROC), for the pretrained checkpoint against a random
+    initialisation of the same architecture (``random_encoder``: (registry name, seed, factory
+    arguments))."""
+    from medssl.engine.config import find_bench_config, load_yaml
+
+    packaged = load_yaml(find_bench_config(DEMO_BENCH))
+    task = next(t for t in packaged["tasks"] if t["kind"] == "multilabel")
+    probe = next(p for p in packaged["protocols"] if p["kind"] == "linear_probe")
+    name, seed, hparams = random_encoder
+    return {
+        "title": TITLE,
+        "n_bootstrap": n_bootstrap,
+        "cache_dir": str(cache_dir),
+        "encoders": [{"name": PRETRAINED, "ref": str(checkpoint)},
+                     {"name": RANDOM_INIT, "ref": f"random:{name}:{seed}", "overrides": dict(hparams)}],
+        "datasets": {"demo": {"path": str(manifest)}},
+        "tasks": [{**task, "dataset": "demo", "metrics": ["auroc_macro"]}],
+        "protocols": [{**probe, "shots": list(shots), "seeds": seeds}],
+    }
+
+
 def run_demo(
     out: str | Path,
     *,
@@ -117,7 +143,7 @@ def run_demo(
     data_dir = out / "data"
     write_wfdb_cohort(cohort, data_dir)
     rows, skipped = index_layout("synthetic", data_dir)
-    write_manifest(rows, out / "manifest.csv")
+    manifest = write_manifest(rows, out / "manifest.csv")
     timings["data_s"] = time.perf_counter() - t0
 
     cache_dir = out / "cache"
@@ -130,64 +156,40 @@ def run_demo(
     ckpt = pretrain(cfg, pretrain_rows, out / "pretrain", progress_bar=progress_bar)
     timings["pretrain_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    pretrained = load_encoder(ckpt)
-    random_init = clone_random_encoder(pretrained.spec.name, seed=cfg["seed"] + 1, **pretrained.spec.hparams)
-    cache = ecg_array_cache(rows, preprocess_for_encoder(pretrained.spec.input), cache_dir)
-    eval_rows = cache.rows
-    precision = resolve_inference_precision(None, "cpu")
-    embeddings = {
-        "ecg_jepa (pretrained)": embed_arrays(pretrained, cache.signals, precision=precision),
-        "random init": embed_arrays(random_init, cache.signals, precision=precision),
-    }
-    timings["embed_s"] = time.perf_counter() - t
-
-    site = np.array([r["site"] for r in eval_rows])
-    split = np.array([r["split"] for r in eval_rows])
-    t = time.perf_counter()
-    results = few_shot_evaluation(
-        embeddings,
-        label_matrix(eval_rows),
-        np.array([r["subject_id"] for r in eval_rows]),
-        train_mask=(site == IN_SITE) & (split == "train"),
-        eval_sets={"in": (site == IN_SITE) & (split == "test"), "out": site == OUT_SITE},
-        shots=shots,
-        seeds=range(seeds),
-        n_bootstrap=n_bootstrap,
-        class_names=CONDITIONS,
-    )
-    timings["evaluate_s"] = time.perf_counter() - t
+    spec = load_encoder(ckpt).spec
+    bench_cfg = demo_bench_config(manifest, ckpt, (spec.name, cfg["seed"] + 1, spec.hparams), seeds=seeds,
+                                  shots=shots, n_bootstrap=n_bootstrap, cache_dir=cache_dir)
+    bench = run_benchmark(bench_cfg, out, progress=progress_bar)
+    timings.update({k: bench["timings_s"][k] for k in ("embed_s", "evaluate_s")})
 
     t = time.perf_counter()
     audit = demo_audit(ckpt, rows, pretrain_rows, out / "audit")
     timings["audit_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    card = json.loads((Path(ckpt) / "card.json").read_text())
-    notes = [
+    card = read_card(ckpt)
+    results = bench["records"] + bench["aggregates"] + bench["gaps"] + bench["comparisons"]
+    doc = {k: v for k, v in bench.items() if k != "paths"}
+    doc["notes"] = [
         "Synthetic data (medssl.ecg.synthetic): the numbers show the pipeline works end to end; "
         "they say nothing about real ECGs.",
         *comparison_notes(results, card["training_metrics"].get("steps")),
         *audit_notes(audit),
-        f"{len(skipped) + len(cache.skipped)} records skipped.",
+        f"{len(skipped) + len({s['record'] for s in bench['skipped']})} records skipped.",
+        *bench["notes"],
     ]
-    report = make_report(
-        results,
-        title="medssl demo: ECG-JEPA few-shot linear probe, pretrained vs random initialisation",
-        config={
-            "task": "multi-label: " + ", ".join(CONDITIONS),
-            "metric": "macro AUROC over conditions present in the evaluation set",
-            "pretraining": f"{cfg['encoder']['name']} on {len(pretrain_rows)} records of "
-                           f"{len({r['subject_id'] for r in pretrain_rows})} {IN_SITE} training subjects, "
-                           f"{cfg['optim']['epochs']} epochs",
-            "probe_training": f"{IN_SITE} training subjects, k per class",
-            "domains": {"in": f"{IN_SITE} test subjects", "out": f"all {OUT_SITE} subjects (never trained on)"},
-            "shots": list(shots), "seeds": seeds, "n_bootstrap": n_bootstrap,
-            "precision": {"pretraining": card["recipe"]["trainer"]["precision"], "embeddings": precision},
-            "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        },
-        notes=notes,
-    )
-    json_path, html_path = write_report(out, report)
-    update_card(ckpt, "benchmarks", {"report": str(json_path), "encoder": "ecg_jepa (pretrained)",
-                                     "results": report["results"]})
-    return {"json": json_path, "html": html_path, "checkpoint": ckpt, "timings": timings, "report": report}
+    doc["demo"] = {
+        "task": "multi-label: " + ", ".join(CONDITIONS),
+        "metric": "macro AUROC over conditions present in the evaluation set",
+        "pretraining": f"{cfg['encoder']['name']} on {len(pretrain_rows)} records of "
+                       f"{len({r['subject_id'] for r in pretrain_rows})} {IN_SITE} training subjects, "
+                       f"{cfg['optim']['epochs']} epochs",
+        "probe_training": f"{IN_SITE} training subjects, k per class",
+        "domains": {"in": f"{IN_SITE} test subjects", "out": f"all {OUT_SITE} subjects (never trained on)"},
+        "precision": {"pretraining": card["recipe"]["trainer"]["precision"],
+                      "embeddings": bench["machine"]["precision"]["embeddings"]},
+        "packaged_config": DEMO_BENCH,
+    }
+    doc["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    paths = write_results(doc, out)
+    update_card(ckpt, "benchmarks", {"report": str(paths["json"]), "encoder": PRETRAINED, "results": doc["aggregates"]})
+    return {**paths, "checkpoint": ckpt, "timings": timings, "results": doc}

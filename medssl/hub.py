@@ -224,14 +224,12 @@ def hub_config(card: Mapping) -> dict[str, Any]:
     }
 
 
-def write_hub_files(folder: str | Path, card: Mapping | None = None) -> tuple[Path, Path]:
-    """Write ``README.md`` and ``config.json`` of a checkpoint folder from its card (read from
-    ``card.json`` when not given), atomically; returns their paths."""
-    from medssl.checkpoint import read_card
+def write_hub_files(folder: str | Path, card: Mapping) -> tuple[Path, Path]:
+    """Write ``README.md`` and ``config.json`` of a checkpoint folder from its card, atomically;
+    returns their paths."""
     from medssl.io import atomic_write_text
 
     folder = Path(folder)
-    card = read_card(folder) if card is None else card
     readme = atomic_write_text(folder / README_FILE, model_card(card))
     config = atomic_write_text(folder / CONFIG_FILE, json.dumps(hub_config(card), indent=2) + "\n")
     return readme, config

@@ -12,12 +12,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-MODALITIES = ("ecg", "mri", "retina", "ct")
 
 
 @dataclass
@@ -67,6 +65,34 @@ class UnknownEncoderError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def resolve_hparams(name: str, defaults: dict[str, Any], overrides: dict[str, Any], *,
+                    int_lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An encoder's hyper-parameters: `defaults` (in their order) updated by `overrides`, the one
+    resolver every registered factory's spec function starts from (as timm's `build_model_with_cfg`
+    merges a default config with kwargs). An override not among the defaults is a TypeError
+    "NAME: unknown argument(s) a, b; known: x, y, ...". Keys in `int_lists` not None become lists
+    of ints (JSON-stable, so a card's hparams rebuild an equal spec); a value there that is not a
+    list or tuple is a TypeError naming the key."""
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
+    hparams = {**defaults, **overrides}
+    for key in int_lists:
+        value = hparams.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name}: {key} takes a list of integers, got {value!r}")
+        hparams[key] = [int(v) for v in value]
+    return hparams
+
+
+def per_axis(value: Any, n: int, kind: Callable[[Any], Any] = int) -> list:
+    """A size given once or per axis, as a list: `[kind(v) for v in value]` for a list or tuple,
+    else `[kind(value)] * n`."""
+    return [kind(v) for v in (value if isinstance(value, (list, tuple)) else [value] * n)]
+
+
 def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: str, name: str | None = None,
                      spec: Callable[..., EncoderSpec] | None = None):
     """Decorator registering an encoder factory under its function name (or `name`).
@@ -78,8 +104,11 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
     >>> @register_encoder(modality="ecg")
     ... def my_encoder(**overrides) -> nn.Module: ...
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    from medssl.plugins import is_modality, modality_names
+
+    if not is_modality(modality):
+        raise ValueError(f"unknown modality {modality!r} (a medssl.plugins.Modality registers one); "
+                         f"known: {', '.join(modality_names())}")
 
     def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__
@@ -92,28 +121,11 @@ def register_encoder(fn: Callable[..., nn.Module] | None = None, *, modality: st
     return wrap(fn) if fn is not None else wrap
 
 
-_BUILTIN_ENCODER_MODULES = (
-    "medssl.ecg.encoders", "medssl.ecg.encoders_contrastive", "medssl.ecg.vit",
-    "medssl.mri.encoders", "medssl.retina.encoders", "medssl.retina.unet", "medssl.ct.encoders",
-)
-
-
-def import_optional_modules(names: tuple[str, ...]) -> None:
-    """Import each module, skipping only those that do not exist (a modality not installed yet);
-    an import error inside an existing module is raised."""
-    import importlib
-
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name is None or not name.startswith(e.name):
-                raise
-
-
 def _ensure_builtin_encoders() -> None:
-    # Importing the modality packages runs their @register_encoder decorators.
-    import_optional_modules(_BUILTIN_ENCODER_MODULES)
+    # Importing the modalities' registering modules runs their @register_encoder decorators.
+    from medssl.plugins import load_registrations
+
+    load_registrations()
 
 
 def list_encoders(modality: str | None = None, pattern: str = "*") -> list[str]:
@@ -150,22 +162,12 @@ def encoder_spec(name: str, **overrides: Any) -> EncoderSpec:
         return create_encoder(name, **overrides).spec
 
 
-def create_encoder(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered encoder; with `pretrained` (a checkpoint folder), load its weights.
+def create_encoder(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered encoder, untrained. Overrides are passed to the factory (e.g. `depth=2`).
 
-    Overrides are passed to the factory (e.g. `depth=2`). When `pretrained` is given, the
-    architecture comes from the checkpoint's card, and overrides must not change it.
+    With pretrained weights: ``medssl.create_encoder(name, pretrained=folder)``
+    (:func:`medssl.checkpoint.create_encoder`), or :func:`medssl.checkpoint.load_encoder`.
     """
-    if pretrained is not None:
-        from medssl.checkpoint import load_encoder
-
-        model = load_encoder(pretrained)
-        if model.spec.name != name:
-            raise ValueError(f"{pretrained}: checkpoint holds {model.spec.name!r}, not {name!r}")
-        clash = {k: v for k, v in overrides.items() if model.spec.hparams.get(k) != v}
-        if clash:
-            raise ValueError(f"{pretrained}: overrides {clash} differ from the checkpoint's architecture")
-        return model
     try:
         model = encoder_entry(name).factory(**overrides)
     except (TypeError, ValueError, RuntimeError):

@@ -186,17 +186,21 @@ def test_failed_save_leaves_existing_checkpoint_intact(saved, tmp_path, monkeypa
 
 
 def test_create_encoder_pretrained(saved):
+    """``medssl.create_encoder(name, pretrained=folder)``: the registry's encoder with the checkpoint's weights."""
+    import medssl
+
+    assert medssl.create_encoder is ckpt.create_encoder
     model, folder = saved
     x = _x(model)
-    loaded = create_encoder("ecg_jepa_tiny", pretrained=folder)
-    same = create_encoder("ecg_jepa_tiny", pretrained=str(folder), depth=1, embed_dim=32)
+    loaded = ckpt.create_encoder("ecg_jepa_tiny", pretrained=folder)
+    same = ckpt.create_encoder("ecg_jepa_tiny", pretrained=str(folder), depth=1, embed_dim=32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
         assert torch.equal(same(x), model(x))
     with pytest.raises(ValueError, match="depth"):
-        create_encoder("ecg_jepa_tiny", pretrained=folder, depth=2)
+        ckpt.create_encoder("ecg_jepa_tiny", pretrained=folder, depth=2)
     with pytest.raises(ValueError, match="ecg_jepa_tiny"):
-        create_encoder("ecg_jepa_base", pretrained=folder)
+        ckpt.create_encoder("ecg_jepa_base", pretrained=folder)
 
 
 def test_update_card_appends(saved):
@@ -241,3 +245,24 @@ def test_weights_get_ordinary_permissions(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
     assert modes["model.safetensors"] == 0o644 == modes["card.json"] == modes["README.md"] == modes["config.json"]
+
+
+def test_one_reference_resolver_for_every_command(saved, tmp_path):
+    """checkpoint folder (also relative to a base) | random:NAME[:SEED] | registry name, overrides only
+    for the untrained ones; anything else names the path first."""
+    model, folder = saved
+    x = _x(model)
+    loaded, path = ckpt.resolve_encoder_ref(folder)
+    assert path == folder and torch.equal(loaded(x), model(x))
+    again, path = ckpt.resolve_encoder_ref(folder.name, base=folder.parent)
+    assert path == folder and torch.equal(again(x), model(x))
+    a, none = ckpt.resolve_encoder_ref("random:ecg_jepa_tiny:3", {"depth": 1})
+    b, _ = ckpt.resolve_encoder_ref("ecg_jepa_tiny", {"depth": 1})  # a registry name: untrained, seed 0
+    c, _ = ckpt.resolve_encoder_ref("random:ecg_jepa_tiny", {"depth": 1})
+    assert none is None and a.spec.hparams["depth"] == 1
+    assert all(torch.equal(p, q) for p, q in zip(b.state_dict().values(), c.state_dict().values()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
+    with pytest.raises(ValueError, match="overrides apply to random:/registry refs"):
+        ckpt.resolve_encoder_ref(folder, {"depth": 1})
+    with pytest.raises(ckpt.CheckpointError, match=rf"^{tmp_path / 'nowhere'}: checkpoint folder not found"):
+        ckpt.resolve_encoder_ref(tmp_path / "nowhere")

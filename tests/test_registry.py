@@ -9,8 +9,8 @@ from torch import nn
 
 import medssl
 from medssl import registry
+from medssl.plugins import modality_names
 from medssl.registry import (
-    MODALITIES,
     EncoderSpec,
     UnknownEncoderError,
     create_encoder,
@@ -61,7 +61,7 @@ def test_every_encoder_honours_the_contract(name):
     spec = model.spec
     assert isinstance(spec, EncoderSpec)
     assert spec.name == name
-    assert spec.modality in MODALITIES
+    assert spec.modality in modality_names()
     assert spec.input, f"{name}: empty input contract"
     assert spec.embed_dim > 0
 
@@ -169,7 +169,7 @@ def test_list_encoders_filters_by_modality_and_pattern(private_registry):
     assert "toy_mri_a" not in list_encoders(pattern="ecg_*")
     everything = list_encoders()
     assert everything == sorted(everything)
-    assert set(everything) == {n for m in MODALITIES for n in list_encoders(modality=m)}
+    assert set(everything) == {n for m in modality_names() for n in list_encoders(modality=m)}
 
 
 def test_create_encoder_unknown_name_lists_registered_names():
@@ -199,7 +199,11 @@ def test_create_encoder_requires_a_spec(private_registry):
 
 
 def test_package_exports():
-    assert medssl.create_encoder is create_encoder and medssl.list_encoders is list_encoders
+    from medssl.checkpoint import create_encoder as create_with_weights
+
+    # medssl.create_encoder is the registry's plus pretrained=FOLDER (the checkpoint layer's)
+    assert medssl.create_encoder is create_with_weights and medssl.list_encoders is list_encoders
+    assert type(medssl.create_encoder("ecg_jepa_tiny")) is type(create_encoder("ecg_jepa_tiny"))
 
 
 def _small_overrides(name: str) -> dict:

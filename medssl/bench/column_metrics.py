@@ -1,4 +1,5 @@
-"""Per-column metric kernels for vectorised bootstraps, and the benchmark's metric table.
+"""The benchmark's one metric table (:data:`METRICS`: name, per-column kernel, direction, task
+kinds) and its kernels, for vectorised bootstraps.
 
 A kernel maps targets ``Y`` (n, K) and scores or hard predictions ``S`` (n, K) to one value per
 column, shape (K,), NaN where the column's metric is undefined on these rows. Benchmarks stack
@@ -38,7 +39,8 @@ __all__ = [
     "column_auroc", "column_auprc", "column_f1", "column_balanced_accuracy", "column_recall",
     "column_mae", "column_pearson_r", "hard_predictions", "MetricDef", "METRICS",
     "CLASSIFICATION_METRICS", "REGRESSION_METRICS", "SEGMENTATION_METRICS", "SEGMENTATION_DEFAULT_METRICS",
-    "metric_def", "column_mean",
+    "metric_def", "column_mean", "metrics_for", "default_metrics", "direction", "CLASSIFICATION_KINDS",
+    "SEGMENTATION_SCORES",
 ]
 
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -150,18 +152,28 @@ def hard_predictions(S: np.ndarray, kind: str, threshold: float = 0.5) -> np.nda
     return S >= threshold
 
 
+CLASSIFICATION_KINDS = ("binary", "multiclass", "multilabel")
+# The columns of the per-record segmentation score table
+# (:func:`medssl.bench.segmentation.per_record_scores`, whose SCORE_COLUMNS are these names).
+SEGMENTATION_SCORES = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
+
+
 @dataclass(frozen=True)
 class MetricDef:
-    """A benchmark metric: its per-column kernel, whether it reads hard predictions, which eval
-    columns it is defined on (``needs_negatives``: both label values; else positives only;
-    regression: always), and its direction."""
+    """One row of the benchmark's metric table: its name, per-column kernel, direction, the task
+    kinds it scores (``default``: scored when a task names no metrics), whether it reads hard
+    predictions, which eval columns it is defined on (``needs_negatives``: both label values; else
+    positives only; regression and segmentation: always), and for segmentation the column of the
+    per-record score table it averages."""
 
     name: str
     kernel: Kernel
+    kinds: tuple[str, ...]
+    higher_is_better: bool = True
+    default: bool = False
     uses_predictions: bool = False
     needs_negatives: bool = True
-    higher_is_better: bool = True
-    score_column: int | None = None  # segmentation: the column of the per-record score table
+    score_column: int | None = None
 
     def defined(self, Y: np.ndarray, kind: str) -> np.ndarray:
         """(C,) bool: columns of the evaluation targets Y (n, C) on which the metric is defined."""
@@ -176,31 +188,47 @@ class MetricDef:
         return self.kernel(Y, hard_predictions(S, kind) if self.uses_predictions else S)
 
 
-CLASSIFICATION_METRICS = ("auroc_macro", "auprc", "f1_macro", "balanced_accuracy")
-REGRESSION_METRICS = ("mae", "pearson_r")
-SEGMENTATION_METRICS = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
-SEGMENTATION_DEFAULT_METRICS = SEGMENTATION_METRICS[:4]  # a task without `metrics`
+_TABLE: tuple[MetricDef, ...] = (
+    MetricDef("auroc_macro", column_auroc, CLASSIFICATION_KINDS, default=True),
+    MetricDef("auprc", column_auprc, CLASSIFICATION_KINDS, needs_negatives=False),
+    MetricDef("f1_macro", column_f1, CLASSIFICATION_KINDS, uses_predictions=True, needs_negatives=False),
+    MetricDef("balanced_accuracy", column_balanced_accuracy, CLASSIFICATION_KINDS, uses_predictions=True),
+    MetricDef("mae", column_mae, ("regression",), higher_is_better=False, default=True),
+    MetricDef("pearson_r", column_pearson_r, ("regression",), default=True),
+    *(MetricDef(name, column_mean, ("segmentation",), higher_is_better=name != "hd95",
+                default=name in ("dice", "nsd", "hd95", "iou"), score_column=i)
+      for i, name in enumerate(SEGMENTATION_SCORES)),
+)
+METRICS: dict[str, MetricDef] = {m.name: m for m in _TABLE}
+# Multiclass balanced accuracy is the mean recall over the classes present
+# (as :func:`medssl.bench.metrics.balanced_accuracy`).
+_MULTICLASS = {"balanced_accuracy": MetricDef("balanced_accuracy", column_recall, CLASSIFICATION_KINDS,
+                                              uses_predictions=True, needs_negatives=False)}
 
-METRICS: dict[str, MetricDef] = {
-    "auroc_macro": MetricDef("auroc_macro", column_auroc),
-    "auprc": MetricDef("auprc", column_auprc, needs_negatives=False),
-    "f1_macro": MetricDef("f1_macro", column_f1, uses_predictions=True, needs_negatives=False),
-    "balanced_accuracy": MetricDef("balanced_accuracy", column_balanced_accuracy, uses_predictions=True),
-    "mae": MetricDef("mae", column_mae, higher_is_better=False),
-    "pearson_r": MetricDef("pearson_r", column_pearson_r),
-    "dice": MetricDef("dice", column_mean, score_column=0),
-    "nsd": MetricDef("nsd", column_mean, score_column=1),
-    "hd95": MetricDef("hd95", column_mean, higher_is_better=False, score_column=2),
-    "iou": MetricDef("iou", column_mean, score_column=3),
-    "sensitivity": MetricDef("sensitivity", column_mean, score_column=4),
-    "specificity": MetricDef("specificity", column_mean, score_column=5),
-    "auroc": MetricDef("auroc", column_mean, score_column=6),
-}
+
+def metrics_for(kind: str) -> tuple[str, ...]:
+    """The metric names a task of ``kind`` may ask for, in table order."""
+    return tuple(m.name for m in _TABLE if kind in m.kinds)
+
+
+def default_metrics(kind: str) -> tuple[str, ...]:
+    """The metrics of a task of ``kind`` that names none."""
+    return tuple(m.name for m in _TABLE if kind in m.kinds and m.default)
+
+
+def direction(name: str) -> bool:
+    """``higher_is_better`` of metric ``name`` (KeyError for a name not in the table)."""
+    return METRICS[name].higher_is_better
+
+
+CLASSIFICATION_METRICS = metrics_for("binary")
+REGRESSION_METRICS = metrics_for("regression")
+SEGMENTATION_METRICS = metrics_for("segmentation")
+SEGMENTATION_DEFAULT_METRICS = default_metrics("segmentation")
 
 
 def metric_def(name: str, kind: str) -> MetricDef:
-    """The definition of metric ``name`` for a task of ``kind`` (multiclass balanced accuracy is
-    the mean recall over classes present, as in :func:`medssl.bench.metrics.balanced_accuracy`)."""
-    if name == "balanced_accuracy" and kind == "multiclass":
-        return MetricDef("balanced_accuracy", column_recall, uses_predictions=True, needs_negatives=False)
+    """The definition of metric ``name`` for a task of ``kind``."""
+    if kind == "multiclass" and name in _MULTICLASS:
+        return _MULTICLASS[name]
     return METRICS[name]

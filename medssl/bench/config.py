@@ -18,6 +18,9 @@ path, or ``<config>`` for a dict)::
         overrides: {depth: 1}             # optional, random:/registry refs only: factory arguments
         decoder: pyramid                  # optional: this encoder's segmentation decoder, in place
                                           # of the protocol's (a U-Net arm beside ViT arms)
+        encoder_lr_scale: 1.0             # optional: its encoder's learning-rate scale in segmentation
+                                          # fine-tuning, in place of the protocol's (a network
+                                          # trained from scratch beside pretrained encoders)
     datasets:                             # name -> one source
       cohort: {path: data/manifest.csv}   # a manifest CSV, or a folder of WFDB records (+ labels.csv)
       demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic ECG cohort,
@@ -91,12 +94,7 @@ from typing import Any
 
 import yaml
 
-from medssl.bench.column_metrics import (
-    CLASSIFICATION_METRICS,
-    REGRESSION_METRICS,
-    SEGMENTATION_DEFAULT_METRICS,
-    SEGMENTATION_METRICS,
-)
+from medssl.bench.column_metrics import default_metrics, metrics_for
 from medssl.engine.config import ConfigError
 
 __all__ = [
@@ -114,74 +112,6 @@ _TOP = ("title", "n_bootstrap", "cache_dir", "precision", "encoders", "datasets"
 
 class BenchConfigError(ConfigError):
     """A benchmark configuration is invalid; the message starts with the config path."""
-
-
-@dataclass(frozen=True)
-class EncoderEntry:
-    name: str
-    ref: str
-    overrides: dict = field(default_factory=dict)
-    decoder: str | None = None  # segmentation decoder in place of the protocol's
-
-
-@dataclass(frozen=True)
-class DatasetEntry:
-    name: str
-    path: Path | None = None  # manifest CSV or WFDB folder
-    stream: str | None = None  # a folder or object-store URL of streaming shards (medssl.data.stream)
-    synthetic: dict | None = None  # {"modality": str, **settings of the modality's write_synthetic}
-    data: dict = field(default_factory=dict)  # preprocessing settings for the modality's inputs hook
-
-
-@dataclass(frozen=True)
-class TaskEntry:
-    name: str
-    dataset: str
-    kind: str
-    labels: tuple[str, ...] | None
-    column: str | None
-    metrics: tuple[str, ...]
-    train: dict[str, tuple[str, ...]]
-    eval: dict[str, dict[str, tuple[str, ...]]]
-    tolerance_mm: float = 1.0  # segmentation: NSD tolerance
-
-
-@dataclass(frozen=True)
-class ProtocolEntry:
-    name: str
-    kind: str
-    shots: tuple[int | str, ...] | None
-    label_fractions: tuple[float, ...] | None
-    seeds: tuple[int, ...]
-    k: int | None = None
-    finetune: dict | None = None  # finetune: {epochs, lr, layer_decay, mode, n_last, batch_size};
-    # segmentation: {epochs, lr, mode (frozen | finetune), batch_size, encoder_lr_scale, width}
-
-    def applies_to(self, task_kind: str) -> bool:
-        """Segmentation protocols run on segmentation tasks, the others on the other tasks."""
-        return (self.kind == "segmentation") == (task_kind == "segmentation")
-
-    @property
-    def settings(self) -> list[tuple[str, int | str | float]]:
-        """[("shots", k) | ("label_fraction", f)] in config order."""
-        if self.shots is not None:
-            return [("shots", s) for s in self.shots]
-        return [("label_fraction", f) for f in self.label_fractions or ()]
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    source: str
-    title: str
-    n_bootstrap: int
-    cache_dir: Path | None
-    encoders: tuple[EncoderEntry, ...]
-    datasets: dict[str, DatasetEntry]
-    tasks: tuple[TaskEntry, ...]
-    protocols: tuple[ProtocolEntry, ...]
-    base: Path = field(default_factory=Path.cwd)  # folder relative paths are resolved against
-    raw: dict = field(default_factory=dict)
-    precision: str | None = None  # "32" | "bf16" for frozen features; None: the device's default
 
 
 class _Checker:
@@ -229,6 +159,253 @@ class _Checker:
         return out
 
 
+@dataclass(frozen=True)
+class EncoderEntry:
+    name: str
+    ref: str
+    overrides: dict = field(default_factory=dict)
+    decoder: str | None = None  # segmentation decoder in place of the protocol's
+    encoder_lr_scale: float | None = None  # segmentation fine-tuning's encoder lr scale, in place of the protocol's
+
+    @classmethod
+    def from_dict(cls, e, where: str, c: _Checker) -> EncoderEntry:
+        e = c.mapping(e, where, ("name", "ref", "overrides", "decoder", "encoder_lr_scale"), required=("name", "ref"))
+        ref = c.name(e["ref"], f"{where}.ref")
+        overrides = e.get("overrides") or {}
+        if not isinstance(overrides, Mapping):
+            c.fail(f"{where}.overrides", "expected a mapping of factory arguments")
+        decoder = c.name(e["decoder"], f"{where}.decoder") if e.get("decoder") is not None else None
+        scale = _positive(c, e, where, "encoder_lr_scale", None) if e.get("encoder_lr_scale") is not None else None
+        return cls(c.name(e["name"], f"{where}.name"), ref, dict(overrides), decoder, scale)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    path: Path | None = None  # manifest CSV or WFDB folder
+    stream: str | None = None  # a folder or object-store URL of streaming shards (medssl.data.stream)
+    synthetic: dict | None = None  # {"modality": str, **settings of the modality's write_synthetic}
+    data: dict = field(default_factory=dict)  # preprocessing settings for the modality's inputs hook
+
+    @classmethod
+    def from_dict(cls, name: str, d, c: _Checker, base: Path) -> DatasetEntry:
+        where = f"datasets.{name}"
+        d = c.mapping(d, where, ("path", "synthetic", "stream", "data"))
+        data = d.get("data") or {}
+        if not isinstance(data, Mapping):
+            c.fail(f"{where}.data", "expected a mapping of preprocessing settings, e.g. {shape: [64, 64, 64]}")
+        if sum(k in d for k in ("path", "synthetic", "stream")) != 1:
+            c.fail(where, "give exactly one of path or synthetic or stream")
+        if "stream" in d:
+            loc = c.name(d["stream"], f"{where}.stream")
+            if "://" not in loc:  # a local folder: relative to the config, like path
+                loc = str(Path(loc).expanduser() if Path(loc).expanduser().is_absolute() else base / loc)
+            return cls(name, stream=loc, data=dict(data))
+        if "path" in d:
+            p = Path(c.name(d["path"], f"{where}.path")).expanduser()
+            return cls(name, path=p if p.is_absolute() else base / p, data=dict(data))
+        s = d["synthetic"] or {}
+        if not isinstance(s, Mapping):
+            c.fail(f"{where}.synthetic", "expected a mapping of generator settings")
+        modality = s.get("modality", "ecg")
+        if modality == "ecg":  # the other modalities' settings are checked against their writer
+            s = c.mapping(s, f"{where}.synthetic", ("modality", "subjects_per_site", "seed"))
+            s = {"subjects_per_site": c.int_(s.get("subjects_per_site", 200),
+                                             f"{where}.synthetic.subjects_per_site", 2),
+                 "seed": c.int_(s.get("seed", 0), f"{where}.synthetic.seed", 0)}
+        return cls(name, synthetic={"modality": modality, **s}, data=dict(data))
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    dataset: str
+    kind: str
+    labels: tuple[str, ...] | None
+    column: str | None
+    metrics: tuple[str, ...]
+    train: dict[str, tuple[str, ...]]
+    eval: dict[str, dict[str, tuple[str, ...]]]
+    tolerance_mm: float = 1.0  # segmentation: NSD tolerance
+
+    @classmethod
+    def from_dict(cls, t, where: str, c: _Checker, datasets: Mapping[str, DatasetEntry]) -> TaskEntry:
+        t = c.mapping(t, where, ("name", "dataset", "kind", "labels", "column", "metrics", "train", "eval",
+                                 "tolerance_mm"),
+                      required=("name", "dataset", "kind", "train", "eval"))
+        name = c.name(t["name"], f"{where}.name")
+        if t["dataset"] not in datasets:
+            c.fail(f"{where}.dataset", f"unknown dataset {t['dataset']!r}; known: {', '.join(datasets)}")
+        kind = t["kind"]
+        if kind not in TASK_KINDS:
+            c.fail(f"{where}.kind", f"unknown kind {kind!r}; known: {', '.join(TASK_KINDS)}")
+        if "tolerance_mm" in t and kind != "segmentation":
+            c.fail(f"{where}.tolerance_mm", "only a segmentation task takes tolerance_mm")
+        labels, column = _task_targets(c, t, where, kind)
+        allowed = metrics_for(kind)
+        metrics = t.get("metrics", list(default_metrics(kind)))
+        for m in c.list_(metrics, f"{where}.metrics"):
+            if m not in allowed:
+                c.fail(f"{where}.metrics", f"unknown metric {m!r} for a {kind} task; known: {', '.join(allowed)}")
+        train = c.filter_(t["train"], f"{where}.train")
+        if not isinstance(t["eval"], Mapping) or not t["eval"]:
+            c.fail(f"{where}.eval", "expected a mapping domain -> row filter, e.g. {in: {...}, out: {...}}")
+        evals = {str(d): c.filter_(f, f"{where}.eval.{d}") for d, f in t["eval"].items()}
+        tol = t.get("tolerance_mm", 1.0)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+            c.fail(f"{where}.tolerance_mm", f"expected a non-negative number of mm, got {tol!r}")
+        return cls(name, str(t["dataset"]), kind, labels, column, tuple(dict.fromkeys(metrics)), train, evals,
+                   float(tol))
+
+
+def _task_targets(c: _Checker, t: dict, where: str, kind: str) -> tuple[tuple[str, ...] | None, str | None]:
+    """(labels, column) of a task: masks for segmentation (neither), `column` for regression,
+    `labels` (checked against the kind) for classification."""
+    if kind == "segmentation":
+        for key in ("labels", "column"):
+            if key in t:
+                c.fail(f"{where}.{key}", "a segmentation task reads masks from the manifest's mask_path")
+        return None, None
+    if kind == "regression":
+        if "labels" in t:
+            c.fail(f"{where}.labels", "a regression task takes `column`, not `labels`")
+        return None, c.name(t.get("column"), f"{where}.column")
+    if "column" in t:
+        c.fail(f"{where}.column", f"a {kind} task takes `labels`, not `column`")
+    labels = tuple(c.name(x, f"{where}.labels") for x in c.list_(t.get("labels"), f"{where}.labels"))
+    _unique(c, list(labels), f"{where}.labels", "label")
+    if kind == "binary" and len(labels) != 1:
+        c.fail(f"{where}.labels", f"a binary task takes one class name, got {len(labels)}")
+    if kind == "multiclass" and len(labels) < 2:
+        c.fail(f"{where}.labels", "a multiclass task needs at least two classes")
+    return labels, None
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    name: str
+    kind: str
+    shots: tuple[int | str, ...] | None
+    label_fractions: tuple[float, ...] | None
+    seeds: tuple[int, ...]
+    k: int | None = None
+    finetune: dict | None = None  # finetune: {epochs, lr, layer_decay, mode, n_last, batch_size};
+    # segmentation: {epochs, lr, mode (frozen | finetune), batch_size, encoder_lr_scale, width}
+
+    def applies_to(self, task_kind: str) -> bool:
+        """Segmentation protocols run on segmentation tasks, the others on the other tasks."""
+        return (self.kind == "segmentation") == (task_kind == "segmentation")
+
+    @property
+    def settings(self) -> list[tuple[str, int | str | float]]:
+        """[("shots", k) | ("label_fraction", f)] in config order."""
+        if self.shots is not None:
+            return [("shots", s) for s in self.shots]
+        return [("label_fraction", f) for f in self.label_fractions or ()]
+
+    @classmethod
+    def from_dict(cls, p, where: str, c: _Checker) -> ProtocolEntry:
+        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k", *_TRAINING_KEYS),
+                      required=("kind",))
+        kind = p["kind"]
+        if kind not in PROTOCOL_KINDS:
+            c.fail(f"{where}.kind", f"unknown protocol {kind!r}; known: {', '.join(PROTOCOL_KINDS)}")
+        shots, fractions = _protocol_settings(c, p, where)
+        seeds_raw = p.get("seeds", 5)
+        if isinstance(seeds_raw, list):
+            seeds = tuple(c.int_(s, f"{where}.seeds", 0) for s in c.list_(seeds_raw, f"{where}.seeds"))
+        else:
+            seeds = tuple(range(c.int_(seeds_raw, f"{where}.seeds", 1)))
+        k = None
+        if kind == "knn":
+            k = c.int_(p.get("k", 10), f"{where}.k", 1)
+        elif "k" in p:
+            c.fail(f"{where}.k", "only the knn protocol takes k")
+        finetune = None
+        if kind == "finetune":
+            finetune = _finetune_settings(c, p, where)
+        elif kind == "segmentation":
+            if shots is not None:
+                c.fail(f"{where}.shots", "shots need classes; give a segmentation protocol label_fractions")
+            finetune = _segmentation_settings(c, p, where)
+        else:
+            for key in _TRAINING_KEYS:
+                if key in p:
+                    c.fail(f"{where}.{key}", f"only the finetune and segmentation protocols take {key}")
+        name = c.name(p.get("name", kind), f"{where}.name")
+        return cls(name, kind, shots, fractions, seeds, k, finetune)
+
+
+def _protocol_settings(c: _Checker, p: dict, where: str) -> tuple[tuple | None, tuple | None]:
+    """(shots, label_fractions) of a protocol: exactly one is given, deduplicated in order."""
+    if ("shots" in p) == ("label_fractions" in p):
+        c.fail(where, "give exactly one of shots or label_fractions")
+    if "shots" in p:
+        shots = []
+        for s in c.list_(p["shots"], f"{where}.shots"):
+            if s != "all":
+                c.int_(s, f"{where}.shots", 1)
+            shots.append(s)
+        return tuple(dict.fromkeys(shots)), None
+    fractions = []
+    for f in c.list_(p["label_fractions"], f"{where}.label_fractions"):
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            c.fail(f"{where}.label_fractions", f"expected fractions in (0, 1], got {f!r}")
+        fractions.append(float(f))
+    return None, tuple(dict.fromkeys(fractions))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    source: str
+    title: str
+    n_bootstrap: int
+    cache_dir: Path | None
+    encoders: tuple[EncoderEntry, ...]
+    datasets: dict[str, DatasetEntry]
+    tasks: tuple[TaskEntry, ...]
+    protocols: tuple[ProtocolEntry, ...]
+    base: Path = field(default_factory=Path.cwd)  # folder relative paths are resolved against
+    raw: dict = field(default_factory=dict)
+    precision: str | None = None  # "32" | "bf16" for frozen features; None: the device's default
+
+    @classmethod
+    def from_dict(cls, raw, *, source: str = "<config>", base: Path | None = None) -> BenchConfig:
+        """Validate a config mapping section by section (``source`` starts every error message;
+        relative paths resolve against ``base``, default the working directory)."""
+        base = Path.cwd() if base is None else base
+        c = _Checker(source)
+        raw = c.mapping(raw, "", _TOP, required=("encoders", "datasets", "tasks", "protocols"))
+        encoders = [EncoderEntry.from_dict(e, f"encoders[{i}]", c)
+                    for i, e in enumerate(c.list_(raw["encoders"], "encoders"))]
+        _unique(c, [e.name for e in encoders], "encoders", "encoder name")
+        if not isinstance(raw["datasets"], Mapping) or not raw["datasets"]:
+            c.fail("datasets", "expected a non-empty mapping name -> {path: ...}, {synthetic: {...}} or {stream: ...}")
+        datasets = {str(n): DatasetEntry.from_dict(str(n), d, c, base) for n, d in raw["datasets"].items()}
+        tasks = [TaskEntry.from_dict(t, f"tasks[{i}]", c, datasets)
+                 for i, t in enumerate(c.list_(raw["tasks"], "tasks"))]
+        _unique(c, [t.name for t in tasks], "tasks", "task name")
+        protocols = [ProtocolEntry.from_dict(p, f"protocols[{i}]", c)
+                     for i, p in enumerate(c.list_(raw["protocols"], "protocols"))]
+        _unique(c, [p.name for p in protocols], "protocols", "protocol name", "; set `name:` to tell them apart")
+        n_boot = c.int_(raw.get("n_bootstrap", 1000), "n_bootstrap", 1)
+        cache_dir = raw.get("cache_dir")
+        if cache_dir is not None:
+            cache_dir = Path(c.name(cache_dir, "cache_dir")).expanduser()
+            cache_dir = cache_dir if cache_dir.is_absolute() else base / cache_dir
+        precision = raw.get("precision")
+        if precision is not None:
+            from medssl.engine.hardware import normalise_inference_precision
+
+            try:
+                precision = normalise_inference_precision(str(precision))
+            except ValueError as e:
+                c.fail("precision", str(e))
+        title = raw.get("title") or "medssl benchmark"
+        return cls(source, str(title), n_boot, cache_dir, tuple(encoders), datasets, tuple(tasks), tuple(protocols),
+                   base=base, raw=raw, precision=precision)
+
+
 def _config_path(config: str | Path) -> Path:
     """A YAML path, or the name of an example shipped in the package ("bench_ecg_demo")."""
     from medssl.engine.config import ConfigError, find_bench_config
@@ -254,179 +431,16 @@ def _relative_base(path: Path) -> Path:
 
 
 def load_bench_config(config: str | Path | Mapping[str, Any]) -> BenchConfig:
-    """Parse and validate a benchmark config (a YAML path or a dict); see the module docstring."""
+    """Parse and validate a benchmark config (a YAML path, a packaged example's name, or a dict);
+    see the module docstring and :meth:`BenchConfig.from_dict`."""
     if isinstance(config, Mapping):
-        source, base, raw = "<config>", Path.cwd(), dict(config)
-    else:
-        path = _config_path(config)
-        source, base = str(path), _relative_base(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise BenchConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    c = _Checker(source)
-    raw = c.mapping(raw, "", _TOP, required=("encoders", "datasets", "tasks", "protocols"))
-
-    encoders: list[EncoderEntry] = []
-    for i, e in enumerate(c.list_(raw["encoders"], "encoders")):
-        where = f"encoders[{i}]"
-        e = c.mapping(e, where, ("name", "ref", "overrides", "decoder"), required=("name", "ref"))
-        ref = c.name(e["ref"], f"{where}.ref")
-        overrides = e.get("overrides") or {}
-        if not isinstance(overrides, Mapping):
-            c.fail(f"{where}.overrides", "expected a mapping of factory arguments")
-        decoder = c.name(e["decoder"], f"{where}.decoder") if e.get("decoder") is not None else None
-        encoders.append(EncoderEntry(c.name(e["name"], f"{where}.name"), ref, dict(overrides), decoder))
-    _unique(c, [e.name for e in encoders], "encoders", "encoder name")
-
-    if not isinstance(raw["datasets"], Mapping) or not raw["datasets"]:
-        c.fail("datasets", "expected a non-empty mapping name -> {path: ...}, {synthetic: {...}} or {stream: ...}")
-    datasets: dict[str, DatasetEntry] = {}
-    for name, d in raw["datasets"].items():
-        where = f"datasets.{name}"
-        d = c.mapping(d, where, ("path", "synthetic", "stream", "data"))
-        data = d.get("data") or {}
-        if not isinstance(data, Mapping):
-            c.fail(f"{where}.data", "expected a mapping of preprocessing settings, e.g. {shape: [64, 64, 64]}")
-        if sum(k in d for k in ("path", "synthetic", "stream")) != 1:
-            c.fail(where, "give exactly one of path or synthetic or stream")
-        if "stream" in d:
-            loc = c.name(d["stream"], f"{where}.stream")
-            if "://" not in loc:  # a local folder: relative to the config, like path
-                loc = str(Path(loc).expanduser() if Path(loc).expanduser().is_absolute() else base / loc)
-            datasets[str(name)] = DatasetEntry(str(name), stream=loc, data=dict(data))
-        elif "path" in d:
-            p = Path(c.name(d["path"], f"{where}.path")).expanduser()
-            datasets[str(name)] = DatasetEntry(str(name), path=p if p.is_absolute() else base / p, data=dict(data))
-        else:
-            s = d["synthetic"] or {}
-            if not isinstance(s, Mapping):
-                c.fail(f"{where}.synthetic", "expected a mapping of generator settings")
-            modality = s.get("modality", "ecg")
-            if modality == "ecg":  # the other modalities' settings are checked against their writer
-                s = c.mapping(s, f"{where}.synthetic", ("modality", "subjects_per_site", "seed"))
-                s = {"subjects_per_site": c.int_(s.get("subjects_per_site", 200),
-                                                 f"{where}.synthetic.subjects_per_site", 2),
-                     "seed": c.int_(s.get("seed", 0), f"{where}.synthetic.seed", 0)}
-            datasets[str(name)] = DatasetEntry(str(name), synthetic={"modality": modality, **s}, data=dict(data))
-
-    tasks: list[TaskEntry] = []
-    for i, t in enumerate(c.list_(raw["tasks"], "tasks")):
-        where = f"tasks[{i}]"
-        t = c.mapping(t, where, ("name", "dataset", "kind", "labels", "column", "metrics", "train", "eval",
-                                 "tolerance_mm"),
-                      required=("name", "dataset", "kind", "train", "eval"))
-        name = c.name(t["name"], f"{where}.name")
-        if t["dataset"] not in datasets:
-            c.fail(f"{where}.dataset", f"unknown dataset {t['dataset']!r}; known: {', '.join(datasets)}")
-        kind = t["kind"]
-        if kind not in TASK_KINDS:
-            c.fail(f"{where}.kind", f"unknown kind {kind!r}; known: {', '.join(TASK_KINDS)}")
-        labels = column = None
-        if "tolerance_mm" in t and kind != "segmentation":
-            c.fail(f"{where}.tolerance_mm", "only a segmentation task takes tolerance_mm")
-        if kind == "segmentation":
-            for key in ("labels", "column"):
-                if key in t:
-                    c.fail(f"{where}.{key}", "a segmentation task reads masks from the manifest's mask_path")
-            allowed = SEGMENTATION_METRICS
-        elif kind == "regression":
-            if "labels" in t:
-                c.fail(f"{where}.labels", "a regression task takes `column`, not `labels`")
-            column = c.name(t.get("column"), f"{where}.column")
-            allowed = REGRESSION_METRICS
-        else:
-            if "column" in t:
-                c.fail(f"{where}.column", f"a {kind} task takes `labels`, not `column`")
-            labels = tuple(c.name(x, f"{where}.labels") for x in c.list_(t.get("labels"), f"{where}.labels"))
-            _unique(c, list(labels), f"{where}.labels", "label")
-            if kind == "binary" and len(labels) != 1:
-                c.fail(f"{where}.labels", f"a binary task takes one class name, got {len(labels)}")
-            if kind == "multiclass" and len(labels) < 2:
-                c.fail(f"{where}.labels", "a multiclass task needs at least two classes")
-            allowed = CLASSIFICATION_METRICS
-        metrics = t.get("metrics", list(SEGMENTATION_DEFAULT_METRICS if kind == "segmentation"
-                                        else allowed if kind == "regression" else allowed[:1]))
-        for m in c.list_(metrics, f"{where}.metrics"):
-            if m not in allowed:
-                c.fail(f"{where}.metrics", f"unknown metric {m!r} for a {kind} task; known: {', '.join(allowed)}")
-        train = c.filter_(t["train"], f"{where}.train")
-        if not isinstance(t["eval"], Mapping) or not t["eval"]:
-            c.fail(f"{where}.eval", "expected a mapping domain -> row filter, e.g. {in: {...}, out: {...}}")
-        evals = {str(d): c.filter_(f, f"{where}.eval.{d}") for d, f in t["eval"].items()}
-        tol = t.get("tolerance_mm", 1.0)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
-            c.fail(f"{where}.tolerance_mm", f"expected a non-negative number of mm, got {tol!r}")
-        tasks.append(TaskEntry(name, str(t["dataset"]), kind, labels, column, tuple(dict.fromkeys(metrics)),
-                               train, evals, float(tol)))
-    _unique(c, [t.name for t in tasks], "tasks", "task name")
-
-    protocols: list[ProtocolEntry] = []
-    for i, p in enumerate(c.list_(raw["protocols"], "protocols")):
-        where = f"protocols[{i}]"
-        p = c.mapping(p, where, ("kind", "name", "shots", "label_fractions", "seeds", "k", *_TRAINING_KEYS),
-                      required=("kind",))
-        kind = p["kind"]
-        if kind not in PROTOCOL_KINDS:
-            c.fail(f"{where}.kind", f"unknown protocol {kind!r}; known: {', '.join(PROTOCOL_KINDS)}")
-        if ("shots" in p) == ("label_fractions" in p):
-            c.fail(where, "give exactly one of shots or label_fractions")
-        shots = fractions = None
-        if "shots" in p:
-            shots = []
-            for s in c.list_(p["shots"], f"{where}.shots"):
-                if s != "all":
-                    c.int_(s, f"{where}.shots", 1)
-                shots.append(s)
-            shots = tuple(dict.fromkeys(shots))
-        else:
-            fractions = []
-            for f in c.list_(p["label_fractions"], f"{where}.label_fractions"):
-                if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-                    c.fail(f"{where}.label_fractions", f"expected fractions in (0, 1], got {f!r}")
-                fractions.append(float(f))
-            fractions = tuple(dict.fromkeys(fractions))
-        seeds_raw = p.get("seeds", 5)
-        if isinstance(seeds_raw, list):
-            seeds = tuple(c.int_(s, f"{where}.seeds", 0) for s in c.list_(seeds_raw, f"{where}.seeds"))
-        else:
-            seeds = tuple(range(c.int_(seeds_raw, f"{where}.seeds", 1)))
-        k = None
-        if kind == "knn":
-            k = c.int_(p.get("k", 10), f"{where}.k", 1)
-        elif "k" in p:
-            c.fail(f"{where}.k", "only the knn protocol takes k")
-        finetune = None
-        if kind == "finetune":
-            finetune = _finetune_settings(c, p, where)
-        elif kind == "segmentation":
-            if shots is not None:
-                c.fail(f"{where}.shots", "shots need classes; give a segmentation protocol label_fractions")
-            finetune = _segmentation_settings(c, p, where)
-        else:
-            for key in _TRAINING_KEYS:
-                if key in p:
-                    c.fail(f"{where}.{key}", f"only the finetune and segmentation protocols take {key}")
-        name = c.name(p.get("name", kind), f"{where}.name")
-        protocols.append(ProtocolEntry(name, kind, shots, fractions, seeds, k, finetune))
-    _unique(c, [p.name for p in protocols], "protocols", "protocol name", "; set `name:` to tell them apart")
-
-    n_boot = c.int_(raw.get("n_bootstrap", 1000), "n_bootstrap", 1)
-    cache_dir = raw.get("cache_dir")
-    if cache_dir is not None:
-        cache_dir = Path(c.name(cache_dir, "cache_dir")).expanduser()
-        cache_dir = cache_dir if cache_dir.is_absolute() else base / cache_dir
-    precision = raw.get("precision")
-    if precision is not None:
-        from medssl.engine.hardware import normalise_inference_precision
-
-        try:
-            precision = normalise_inference_precision(str(precision))
-        except ValueError as e:
-            c.fail("precision", str(e))
-    title = raw.get("title") or "medssl benchmark"
-    return BenchConfig(source, str(title), n_boot, cache_dir, tuple(encoders), datasets, tuple(tasks),
-                       tuple(protocols), base=base, raw=raw, precision=precision)
+        return BenchConfig.from_dict(dict(config))
+    path = _config_path(config)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise BenchConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return BenchConfig.from_dict(raw, source=str(path), base=_relative_base(path))
 
 
 def _unique(c: _Checker, names: list[str], where: str, what: str, hint: str = "") -> None:

@@ -1,14 +1,14 @@
-"""Few-shot linear probing of frozen embeddings, with subject-level statistics.
-
-Protocol (one evaluation = encoders x eval domains x shots x seeds):
+"""Few-shot draws, the linear probe and the two-level bootstrap of the benchmark
+(:func:`medssl.bench.runner.run_benchmark`, which runs them for encoders x eval domains x shots x
+seeds):
 
 1. ``sample_few_shot`` draws k labelled *subjects* per class from the training rows (never a
    subset of a subject's records). The draw depends only on (subject ids, labels, k, seed), never on
    the embeddings, so every encoder is trained on exactly the same rows: comparisons are paired.
 2. ``linear_probe`` fits a standardised L2 logistic regression per class (one-vs-rest) on the
    frozen embeddings of the drawn rows and scores the evaluation rows.
-3. Macro AUROC per run (:func:`medssl.bench.metrics.auroc`), aggregated over seeds with a
-   two-level bootstrap (test subjects and seeds), and paired encoder comparisons.
+3. Each run's metric, aggregated over seeds with :func:`two_level_bootstrap` (test subjects and
+   seeds), and paired encoder comparisons.
 
 Multi-label sampling choice: for multi-hot labels (and binary labels) the "no finding" subjects
 (no positive record in any class) form one extra pool, drawn like a class, so the probe always sees
@@ -21,7 +21,7 @@ can have more than k positive subjects, never fewer than min(k, its pool size).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from medssl.bench.metrics import _rank_auroc, bootstrap_p_value, group_bootstrap_indices
+from medssl.bench.metrics import _rank_auroc, group_bootstrap_indices
 from medssl.bench.probe_grid import MAX_BATCHED_DIM, fit_logistic_heads
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "few_shot_draw",
     "sample_few_shot",
     "linear_probe",
-    "few_shot_evaluation",
     "two_level_bootstrap",
     "percentile_interval",
     "NO_FINDING",
@@ -201,7 +200,7 @@ def linear_probe(
     (folds grouped by ``groups``, e.g. subject ids, when given; stratified by row otherwise), only
     when the class has at least ``n_folds`` distinct groups on each side; else C = 1.0.
     A class with a single value in ``train_y`` cannot be fitted: its column is the constant 0.5
-    (AUROC 0.5 if it is scored; :func:`few_shot_evaluation` excludes such classes instead).
+    (AUROC 0.5 if it is scored; :func:`medssl.bench.runner.run_benchmark` excludes such classes instead).
     ``blas_threads``: BLAS and torch threads during fitting (1 by default: lbfgs and the batched
     grid on few-shot-sized problems are many times slower with contended multi-threaded kernels
     (measured: 698 s vs 71 s for a 62-probe sweep on a loaded 2-core machine); None leaves the
@@ -315,12 +314,6 @@ def _batched_probe(train_x, Y, test_x, seed, groups, c_grid, n_folds) -> np.ndar
 # --------------------------------------------------------------------------- evaluation
 
 
-def _macro_auroc(Y: np.ndarray, S: np.ndarray, cols: np.ndarray) -> float:
-    vals = _rank_auroc(Y[:, cols], S[:, cols])
-    vals = vals[~np.isnan(vals)]
-    return float(vals.mean()) if vals.size else float("nan")
-
-
 def two_level_bootstrap(Y, scores, cols, groups, n_boot, seed, column_stat=None) -> np.ndarray:
     """stat[e, b]: mean over resampled seeds of a macro metric on resampled subjects.
 
@@ -355,8 +348,6 @@ def two_level_bootstrap(Y, scores, cols, groups, n_boot, seed, column_stat=None)
         return np.nanmean(picked, axis=2)
 
 
-_two_level_bootstrap = two_level_bootstrap
-
 
 def percentile_interval(stats: np.ndarray, alpha: float) -> tuple[float, float]:
     """Percentile ``1 - alpha`` interval of bootstrap replicates, NaNs dropped (NaN, NaN if none)."""
@@ -366,8 +357,6 @@ def percentile_interval(stats: np.ndarray, alpha: float) -> tuple[float, float]:
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
-
-_percentile = percentile_interval
 
 
 def _std(values: np.ndarray) -> float:
@@ -382,144 +371,3 @@ def _shots_key(s) -> str | int:
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
         raise ValueError(f"shots entries must be positive ints or 'all', got {s!r}")
     return int(s)
-
-
-def few_shot_evaluation(
-    embeddings: Mapping[str, np.ndarray],
-    labels,
-    subject_ids,
-    train_mask,
-    eval_sets: Mapping[str, np.ndarray],
-    shots: Sequence[int | str] = (1, 5, 10, 50, "all"),
-    seeds: Sequence[int] = range(5),
-    n_bootstrap: int = 1000,
-    class_names: Sequence[str] | None = None,
-    *,
-    alpha: float = 0.05,
-    bootstrap_seed: int = 0,
-    c_grid: Sequence[float] = DEFAULT_C_GRID,
-) -> list[dict]:
-    """Few-shot linear-probe benchmark of several frozen encoders.
-
-    embeddings: encoder name -> (N, D) features, rows aligned with ``labels`` (N, C) bool,
-    ``subject_ids`` (N,), ``train_mask`` (N,) bool and every ``eval_sets`` mask (N,) bool
-    (e.g. {"in": in-domain test, "out": external site}). A subject may not appear in both the
-    training rows and an eval set (ValueError: that would leak).
-
-    For each shots value and seed one draw (:func:`few_shot_draw` on the training rows) is shared by
-    all encoders. ``"all"`` uses every training row; it is deterministic, so it runs once (seed =
-    first seed, ``n_seeds`` = 1). Returned rows (``kind`` tells them apart; metric "auroc_macro"):
-
-    * ``kind="run"``: encoder, domain, shots, seed, metric, value, n_train_subjects,
-      n_train_records, excluded_classes (classes left out: single-valued in the training draw, or in
-      the eval set), warnings (short pools).
-    * ``kind="aggregate"`` per encoder x domain x shots: mean (mean over seeds of the run values),
-      std (over seeds), ci_low/ci_high, n_seeds, n_test_subjects, n_test_records.
-      CI: percentile interval of a two-level bootstrap (``n_bootstrap`` replicates): each replicate
-      resamples the test *subjects* with replacement (all their rows) and the seeds with replacement,
-      and takes the mean over the resampled seeds of the macro AUROC on the resampled subjects. It so
-      covers both test-sample and few-shot-draw variability of the quantity reported as ``mean``
-      (averaging predicted scores over seeds instead would describe an ensemble, not the mean).
-    * ``kind="comparison"`` per domain x shots between the first two encoders (a - b): encoder_a,
-      encoder_b, delta (difference of the means), ci_low, ci_high, p_value, n_seeds, method. Same
-      replicates as the aggregate CIs (paired: same subjects, same seeds, same draws for both), p by
-      :func:`medssl.bench.metrics.bootstrap_p_value`; with one seed this is exactly
-      :func:`medssl.bench.metrics.paired_bootstrap_test` with ``seed=bootstrap_seed``.
-    """
-    names = list(embeddings)
-    if not names:
-        raise ValueError("no embeddings given")
-    Y = np.asarray(labels)
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    Y = Y.astype(bool)
-    n, n_cls = Y.shape
-    cls_names = [str(c) for c in (class_names if class_names is not None else range(n_cls))]
-    if len(cls_names) != n_cls:
-        raise ValueError(f"{len(cls_names)} class names for {n_cls} label columns")
-    subject_ids = np.asarray(subject_ids)
-    train_mask = np.asarray(train_mask, dtype=bool)
-    if subject_ids.shape != (n,) or train_mask.shape != (n,):
-        raise ValueError(f"subject_ids {subject_ids.shape} / train_mask {train_mask.shape} must be ({n},)")
-    for e, x in embeddings.items():
-        if np.asarray(x).ndim != 2 or np.asarray(x).shape[0] != n:
-            raise ValueError(f"embeddings[{e!r}] has shape {np.asarray(x).shape}, expected ({n}, D)")
-    train_rows = np.flatnonzero(train_mask)
-    train_subjects = set(subject_ids[train_rows].tolist())
-    domains: dict[str, np.ndarray] = {}
-    for d, m in eval_sets.items():
-        m = np.asarray(m, dtype=bool)
-        if m.shape != (n,):
-            raise ValueError(f"eval_sets[{d!r}] has shape {m.shape}, expected ({n},)")
-        rows = np.flatnonzero(m)
-        if rows.size == 0:
-            raise ValueError(f"eval_sets[{d!r}] selects no rows")
-        leaked = train_subjects.intersection(subject_ids[rows].tolist())
-        if leaked:
-            raise ValueError(f"eval_sets[{d!r}]: {len(leaked)} subject(s) also in the training rows")
-        domains[d] = rows
-    all_eval = np.unique(np.concatenate(list(domains.values())))
-    pos_in_eval = {d: np.searchsorted(all_eval, r) for d, r in domains.items()}
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("no seeds given")
-
-    runs: list[dict] = []
-    results: list[dict] = []
-    comparisons: list[dict] = []
-    for shot in (_shots_key(s) for s in shots):
-        shot_seeds = seeds[:1] if shot == "all" else seeds
-        # scores[d][e][s] (n_d, C); cols[d][s]
-        scores = {d: [[None] * len(shot_seeds) for _ in names] for d in domains}
-        cols = {d: [None] * len(shot_seeds) for d in domains}
-        for si, seed in enumerate(shot_seeds):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FewShotWarning)
-                draw = few_shot_draw(subject_ids[train_rows], Y[train_rows], shot, seed)
-            rows = train_rows[draw.indices]
-            trainable = Y[rows].any(axis=0) & ~Y[rows].all(axis=0)
-            probs = {
-                e: linear_probe(np.asarray(embeddings[e])[rows], Y[rows], np.asarray(embeddings[e])[all_eval],
-                                seed=seed, groups=subject_ids[rows], c_grid=c_grid)
-                for e in names
-            }
-            for d, rd in domains.items():
-                Yd = Y[rd]
-                evaluable = Yd.any(axis=0) & ~Yd.all(axis=0)
-                use = np.flatnonzero(trainable & evaluable)
-                cols[d][si] = use
-                excluded = [cls_names[c] for c in np.flatnonzero(~(trainable & evaluable))]
-                for ei, e in enumerate(names):
-                    s = probs[e][pos_in_eval[d]]
-                    scores[d][ei][si] = s
-                    runs.append({
-                        "kind": "run", "encoder": e, "domain": d, "shots": shot, "seed": int(seed),
-                        "metric": "auroc_macro", "value": _macro_auroc(Yd, s, use),
-                        "n_train_subjects": int(draw.subjects.size), "n_train_records": int(rows.size),
-                        "excluded_classes": excluded, "warnings": list(draw.warnings),
-                    })
-        for d, rd in domains.items():
-            Yd = Y[rd]
-            stats = _two_level_bootstrap(Yd, scores[d], cols[d], subject_ids[rd], n_bootstrap, bootstrap_seed)
-            means = []
-            for ei, e in enumerate(names):
-                vals = np.array([_macro_auroc(Yd, scores[d][ei][si], cols[d][si]) for si in range(len(shot_seeds))])
-                finite = vals[~np.isnan(vals)]
-                mean = float(finite.mean()) if finite.size else float("nan")
-                means.append(mean)
-                lo, hi = _percentile(stats[ei], alpha)
-                results.append({
-                    "kind": "aggregate", "encoder": e, "domain": d, "shots": shot, "metric": "auroc_macro",
-                    "mean": mean, "std": _std(finite), "ci_low": lo, "ci_high": hi, "n_seeds": int(finite.size),
-                    "n_test_subjects": int(np.unique(subject_ids[rd]).size), "n_test_records": int(rd.size),
-                })
-            if len(names) >= 2:
-                deltas = stats[0] - stats[1]
-                lo, hi = _percentile(deltas, alpha)
-                comparisons.append({
-                    "kind": "comparison", "domain": d, "shots": shot, "metric": "auroc_macro",
-                    "encoder_a": names[0], "encoder_b": names[1], "delta": means[0] - means[1],
-                    "ci_low": lo, "ci_high": hi, "p_value": bootstrap_p_value(deltas),
-                    "n_seeds": len(shot_seeds), "method": "paired two-level bootstrap (subjects, seeds)",
-                })
-    return runs + results + comparisons

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medssl.nn.param_groups import no_weight_decay_ids, param_groups
 from medssl.nn.schedules import cosine_schedule
 
 __all__ = ["FINETUNE_KINDS", "FINETUNE_MODES", "FinetuneModel", "encoder_layers", "find_block_list",
@@ -50,7 +51,6 @@ __all__ = ["FINETUNE_KINDS", "FINETUNE_MODES", "FinetuneModel", "encoder_layers"
 FINETUNE_MODES = ("full", "last_blocks")
 FINETUNE_KINDS = ("binary", "multiclass", "multilabel", "regression")
 _NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "sep_embed", "lead_embed")
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
 
 
 def find_block_list(encoder: nn.Module) -> tuple[str, nn.Module]:
@@ -91,13 +91,7 @@ def encoder_layers(encoder: nn.Module) -> list[list[nn.Parameter]]:
 
 
 def _no_decay_ids(module: nn.Module) -> set[int]:
-    out = set()
-    for m in module.modules():
-        for p_name, p in m.named_parameters(recurse=False):
-            if (p.ndim <= 1 or p_name == "bias" or isinstance(m, _NORMS)
-                    or any(p_name.endswith(k) for k in _NO_DECAY_NAMES)):
-                out.add(id(p))
-    return out
+    return no_weight_decay_ids(module, _NO_DECAY_NAMES, match="suffix", norm_layers=True)
 
 
 def layerwise_lr_groups(encoder: nn.Module, base_lr: float, decay: float, weight_decay: float, *,
@@ -118,15 +112,8 @@ def layerwise_lr_groups(encoder: nn.Module, base_lr: float, decay: float, weight
         layers[-1] = layers[-1] + list(head.parameters())
     top = len(layers) - 1  # L + 1
     no_decay = _no_decay_ids(encoder) | (_no_decay_ids(head) if head is not None else set())
-    groups = []
-    for i, params in enumerate(layers):
-        scale = decay ** (top - i)
-        for wd, pick in ((weight_decay, lambda p: id(p) not in no_decay), (0.0, lambda p: id(p) in no_decay)):
-            ps = [p for p in params if p.requires_grad and pick(p)]
-            if ps:
-                groups.append({"params": ps, "lr": base_lr * scale, "weight_decay": wd, "lr_scale": scale,
-                               "layer_id": i})
-    return groups
+    return param_groups(layers, weight_decay, no_decay=no_decay, lr=base_lr,
+                        lr_scales=[decay ** (top - i) for i in range(len(layers))], layer_keys=True)
 
 
 class FinetuneModel(nn.Module):

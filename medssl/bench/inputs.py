@@ -140,29 +140,15 @@ def load_dataset(cfg: BenchConfig, name: str, out: Path, notes: list[str],
 
 
 def build_encoder(cfg: BenchConfig, e: EncoderEntry):
-    """(encoder in eval mode, checkpoint path or None) of a config entry."""
-    from medssl.checkpoint import clone_random_encoder, load_encoder
-    from medssl.engine.embed import parse_random_ref
-    from medssl.registry import list_encoders
+    """(encoder in eval mode, checkpoint path or None) of a config entry
+    (:func:`medssl.checkpoint.resolve_encoder_ref`, relative paths under the config's folder)."""
+    from medssl.checkpoint import resolve_encoder_ref
 
-    where = f"{cfg.source}: encoder {e.name!r}"
     try:
-        random_ref = parse_random_ref(e.ref)
-        if random_ref is not None:
-            return clone_random_encoder(random_ref[0], seed=random_ref[1], **e.overrides), None
-        path = Path(e.ref).expanduser()
-        if not path.is_absolute() and (cfg.base / path).exists():
-            path = cfg.base / path
-        if path.exists():
-            if e.overrides:
-                raise ValueError("overrides apply to random:/registry refs, not to checkpoints")
-            return load_encoder(path), path
-        if e.ref in list_encoders():
-            return clone_random_encoder(e.ref, seed=0, **e.overrides), None
-        raise ValueError(f"ref {e.ref!r} is neither a checkpoint path, random:NAME[:SEED] nor a registered "
-                         f"encoder (see `medssl encoders`)")
+        return resolve_encoder_ref(e.ref, e.overrides, base=cfg.base)
     except (ValueError, TypeError, KeyError, OSError) as ex:
         msg = str(ex.args[0]) if isinstance(ex, KeyError) and ex.args else str(ex)
+        where = f"{cfg.source}: encoder {e.name!r}"
         raise BenchConfigError(f"{where}: {msg.splitlines()[0] if msg else type(ex).__name__}") from None
 
 
@@ -196,7 +182,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
     architecture, weight files, the preprocessed data and the precision; a stale file is recomputed. Extraction
     saves every ``EMBED_CHUNK`` items (``<file>.<fingerprint>.parts/``), so an interrupted run
     resumes from the last finished chunk."""
-    from medssl.engine.embed import embed_arrays
+    from medssl.engine.embed import embed_arrays, write_embeddings
     from medssl.io import atomic_write
 
     spec = model.spec
@@ -233,13 +219,7 @@ def embed_dataset(cfg: BenchConfig, e: EncoderEntry, model, ckpt: Path | None, d
             atomic_write(part, lambda tmp, c=chunk: np.save(tmp.open("wb"), c))
         chunks.append(np.load(part))
     emb = np.concatenate(chunks) if chunks else embed_arrays(model, cache.signals, precision=cfg.precision)
-    data = {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
-            "subject_id": np.array([r["subject_id"] for r in cache.rows])}
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
-            np.savez(f, fingerprint=np.array(fingerprint), precision=np.array(str(cfg.precision)), **data)
-
-    atomic_write(path, write)
+    write_embeddings(path, emb, cache.rows, cfg.precision, fingerprint=fingerprint)
     shutil.rmtree(parts, ignore_errors=True)
-    return data
+    return {"embeddings": emb, "record_id": np.array([r["record_id"] for r in cache.rows]),
+            "subject_id": np.array([r["subject_id"] for r in cache.rows])}

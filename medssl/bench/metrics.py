@@ -1,4 +1,8 @@
-"""Classification metrics and subject-level bootstrap statistics for benchmarks.
+"""Classification metrics on labels/scores layouts, and subject-level bootstrap statistics.
+
+The metrics are scalar views of the benchmark's one metric table
+(:data:`medssl.bench.column_metrics.METRICS`, :func:`table_metric`): the same kernels the benchmark
+scores every task kind with.
 
 Label/score layouts accepted by every metric here (n = rows, C = classes):
 
@@ -25,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -36,6 +39,7 @@ __all__ = [
     "balanced_accuracy",
     "f1_macro",
     "auprc",
+    "table_metric",
     "group_bootstrap_indices",
     "bootstrap_ci",
     "bootstrap_p_value",
@@ -140,8 +144,7 @@ def per_class_auroc(y_true, y_score) -> np.ndarray:
 
 def auroc(y_true, y_score) -> float:
     """Binary AUROC, or one-vs-rest macro AUROC over evaluable classes (NaN if none)."""
-    Y, S, _ = _as_indicators(y_true, y_score)
-    return _macro(_rank_auroc(Y, S))
+    return table_metric("auroc_macro", y_true, y_score)
 
 
 def auroc_details(y_true, y_score, class_names: Sequence[str] | None = None) -> dict:
@@ -161,14 +164,22 @@ def auroc_details(y_true, y_score, class_names: Sequence[str] | None = None) -> 
     }
 
 
-# --------------------------------------------------------------------------- other metrics
+# --------------------------------------------------------------------------- the table's metrics
 
 
-def _predictions(Y: np.ndarray, S: np.ndarray, y_true, threshold: float) -> np.ndarray:
-    """Hard predictions (n, C) bool: argmax for multi-class, score >= threshold otherwise."""
-    if np.asarray(y_true).ndim == 1 and S.shape[1] > 1:
-        return np.arange(S.shape[1])[None, :] == S.argmax(axis=1)[:, None]
-    return S >= threshold
+def table_metric(name: str, y_true, y_score, threshold: float = 0.5) -> float:
+    """Metric ``name`` of the benchmark's metric table (:data:`medssl.bench.column_metrics.METRICS`)
+    on one layout of this module: its kernel on the indicator columns, macro over the columns it is
+    defined on (NaN if none). Multi-class scores (1-D integer ``y_true``, several score columns)
+    are scored as a multiclass task (argmax predictions), the others column by column with hard
+    predictions at ``threshold``."""
+    from medssl.bench.column_metrics import hard_predictions, metric_def
+
+    Y, S, _ = _as_indicators(y_true, y_score)
+    kind = "multiclass" if np.asarray(y_true).ndim == 1 and S.shape[1] > 1 else "multilabel"
+    m = metric_def(name, kind)
+    values = m.kernel(Y, hard_predictions(S, kind, threshold) if m.uses_predictions else S)
+    return _macro(np.where(m.defined(Y, kind), values, np.nan))
 
 
 def balanced_accuracy(y_true, y_score, threshold: float = 0.5) -> float:
@@ -178,19 +189,7 @@ def balanced_accuracy(y_true, y_score, threshold: float = 0.5) -> float:
     multi-class scores use the argmax, giving the usual multi-class balanced accuracy
     (mean recall over classes present in ``y_true``). Single-valued classes are excluded.
     """
-    Y, S, _ = _as_indicators(y_true, y_score)
-    P = _predictions(Y, S, y_true, threshold)
-    if np.asarray(y_true).ndim == 1 and S.shape[1] > 1:
-        present = Y.any(axis=0)
-        recall = (P & Y).sum(0)[present] / Y.sum(0)[present]
-        return float(recall.mean()) if recall.size else float("nan")
-    n_pos, n_neg = Y.sum(0), (~Y).sum(0)
-    ok = (n_pos > 0) & (n_neg > 0)
-    vals = np.full(Y.shape[1], np.nan)
-    tpr = (P & Y).sum(0)[ok] / n_pos[ok]
-    tnr = (~P & ~Y).sum(0)[ok] / n_neg[ok]
-    vals[ok] = (tpr + tnr) / 2
-    return _macro(vals)
+    return table_metric("balanced_accuracy", y_true, y_score, threshold)
 
 
 def f1_macro(y_true, y_score, threshold: float = 0.5) -> float:
@@ -198,19 +197,12 @@ def f1_macro(y_true, y_score, threshold: float = 0.5) -> float:
 
     Predictions as in :func:`balanced_accuracy`; a class never predicted gets F1 = 0.
     """
-    Y, S, _ = _as_indicators(y_true, y_score)
-    P = _predictions(Y, S, y_true, threshold)
-    present = np.flatnonzero(Y.any(axis=0))
-    if present.size == 0:
-        return float("nan")
-    return float(f1_score(Y[:, present], P[:, present], average="macro", zero_division=0))
+    return table_metric("f1_macro", y_true, y_score, threshold)
 
 
 def auprc(y_true, y_score) -> float:
     """Average precision (area under precision-recall, step-wise), macro over classes with positives."""
-    Y, S, _ = _as_indicators(y_true, y_score)
-    vals = [average_precision_score(Y[:, c], S[:, c]) for c in range(Y.shape[1]) if Y[:, c].any()]
-    return float(np.mean(vals)) if vals else float("nan")
+    return table_metric("auprc", y_true, y_score)
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -258,6 +250,13 @@ def group_bootstrap_indices(
         yield from np.split(rows, np.cumsum(per_resample)[:-1])
 
 
+def _replicates(stat: Callable[[np.ndarray], float], groups, n_resamples: int, seed: int) -> np.ndarray:
+    """``stat(rows)`` on every subject-level resample (:func:`group_bootstrap_indices`), NaNs dropped."""
+    out = np.fromiter((stat(idx) for idx in group_bootstrap_indices(groups, n_resamples, seed)), dtype=np.float64,
+                      count=n_resamples)
+    return out[~np.isnan(out)]
+
+
 def bootstrap_ci(
     metric_fn: MetricFn,
     y_true,
@@ -275,12 +274,7 @@ def bootstrap_ci(
     """
     y_true, y_score = np.asarray(y_true), np.asarray(y_score)
     point = float(metric_fn(y_true, y_score))
-    stats = np.fromiter(
-        (metric_fn(y_true[idx], y_score[idx]) for idx in group_bootstrap_indices(groups, n_resamples, seed)),
-        dtype=np.float64,
-        count=n_resamples,
-    )
-    stats = stats[~np.isnan(stats)]
+    stats = _replicates(lambda idx: metric_fn(y_true[idx], y_score[idx]), groups, n_resamples, seed)
     if stats.size == 0:
         return point, float("nan"), float("nan")
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
@@ -325,15 +319,8 @@ def paired_bootstrap_test(
     if score_a.shape != score_b.shape:
         raise ValueError(f"score_a shape {score_a.shape} != score_b shape {score_b.shape}")
     delta = float(metric_fn(y_true, score_a) - metric_fn(y_true, score_b))
-    deltas = np.fromiter(
-        (
-            metric_fn(y_true[idx], score_a[idx]) - metric_fn(y_true[idx], score_b[idx])
-            for idx in group_bootstrap_indices(groups, n_resamples, seed)
-        ),
-        dtype=np.float64,
-        count=n_resamples,
-    )
-    deltas = deltas[~np.isnan(deltas)]
+    deltas = _replicates(lambda idx: metric_fn(y_true[idx], score_a[idx]) - metric_fn(y_true[idx], score_b[idx]),
+                         groups, n_resamples, seed)
     if deltas.size == 0:
         return {"delta": delta, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
                 "n_resamples": 0}

@@ -1,26 +1,9 @@
-"""Benchmark reports: ``report.json`` (machine-readable) and a self-contained ``report.html``.
+"""The self-contained ``report.html`` of a benchmark's results (``results.json``,
+:mod:`medssl.bench.runner`; written by :func:`medssl.bench.runner.write_results`).
 
-JSON schema (``schema_version`` 1)::
-
-    {
-      "schema_version": 1,
-      "title": str,
-      "created": ISO-8601 UTC timestamp,
-      "machine": {"platform", "python", "processor", "cpu_count", ...},   # no host name
-      "config": {...},                     # free-form run settings (shots, seeds, n_bootstrap, ...)
-      "results": [aggregate rows],         # encoder, domain, shots, metric, mean, std, ci_low, ci_high,
-                                           # n_seeds, n_test_subjects, n_test_records
-      "runs": [per-seed rows],             # encoder, domain, shots, seed, metric, value,
-                                           # n_train_subjects, n_train_records, excluded_classes, warnings
-      "comparisons": [rows],               # domain, shots, metric, encoder_a, encoder_b, delta,
-                                           # ci_low, ci_high, p_value, p_holm, n_seeds, method
-      "p_adjustment": str,                 # "Holm (family: all comparisons of the report); ..."
-      "notes": [str]
-    }
-
-Rows are those of :func:`medssl.bench.fewshot.few_shot_evaluation` (see there for the statistics).
-``shots`` is an int or "all". The dict is written as given, except that NaN/inf floats become
-``null`` (strict JSON) and numpy scalars/arrays become Python numbers/lists.
+:func:`make_report` gathers rows of every kind (run, aggregate, gap, comparison; split on their
+``kind``) with a title, config and notes into the dict :func:`render_html` draws; NaN/inf floats
+and numpy scalars are handled.
 
 The HTML has no external resources (inline CSS and SVG, no JS): per-shots tables of
 ``mean [ci_low, ci_high]`` per encoder with the domains side by side and the gap
@@ -45,15 +28,11 @@ import math
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from medssl.io import atomic_write_text
 
-__all__ = ["SCHEMA_VERSION", "make_report", "machine_info", "write_report", "render_html"]
-
-SCHEMA_VERSION = 1
+__all__ = ["make_report", "machine_info", "render_html"]
 
 
 def machine_info() -> dict:
@@ -104,11 +83,10 @@ def comparison_verdict(c: Mapping, alpha: float = VERDICT_ALPHA) -> str:
 
 def make_report(rows: Iterable[Mapping], *, title: str, config: Mapping | None = None,
                 notes: Sequence[str] = ()) -> dict:
-    """Assemble a schema-1 report dict from ``few_shot_evaluation`` rows (split on their ``kind``)."""
+    """The dict :func:`render_html` draws, from benchmark rows (split on their ``kind``)."""
     rows = list(rows)
     by_kind = {k: [dict(r) for r in rows if r.get("kind") == k] for k in ("aggregate", "run", "comparison", "gap")}
     return {
-        "schema_version": SCHEMA_VERSION,
         "title": title,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
@@ -271,40 +249,33 @@ def _examples_section(examples: list[dict]) -> str:
     return "".join(out)
 
 
+def _table(heads: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """An HTML table, one line per row: header cells and row cells already rendered (escaped)."""
+    out = ["<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"]
+    out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
 def _comparisons_table(comps: list[dict]) -> str:
     if not comps:
         return "<p>No comparisons (fewer than two encoders).</p>"
     extra = [k for k in ("task", "protocol", "metric") if any(k in c for c in comps)] if _grouped(comps) else []
-    out = ["<table><thead><tr>" + "".join(f"<th>{k}</th>" for k in extra) + "<th>domain</th><th>shots</th>"
-           "<th>A</th><th>B</th><th>Δ (A − B)</th><th>95% CI</th><th>p</th><th>p (Holm)</th><th>method</th>"
-           "</tr></thead><tbody>"]
-    for c in comps:
-        out.append(
-            "<tr>" + "".join(f"<td>{_e(c.get(k))}</td>" for k in extra) +
-            f"<td>{_e(c.get('domain'))}</td><td>{_e(_setting(c))}</td><td>{_e(c.get('encoder_a'))}</td>"
-            f"<td>{_e(c.get('encoder_b'))}</td><td>{_num(c.get('delta'))}</td>"
-            f"<td>[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]</td><td>{_p(c.get('p_value'))}</td>"
-            f"<td>{_p(c.get('p_holm'))}</td>"
-            f"<td>{_e(c.get('method', ''))}</td></tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+    heads = [*extra, "domain", "shots", "A", "B", "Δ (A − B)", "95% CI", "p", "p (Holm)", "method"]
+    return _table(heads, ([*(_e(c.get(k)) for k in extra), _e(c.get("domain")), _e(_setting(c)),
+                           _e(c.get("encoder_a")), _e(c.get("encoder_b")), _num(c.get("delta")),
+                           f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]", _p(c.get("p_value")),
+                           _p(c.get("p_holm")), _e(c.get("method", ""))] for c in comps))
 
 
 def _runs_table(runs: list[dict]) -> str:
     extra = [k for k in ("task", "protocol", "metric") if any(k in r for r in runs)] if _grouped(runs) else []
-    value = "value" if extra else "AUROC"
-    out = ["<table><thead><tr><th>encoder</th>" + "".join(f"<th>{k}</th>" for k in extra) +
-           f"<th>domain</th><th>shots</th><th>seed</th><th>{value}</th>"
-           "<th>train subjects</th><th>excluded classes</th><th>warnings</th></tr></thead><tbody>"]
-    for r in runs:
-        out.append(
-            f"<tr><td>{_e(r.get('encoder'))}</td>" + "".join(f"<td>{_e(r.get(k))}</td>" for k in extra) +
-            f"<td>{_e(r.get('domain'))}</td><td>{_e(_setting(r))}</td>"
-            f"<td>{_e(r.get('seed'))}</td><td>{_num(r.get('value'))}</td><td>{_num(r.get('n_train_subjects'))}</td>"
-            f"<td>{_e(', '.join(map(str, r.get('excluded_classes') or [])))}</td>"
-            f"<td>{_e('; '.join(map(str, r.get('warnings') or [])))}</td></tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+    heads = ["encoder", *extra, "domain", "shots", "seed", "value" if extra else "AUROC", "train subjects",
+             "excluded classes", "warnings"]
+    return _table(heads, ([_e(r.get("encoder")), *(_e(r.get(k)) for k in extra), _e(r.get("domain")),
+                           _e(_setting(r)), _e(r.get("seed")), _num(r.get("value")), _num(r.get("n_train_subjects")),
+                           _e(", ".join(map(str, r.get("excluded_classes") or []))),
+                           _e("; ".join(map(str, r.get("warnings") or [])))] for r in runs))
 
 
 def _grouped(rows: list[dict]) -> bool:
@@ -414,13 +385,3 @@ def render_html(report: Mapping) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body)
             + "\n</body></html>\n").encode("ascii", "xmlcharrefreplace").decode("ascii")
-
-
-def write_report(out_dir: str | Path, report: Mapping) -> tuple[Path, Path]:
-    """Write ``out_dir/report.json`` and ``out_dir/report.html`` atomically; return their paths."""
-    out_dir = Path(out_dir)
-    clean = _jsonable(report)
-    json_path = atomic_write_text(out_dir / "report.json",
-                                  json.dumps(clean, indent=2, allow_nan=False) + "\n")
-    html_path = atomic_write_text(out_dir / "report.html", render_html(clean))
-    return json_path, html_path

@@ -66,7 +66,8 @@
                      # input contract, or when their inputs or masks could not be read
         {"dataset", "encoder", "stage" ("index" | "contract" | "preprocess" | "mask"), "record" (path),
          "reason"}],
-      "notes": [str], "timings_s": {...}
+      "notes": [str], "timings_s": {...},
+      "demo": {...}   # `medssl demo` only (medssl.demo): pretraining, precision, the packaged config
     }
 
 Intervals are 95% percentile intervals of ``n_bootstrap`` replicates resampling the evaluation
@@ -86,6 +87,7 @@ import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +132,8 @@ from medssl.bench.report import (
 from medssl.bench.tasks import TaskData, draw, draw_hash, prepare_task
 from medssl.bench.tiling import TilingSettings
 
-__all__ = ["run_benchmark", "check_contract", "ContractError", "RECORD_FIELDS", "SCHEMA_VERSION"]
+__all__ = ["run_benchmark", "results_doc", "write_results", "check_contract", "ContractError", "RECORD_FIELDS",
+           "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 ALPHA = 0.05
@@ -178,7 +181,7 @@ def _finetune(protocol, td: TaskData, inputs, rows: np.ndarray, ytr: np.ndarray,
 
 
 def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.ndarray, seed: int,
-             examples: list | None, tiling=None, feature_cache=None, decoder: str | None = None) -> np.ndarray:
+             examples: list | None, tiling=None, feature_cache=None, entry=None) -> np.ndarray:
     """Train a segmenter on the drawn rows of ``inputs`` = (encoder, images, row -> image index,
     masks, row -> mask index[, field-of-view masks, row -> their index]); per-record (n_eval, 7)
     scores (:data:`medssl.bench.segmentation.SCORE_COLUMNS`) on ``eval_rows``, inside the field of
@@ -188,7 +191,8 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
     When ``examples`` is a list, a few (eval position, image, truth, prediction) are appended to it.
     ``feature_cache`` (:class:`~medssl.bench.segmentation.FeatureMapCache`): a frozen encoder's
     feature maps of the (not tiled) images, computed once per run and reused by every draw and seed.
-    ``decoder``: the encoder entry's own decoder, in place of the protocol's."""
+    ``entry`` (:class:`~medssl.bench.config.EncoderEntry`): its own ``decoder`` and
+    ``encoder_lr_scale``, where set, replace the protocol's."""
     from medssl.bench.segmentation import (
         per_record_scores,
         predict_probabilities,
@@ -209,9 +213,10 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
         raise ValueError("some records have no preprocessed image or mask in the array cache")
     fev = fov_index[eval_rows] if fovs is not None else None
     f = protocol.finetune
-    decoder = decoder or f["decoder"]
+    decoder = getattr(entry, "decoder", None) or f["decoder"]
+    lr_scale = getattr(entry, "encoder_lr_scale", None) or f["encoder_lr_scale"]
     common = dict(mode=f["mode"], epochs=f["epochs"], lr=f["lr"], batch_size=f["batch_size"],
-                  encoder_lr_scale=f["encoder_lr_scale"], seed=int(seed), width=f["width"], decoder=decoder,
+                  encoder_lr_scale=lr_scale, seed=int(seed), width=f["width"], decoder=decoder,
                   min_steps=f["min_steps"])
     eval_fovs = None if fovs is None else [fovs[j] for j in fev]
     if images.dtype == object:  # native resolution, in tiles
@@ -249,159 +254,236 @@ def _segment(protocol, td: TaskData, inputs, rows: np.ndarray, eval_rows: np.nda
     return per_record_scores(pred, truth, spacing, td.task.tolerance_mm, fovs=eval_fovs, probs=probs)
 
 
-def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dict[str, list],
-              notes: list[str], progress: bool, inputs: dict | None = None, feature_cache=None) -> None:
-    """``inputs`` (finetune and segmentation protocols): encoder name -> (encoder, inputs, td row ->
-    input index[, masks, td row -> mask index])."""
+@dataclass(frozen=True)
+class _Draw:
+    """One seed's training draw: the task rows, the drawn subjects, the draw's warnings, and the
+    class columns that have both label values in it (all columns for regression / segmentation)."""
+
+    seed: int
+    rows: np.ndarray
+    subjects: np.ndarray
+    warnings: list
+    trainable: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """One task x protocol x setting: its fields shared by every output row, and its seeds."""
+
+    td: TaskData
+    proto: Any
+    kind: str  # "shots" | "label_fraction"
+    value: Any
+    seeds: tuple
+    base: dict
+
+    @property
+    def label(self) -> str:
+        return f"{self.td.task.name} / {self.proto.name} / {self.kind}={self.value}"
+
+    def key(self, domain: str, metric: str) -> tuple:
+        return (self.td.task.name, self.proto.name, str(self.value), domain, metric)
+
+
+def _settings(cfg: BenchConfig, td: TaskData):
+    """Every (protocol, setting) of a task, with its seeds: probes on the whole training set are
+    deterministic, so one seed suffices; fine-tuning is not (initialisation of the head, batch
+    order), so it keeps every seed."""
     task, kind = td.task, td.task.kind
-    names = [e.name for e in cfg.encoders]
-    decoders = {e.name: e.decoder for e in cfg.encoders}
-    train_rows = np.flatnonzero(td.train)
-    all_eval = np.flatnonzero(np.logical_or.reduce(list(td.domains.values())))
-    dom_rows = {d: np.flatnonzero(m) for d, m in td.domains.items()}
-    pos = {d: np.searchsorted(all_eval, r) for d, r in dom_rows.items()}
-    metrics = [metric_def(m, kind) for m in task.metrics]
-    ref_domain = next(iter(td.domains))
     for proto in (p for p in cfg.protocols if p.applies_to(kind)):
-        for skind, setting in proto.settings:
+        for skind, value in proto.settings:
             if skind == "shots":
-                setting = _shots_key(setting)
-            # Probes on the whole training set are deterministic: one seed suffices. Fine-tuning is
-            # not (initialisation of the head, batch order), so it keeps every seed.
-            every_row = setting == "all" or (skind == "label_fraction" and setting >= 1.0)
+                value = _shots_key(value)
+            every_row = value == "all" or (skind == "label_fraction" and value >= 1.0)
             trains = proto.kind in ("finetune", "segmentation")
             seeds = proto.seeds[:1] if every_row and not trains else proto.seeds
             base = {"task": task.name, "dataset": task.dataset, "task_kind": kind, "protocol": proto.name,
                     "protocol_kind": proto.kind, "k": proto.k,
-                    "shots": setting if skind == "shots" else None,
-                    "label_fraction": setting if skind == "label_fraction" else None}
-            label = f"{task.name} / {proto.name} / {skind}={setting}"
-            first = draw(td, skind, setting, seeds[0])
-            if isinstance(first, str):
-                notes.append(f"task {task.name}, protocol {proto.name}: {first}")
-                say(progress, f"{label}: skipped ({first})")
+                    "shots": value if skind == "shots" else None,
+                    "label_fraction": value if skind == "label_fraction" else None}
+            yield _Setting(td, proto, skind, value, tuple(seeds), base)
+
+
+def _draw(st: _Setting) -> list[_Draw] | str:
+    """The training draw of every seed (shared by all encoders: paired), or why the setting is
+    skipped."""
+    td = st.td
+    train_rows = np.flatnonzero(td.train)
+    draws = []
+    for seed in st.seeds:
+        drawn = draw(td, st.kind, st.value, seed)
+        if isinstance(drawn, str):
+            return drawn
+        idx, subj, warns = drawn
+        rows = train_rows[idx]
+        ytr = td.Y[rows]
+        trainable = (np.ones(ytr.shape[1], bool) if td.task.kind in ("regression", "segmentation")
+                     else ytr.any(axis=0) & ~ytr.all(axis=0))
+        draws.append(_Draw(seed, rows, subj, warns, trainable))
+    return draws
+
+
+def _fit(cfg: BenchConfig, st: _Setting, draws: list[_Draw], X: dict, inputs: dict | None, feature_cache,
+         all_eval: np.ndarray, out: dict, notes: list[str], progress: bool) -> dict[str, list]:
+    """Scores of every encoder x seed on the evaluation rows ``all_eval``: scores[e][si] (n_eval, C),
+    or None where the fit raised (an error row and a note; the benchmark goes on)."""
+    td, proto = st.td, st.proto
+    names = [e.name for e in cfg.encoders]
+    entries = {e.name: e for e in cfg.encoders}
+
+    def fit(e: str, si: int):
+        seed, rows = draws[si].seed, draws[si].rows
+        if proto.kind == "segmentation":
+            shown = [] if si == 0 and st.value == proto.settings[-1][1] else None
+            result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown,
+                              tiling=TilingSettings.from_data(cfg.datasets[td.task.dataset].data),
+                              feature_cache=feature_cache, entry=entries[e])
+            for j, image, truth, pred in shown or []:
+                domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
+                out["examples"].append(overlay_example(
+                    e, td.task.name, domain, str(td.record_ids[all_eval[j]]), image, truth, pred))
+            return result
+        if proto.kind == "finetune":
+            return _finetune(proto, td, inputs[e], rows, td.Y[rows], all_eval, seed)
+        return _probe(proto, td, X[e][rows], td.Y[rows], X[e][all_eval], td.subjects[rows], seed)
+
+    jobs = [(e, si) for si in range(len(draws)) for e in names]
+    # Probes on cached embeddings run in parallel over seeds x encoders, one core each;
+    # trainings (finetune, segmentation) use torch's own threads, one at a time.
+    trains = proto.kind in ("finetune", "segmentation")
+    workers = 1 if trains else min(len(jobs), os.cpu_count() or 1)
+    with _one_torch_thread(workers > 1), ThreadPoolExecutor(workers) as pool:
+        futures = {job: pool.submit(fit, *job) for job in jobs}
+        if progress:  # a bar (with time left) while the fits run; quiet when not a terminal
+            from concurrent.futures import as_completed
+
+            from medssl.progress import progress as bar
+
+            for _ in bar(as_completed(futures.values()), desc=st.label, total=len(jobs), unit="fit"):
+                pass
+    scores: dict[str, list] = {e: [None] * len(draws) for e in names}
+    for (e, si), fut in futures.items():
+        try:
+            scores[e][si] = fut.result()
+        except Exception as ex:  # noqa: BLE001 - recorded, the benchmark goes on
+            seed = draws[si].seed
+            msg = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
+            out["errors"].append({"kind": "error", "encoder": e, **st.base, "seed": int(seed), "error": msg})
+            notes.append(f"{e} failed on {st.label}, seed {seed}: {msg}")
+    return scores
+
+
+def _score(st: _Setting, m, d: str, rd: np.ndarray, pos_d: np.ndarray, draws: list[_Draw], scores: dict,
+           out: dict) -> tuple[dict, dict, list]:
+    """One record per encoder x seed of metric ``m`` on domain ``d``; returns (per encoder the
+    kernel inputs of each seed (None where the fit failed), per encoder the seeds' values, the
+    class columns each seed is scored on)."""
+    td, kind = st.td, st.td.task.kind
+    Yd = td.Y[rd]
+    n_subj = int(np.unique(td.subjects[rd]).size)
+    defined = m.defined(Yd, kind)
+    cols = [np.flatnonzero(dr.trainable & defined) for dr in draws]
+    per_run, values = {}, {}
+    for e, runs in scores.items():
+        per_run[e], values[e] = [], []
+        for si, dr in enumerate(draws):
+            if runs[si] is None:
+                per_run[e].append(None)
                 continue
-            say(progress, f"{label}: {len(seeds)} seed(s) x {len(names)} encoder(s)")
-            # scores[e][si]: (n_eval_all, C) or None when the probe raised
-            scores = {e: [None] * len(seeds) for e in names}
-            run_info = []
-            for si, seed in enumerate(seeds):
-                drawn = first if si == 0 else draw(td, skind, setting, seed)
-                idx, subj, warns = drawn
-                rows = train_rows[idx]
-                ytr = td.Y[rows]
-                trainable = (np.ones(ytr.shape[1], bool) if kind in ("regression", "segmentation")
-                             else ytr.any(axis=0) & ~ytr.all(axis=0))
-                run_info.append((seed, rows, subj, warns, trainable))
+            arr = _as_kernel_input(m, runs[si][pos_d], kind)
+            per_run[e].append(arr)
+            use = np.zeros(Yd.shape[1], bool)
+            use[cols[si]] = True
+            value = _macro(m.kernel(Yd, arr), use)
+            values[e].append(value)
+            excluded = ([] if kind in ("regression", "segmentation")
+                        else [td.class_names[c] for c in np.flatnonzero(~use)])
+            out["records"].append({
+                "kind": "run", "encoder": e, **st.base, "seed": int(dr.seed), "domain": d,
+                "metric": m.name, "value": value, "n_train_subjects": len(dr.subjects),
+                "n_train_records": int(dr.rows.size), "n_eval_subjects": n_subj,
+                "n_eval_records": int(rd.size), "draw": draw_hash(dr.subjects),
+                "excluded_classes": excluded, "warnings": list(dr.warnings),
+            })
+    return per_run, values, cols
 
-            def fit(e: str, si: int):
-                seed, rows = run_info[si][:2]
-                if proto.kind == "segmentation":
-                    shown = [] if si == 0 and setting == proto.settings[-1][1] else None
-                    result = _segment(proto, td, inputs[e], rows, all_eval, seed, shown,
-                                      tiling=TilingSettings.from_data(cfg.datasets[task.dataset].data),
-                                      feature_cache=feature_cache, decoder=decoders[e])
-                    for j, image, truth, pred in shown or []:
-                        domain = next(d for d, m in td.domains.items() if m[all_eval[j]])
-                        out["examples"].append(overlay_example(
-                            e, task.name, domain, str(td.record_ids[all_eval[j]]), image, truth, pred))
-                    return result
-                if proto.kind == "finetune":
-                    return _finetune(proto, td, inputs[e], rows, td.Y[rows], all_eval, seed)
-                return _probe(proto, td, X[e][rows], td.Y[rows], X[e][all_eval], td.subjects[rows], seed)
 
-            jobs = [(e, si) for si in range(len(seeds)) for e in names]
-            # Probes on cached embeddings run in parallel over seeds x encoders, one core each;
-            # trainings (finetune, segmentation) use torch's own threads, one at a time.
-            workers = 1 if trains else min(len(jobs), os.cpu_count() or 1)
-            with _one_torch_thread(workers > 1), ThreadPoolExecutor(workers) as pool:
-                futures = {job: pool.submit(fit, *job) for job in jobs}
-                if progress:  # a bar (with time left) while the fits run; quiet when not a terminal
-                    from concurrent.futures import as_completed
+def _aggregate(st: _Setting, m, d: str, rd: np.ndarray, stats: dict, values: dict, out: dict) -> None:
+    """Per encoder: the mean over seeds, its spread and the bootstrap interval."""
+    n_subj = int(np.unique(st.td.subjects[rd]).size)
+    for e in values:
+        v = np.asarray(values[e], dtype=np.float64)
+        finite = v[~np.isnan(v)]
+        lo, hi = (percentile_interval(stats[e], ALPHA) if stats.get(e) is not None
+                  else (float("nan"), float("nan")))
+        out["aggregates"].append({
+            "kind": "aggregate", "encoder": e, **st.base, "domain": d, "metric": m.name,
+            "mean": float(finite.mean()) if finite.size else float("nan"), "std": _std(finite),
+            "ci_low": lo, "ci_high": hi, "n_seeds": int(finite.size), "n_test_subjects": n_subj,
+            "n_test_records": int(rd.size), "higher_is_better": m.higher_is_better,
+        })
 
-                    from medssl.progress import progress as bar
 
-                    for _ in bar(as_completed(futures.values()), desc=label, total=len(jobs), unit="fit"):
-                        pass
-            for (e, si), fut in futures.items():
-                try:
-                    scores[e][si] = fut.result()
-                except Exception as ex:  # noqa: BLE001 - recorded, the benchmark goes on
-                    seed = run_info[si][0]
-                    msg = f"{type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''}"
-                    out["errors"].append({"kind": "error", "encoder": e, **base, "seed": int(seed), "error": msg})
-                    notes.append(f"{e} failed on {label}, seed {seed}: {msg}")
-            for d, rd in dom_rows.items():
-                Yd = td.Y[rd]
-                groups = td.subjects[rd]
-                n_subj = int(np.unique(groups).size)
-                for m in metrics:
-                    defined = m.defined(Yd, kind)
-                    cols = [np.flatnonzero(info[4] & defined) for info in run_info]
-                    per_run = {}  # e -> list of per-seed score/prediction arrays (or None)
-                    values = {}
-                    for e in names:
-                        per_run[e], values[e] = [], []
-                        for si, (seed, rows, subj, warns, trainable) in enumerate(run_info):
-                            s = scores[e][si]
-                            if s is None:
-                                per_run[e].append(None)
-                                continue
-                            sd = s[pos[d]]
-                            arr = _as_kernel_input(m, sd, kind)
-                            per_run[e].append(arr)
-                            use = np.zeros(Yd.shape[1], bool)
-                            use[cols[si]] = True
-                            value = _macro(m.kernel(Yd, arr), use)
-                            values[e].append(value)
-                            excluded = ([] if kind in ("regression", "segmentation")
-                                        else [td.class_names[c] for c in np.flatnonzero(~use)])
-                            out["records"].append({
-                                "kind": "run", "encoder": e, **base, "seed": int(seed), "domain": d,
-                                "metric": m.name, "value": value, "n_train_subjects": len(subj),
-                                "n_train_records": int(rows.size), "n_eval_subjects": n_subj,
-                                "n_eval_records": int(rd.size), "draw": draw_hash(subj),
-                                "excluded_classes": excluded, "warnings": list(warns),
-                            })
-                    stats = _bootstrap_stats(m, Yd, per_run, cols, groups, cfg.n_bootstrap)
-                    out["_stats"][(task.name, proto.name, str(setting), d, m.name)] = (stats, values)
-                    for e in names:
-                        v = np.asarray(values[e], dtype=np.float64)
-                        finite = v[~np.isnan(v)]
-                        lo, hi = (percentile_interval(stats[e], ALPHA) if stats.get(e) is not None
-                                  else (float("nan"), float("nan")))
-                        out["aggregates"].append({
-                            "kind": "aggregate", "encoder": e, **base, "domain": d, "metric": m.name,
-                            "mean": float(finite.mean()) if finite.size else float("nan"), "std": _std(finite),
-                            "ci_low": lo, "ci_high": hi, "n_seeds": int(finite.size), "n_test_subjects": n_subj,
-                            "n_test_records": int(rd.size), "higher_is_better": m.higher_is_better,
-                        })
-                    full = [e for e in names if all(a is not None for a in per_run[e])]
-                    for a_i, a in enumerate(full):
-                        for b in full[a_i + 1:]:
-                            deltas = stats[a] - stats[b]
-                            lo, hi = percentile_interval(deltas, ALPHA)
-                            out["comparisons"].append({
-                                "kind": "comparison", **base, "domain": d, "metric": m.name, "encoder_a": a,
-                                "encoder_b": b, "delta": _mean(values[a]) - _mean(values[b]), "ci_low": lo,
-                                "ci_high": hi, "p_value": bootstrap_p_value(deltas), "n_seeds": len(seeds),
-                                "higher_is_better": m.higher_is_better,
-                                "method": "paired two-level bootstrap (subjects, seeds)",
-                            })
+def _compare(st: _Setting, m, d: str, per_run: dict, stats: dict, values: dict, out: dict) -> None:
+    """Every pair of encoders that ran on every seed (config order), on the same replicates."""
+    full = [e for e in per_run if all(a is not None for a in per_run[e])]
+    for a_i, a in enumerate(full):
+        for b in full[a_i + 1:]:
+            deltas = stats[a] - stats[b]
+            lo, hi = percentile_interval(deltas, ALPHA)
+            out["comparisons"].append({
+                "kind": "comparison", **st.base, "domain": d, "metric": m.name, "encoder_a": a,
+                "encoder_b": b, "delta": _mean(values[a]) - _mean(values[b]), "ci_low": lo,
+                "ci_high": hi, "p_value": bootstrap_p_value(deltas), "n_seeds": len(st.seeds),
+                "higher_is_better": m.higher_is_better,
+                "method": "paired two-level bootstrap (subjects, seeds)",
+            })
+
+
+def _gaps(st: _Setting, metrics: list, names: list[str], out: dict) -> None:
+    """The reference domain (the task's first) minus each other domain, per encoder and metric."""
+    domains = list(st.td.domains)
+    ref = domains[0]
+    for m in metrics:
+        ref_stats, ref_vals = out["_stats"][st.key(ref, m.name)]
+        for d in domains[1:]:
+            stats, vals = out["_stats"][st.key(d, m.name)]
+            for e in names:
+                if ref_stats.get(e) is None or stats.get(e) is None:
+                    continue
+                lo, hi = percentile_interval(ref_stats[e] - stats[e], ALPHA)
+                out["gaps"].append({
+                    "kind": "gap", "encoder": e, **st.base, "metric": m.name, "domain_ref": ref,
+                    "domain": d, "gap": _mean(ref_vals[e]) - _mean(vals[e]), "ci_low": lo, "ci_high": hi,
+                })
+
+
+def _run_task(cfg: BenchConfig, td: TaskData, X: dict[str, np.ndarray], out: dict[str, list],
+              notes: list[str], progress: bool, inputs: dict | None = None, feature_cache=None) -> None:
+    """Every protocol x setting of a task: draw, fit, score, aggregate, compare, gaps. ``inputs``
+    (finetune and segmentation protocols): encoder name -> (encoder, inputs, td row -> input
+    index[, masks, td row -> mask index])."""
+    names = [e.name for e in cfg.encoders]
+    all_eval = np.flatnonzero(np.logical_or.reduce(list(td.domains.values())))
+    dom_rows = {d: np.flatnonzero(m) for d, m in td.domains.items()}
+    metrics = [metric_def(m, td.task.kind) for m in td.task.metrics]
+    for st in _settings(cfg, td):
+        draws = _draw(st)
+        if isinstance(draws, str):
+            notes.append(f"task {td.task.name}, protocol {st.proto.name}: {draws}")
+            say(progress, f"{st.label}: skipped ({draws})")
+            continue
+        say(progress, f"{st.label}: {len(st.seeds)} seed(s) x {len(names)} encoder(s)")
+        scores = _fit(cfg, st, draws, X, inputs, feature_cache, all_eval, out, notes, progress)
+        for d, rd in dom_rows.items():
+            pos_d = np.searchsorted(all_eval, rd)
             for m in metrics:
-                ref_stats, ref_vals = out["_stats"][(task.name, proto.name, str(setting), ref_domain, m.name)]
-                for d in dom_rows:
-                    if d == ref_domain:
-                        continue
-                    st, vals = out["_stats"][(task.name, proto.name, str(setting), d, m.name)]
-                    for e in names:
-                        if ref_stats.get(e) is None or st.get(e) is None:
-                            continue
-                        lo, hi = percentile_interval(ref_stats[e] - st[e], ALPHA)
-                        out["gaps"].append({
-                            "kind": "gap", "encoder": e, **base, "metric": m.name, "domain_ref": ref_domain,
-                            "domain": d, "gap": _mean(ref_vals[e]) - _mean(vals[e]), "ci_low": lo, "ci_high": hi,
-                        })
+                per_run, values, cols = _score(st, m, d, rd, pos_d, draws, scores, out)
+                stats = _bootstrap_stats(m, td.Y[rd], per_run, cols, td.subjects[rd], cfg.n_bootstrap)
+                out["_stats"][st.key(d, m.name)] = (stats, values)
+                _aggregate(st, m, d, rd, stats, values, out)
+                _compare(st, m, d, per_run, stats, values, out)
+        _gaps(st, metrics, names, out)
 
 
 @contextlib.contextmanager
@@ -557,24 +639,24 @@ def _native_entry(cfg: BenchConfig, model, rows: list[dict], ds: str, shape, enc
     return (_object_array(got.images), row_of, _object_array(got.masks), row_of, _object_array(got.fovs), row_of)
 
 
-def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, progress: bool = True,
-                  precision: str | None = None) -> dict:
-    """Run the benchmark of ``config`` into ``out_dir``; returns the results dict (see module doc)
-    with ``paths`` added ({"json", "csv", "html", "embeddings"}). ``precision`` ("32" | "bf16")
-    overrides the config's ``precision`` for frozen-encoder features."""
-    import dataclasses
+@dataclass
+class _Loaded:
+    """What the benchmark reads: every used dataset's rows (after the input contracts) and source,
+    the encoders (built once, and as each reads each dataset), and the records left out."""
 
-    from medssl.engine.hardware import resolve_inference_precision
-    from medssl.io import atomic_write_text
+    used: list[str]
+    rows: dict[str, list[dict]]
+    sources: dict[str, str]
+    n_loaded: dict[str, int]
+    models: dict[str, tuple]
+    fitted: dict[tuple[str, str], Any]
+    skipped: list[dict]
 
-    t0 = time.perf_counter()
-    cfg = load_bench_config(config)
-    cfg = dataclasses.replace(cfg, precision=resolve_inference_precision(precision or cfg.precision, "cpu"))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-    timings: dict[str, float] = {}
 
+def _load(cfg: BenchConfig, out: Path, notes: list[str], progress: bool) -> _Loaded:
+    """Load every dataset a task reads, build the encoders, and keep the records every encoder's
+    input contract accepts (the others are left out for every encoder: all are scored on the same
+    records)."""
     used = list(dict.fromkeys(t.dataset for t in cfg.tasks))
     rows, sources = {}, {}
     skipped: list[dict] = []  # records left out, with the reason (results.json "skipped")
@@ -590,118 +672,195 @@ def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, p
             spec = fitted[(e.name, ds)].spec
             usable, dropped = check_contract(spec.input, rows[ds], encoder=e.name, dataset=ds, source=cfg.source,
                                              modality=spec.modality)
-            if dropped:  # left out for every encoder: all are scored on the same records
+            if dropped:
                 skipped += skipped_entries(dropped, dataset=ds, encoder=e.name, stage="contract")
                 notes.append(f"{e.name} on {ds}: {len(dropped)} record(s) break the encoder's input contract and "
                              f"are left out for every encoder (listed under skipped)")
                 keep = {r["record_id"] for r in usable}
                 rows[ds] = [r for r in rows[ds] if r["record_id"] in keep]
-    tasks = [prepare_task(cfg, i, t, rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
-    plans = _resolution_plans(cfg, tasks, rows, fitted, notes)
-    timings["data_s"] = time.perf_counter() - t0
+    return _Loaded(used, rows, sources, n_loaded, models, fitted, skipped)
 
-    t = time.perf_counter()
-    # Embeddings for the probes; preprocessed inputs (and masks) for protocols that train encoders.
-    probed = {td.task.dataset for td in tasks
-              if any(p.applies_to(td.task.kind) and p.kind in ("linear_probe", "knn") for p in cfg.protocols)}
-    trained = {td.task.dataset for td in tasks
-               if any(p.applies_to(td.task.kind) and p.kind in ("finetune", "segmentation") for p in cfg.protocols)}
+
+def _datasets_of(cfg: BenchConfig, tasks: list[TaskData], kinds: tuple[str, ...]) -> set[str]:
+    """The datasets of tasks that some protocol of ``kinds`` runs on."""
+    return {td.task.dataset for td in tasks
+            if any(p.applies_to(td.task.kind) and p.kind in kinds for p in cfg.protocols)}
+
+
+def _trained_inputs(cfg: BenchConfig, ld: _Loaded, tasks: list[TaskData], plans: dict, notes: list[str]) -> dict:
+    """(encoder, dataset) -> (inputs, record_id -> row[, masks, record_id -> row[, field-of-view
+    masks, record_id -> row]]) for the protocols that train encoders (finetune, segmentation)."""
+    trained = _datasets_of(cfg, tasks, ("finetune", "segmentation"))
     segmented = {td.task.dataset for td in tasks if td.task.kind == "segmentation"} & trained
-    emb = {(e.name, ds): embed_dataset(cfg, e, fitted[(e.name, ds)], models[e.name][1], ds, rows[ds], out, progress,
-                                       notes, skipped)
-           for e in cfg.encoders for ds in used if ds in probed}
-    timings["embed_s"] = time.perf_counter() - t
-    signals = {}  # (encoder, dataset) -> (inputs, record_id -> row[, masks, record_id -> row])
+    signals = {}
     for e in cfg.encoders:
         for ds in trained:
-            model = fitted[(e.name, ds)]
+            model, rows = ld.fitted[(e.name, ds)], ld.rows[ds]
             if ds in segmented and plans[(e.name, ds)] == "tiles":
-                signals[(e.name, ds)] = _native_entry(cfg, model, rows[ds], ds, None, e.name, notes)
+                signals[(e.name, ds)] = _native_entry(cfg, model, rows, ds, None, e.name, notes)
                 continue
-            cache = model_inputs(cfg, model, rows[ds], ds)
-            skipped += skipped_entries(cache.skipped, dataset=ds, encoder=e.name, stage="preprocess")
+            cache = model_inputs(cfg, model, rows, ds)
+            ld.skipped += skipped_entries(cache.skipped, dataset=ds, encoder=e.name, stage="preprocess")
             entry = (cache.signals, {r["record_id"]: i for i, r in enumerate(cache.rows)})
             if ds in segmented:
                 from medssl.data.modalities import segmentation_masks
 
-                m = segmentation_masks(rows[ds], model.spec, cfg.datasets[ds].data, cache_root=cfg.cache_dir)
-                skipped += skipped_entries(m.skipped, dataset=ds, encoder=e.name, stage="mask")
+                m = segmentation_masks(rows, model.spec, cfg.datasets[ds].data, cache_root=cfg.cache_dir)
+                ld.skipped += skipped_entries(m.skipped, dataset=ds, encoder=e.name, stage="mask")
                 entry += (m.signals, {r["record_id"]: i for i, r in enumerate(m.rows)})
-                if any(r.get("fov_path") for r in rows[ds]):
-                    entry += _native_entry(cfg, model, rows[ds], ds, model.spec.input["shape"], e.name, notes)[4:]
+                if any(r.get("fov_path") for r in rows):
+                    entry += _native_entry(cfg, model, rows, ds, model.spec.input["shape"], e.name, notes)[4:]
             signals[(e.name, ds)] = entry
+    return signals
+
+
+def _common_records(cfg: BenchConfig, td: TaskData, emb: dict, signals: dict, notes: list[str]) -> TaskData:
+    """The task restricted to the records every encoder has inputs for (all encoders are scored on
+    the same records)."""
+    ds = td.task.dataset
+    common = set(td.record_ids.tolist())
+    for e in cfg.encoders:
+        if (e.name, ds) in emb:
+            common &= set(emb[(e.name, ds)]["record_id"].tolist())
+        if (e.name, ds) in signals:
+            for row_of in signals[(e.name, ds)][1::2]:
+                common &= set(row_of)
+    keep = np.array([r in common for r in td.record_ids])
+    if not keep.all():
+        notes.append(f"task {td.task.name}: {int((~keep).sum())} record(s) without the inputs of every "
+                     f"encoder left out (all encoders are scored on the same records)")
+    return TaskData(td.task, td.record_ids[keep], td.subjects[keep], td.Y[keep], td.class_names, td.train[keep],
+                    {d: m[keep] for d, m in td.domains.items()})
+
+
+def _task_inputs(cfg: BenchConfig, td: TaskData, ld: _Loaded, emb: dict, signals: dict) -> tuple[dict, dict]:
+    """(encoder -> embeddings (n, D) of the task's rows, encoder -> (encoder, inputs, td row ->
+    input row[, masks, td row -> mask row]...)) for the task's dataset."""
+    ds = td.task.dataset
+    X = {}
+    for e in (e for e in cfg.encoders if (e.name, ds) in emb):
+        z = emb[(e.name, ds)]
+        where = {r: i for i, r in enumerate(z["record_id"].tolist())}
+        X[e.name] = np.asarray(z["embeddings"], dtype=np.float64)[[where[r] for r in td.record_ids]]
+    inputs = {}
+    for e in (e for e in cfg.encoders if (e.name, ds) in signals):
+        entry = signals[(e.name, ds)]
+        parts = [ld.fitted[(e.name, ds)]]
+        for array, row_of in zip(entry[0::2], entry[1::2]):
+            parts += [array, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64)]
+        inputs[e.name] = tuple(parts)
+    return X, inputs
+
+
+def results_doc(rows, *, title: str, config: Mapping, machine: Mapping | None = None, encoders: Mapping | None = None,
+                datasets: Mapping | None = None, ranking: list | None = None, skipped: list | None = None,
+                notes=(), timings: Mapping | None = None) -> dict:
+    """A results.json document (module docstring) from rows of every kind (``kind``: run,
+    aggregate, gap, comparison, error), with p_holm added to the comparisons (Holm over all of
+    them); NaN/inf become None."""
+    rows = list(rows)
+    by_kind = {k: [r for r in rows if r.get("kind") == k] for k in ("run", "aggregate", "gap", "comparison", "error")}
+    adjust_comparisons(by_kind["comparison"])
+    return _jsonable({
+        "schema_version": SCHEMA_VERSION, "title": title,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": dict(machine_info() if machine is None else machine), "config": dict(config),
+        "encoders": dict(encoders or {}), "datasets": dict(datasets or {}),
+        "records": by_kind["run"], "aggregates": by_kind["aggregate"], "gaps": by_kind["gap"],
+        "comparisons": by_kind["comparison"], "errors": by_kind["error"],
+        "p_adjustment": "Holm (family: all comparisons of this run); p_holm beside each raw p_value",
+        "ranking": list(ranking or []), "skipped": list(skipped or []), "notes": list(notes),
+        "timings_s": {k: round(v, 2) for k, v in (timings or {}).items()},
+    })
+
+
+def _results_doc(cfg: BenchConfig, ld: _Loaded, results: dict, n_embedded: dict, notes: list[str],
+                 timings: dict) -> dict:
+    """results.json of a benchmark run."""
+    spec = {name: m[0].spec for name, m in ld.models.items()}
+    return results_doc(
+        [r for k in ("records", "aggregates", "gaps", "comparisons", "errors") for r in results[k]],
+        title=cfg.title, config=cfg.raw,
+        machine={**machine_info(), "precision": {"embeddings": cfg.precision, "trained_protocols": "32"}},
+        encoders={e.name: {"ref": e.ref, "spec": {"name": spec[e.name].name, "embed_dim": spec[e.name].embed_dim,
+                                                  "input": spec[e.name].input}} for e in cfg.encoders},
+        datasets={ds: {"source": ld.sources[ds], "n_records": ld.n_loaded[ds],
+                       "n_subjects": len({r["subject_id"] for r in ld.rows[ds]}), "n_embedded": n_embedded.get(ds)}
+                  for ds in ld.used},
+        ranking=_rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders], cfg.n_bootstrap),
+        skipped=[dict(k) for k in dict.fromkeys(tuple(x.items()) for x in ld.skipped)],  # each once
+        notes=notes, timings=timings)
+
+
+def write_results(doc: dict, out: str | Path, examples: list | None = None) -> dict:
+    """Write ``results.json``, ``results.csv`` (the records) and ``report.html`` of a results doc
+    (:func:`results_doc`) into ``out``; returns their paths ({"json", "csv", "html"}). The page's
+    configuration section shows the doc's ``config`` with ``n_bootstrap``, a ``demo`` entry when
+    the doc has one, and the timings."""
+    from medssl.io import atomic_write_text
+
+    out = Path(out)
+    doc = _jsonable(doc)
+    json_path = atomic_write_text(out / "results.json", json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    csv_path = atomic_write_text(out / "results.csv", _csv_text(doc["records"]))
+    report = make_report(doc["records"] + doc["aggregates"] + doc["gaps"] + doc["comparisons"], title=doc["title"],
+                         config={**doc["config"], "n_bootstrap": doc["config"].get("n_bootstrap", 1000),
+                                 **({"demo": doc["demo"]} if "demo" in doc else {}), "timings_s": doc["timings_s"]},
+                         notes=doc["notes"])
+    report["ranking"] = doc["ranking"]
+    report["examples"] = examples or []
+    report["skipped"] = doc["skipped"]
+    html_path = atomic_write_text(out / "report.html", render_html(report))
+    return {"json": json_path, "csv": csv_path, "html": html_path}
+
+
+def run_benchmark(config: str | Path | Mapping[str, Any], out_dir: str | Path, progress: bool = True,
+                  precision: str | None = None) -> dict:
+    """Run the benchmark of ``config`` into ``out_dir``; returns the results dict (see module doc)
+    with ``paths`` added ({"json", "csv", "html", "embeddings"}). ``precision`` ("32" | "bf16")
+    overrides the config's ``precision`` for frozen-encoder features."""
+    import dataclasses
+
+    from medssl.bench.segmentation import FeatureMapCache
+    from medssl.engine.hardware import resolve_inference_precision
+
+    t0 = time.perf_counter()
+    cfg = load_bench_config(config)
+    cfg = dataclasses.replace(cfg, precision=resolve_inference_precision(precision or cfg.precision, "cpu"))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+
+    ld = _load(cfg, out, notes, progress)
+    tasks = [prepare_task(cfg, i, t, ld.rows[t.dataset], notes) for i, t in enumerate(cfg.tasks)]
+    plans = _resolution_plans(cfg, tasks, ld.rows, ld.fitted, notes)
+    timings["data_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    results: dict[str, list] = {"records": [], "aggregates": [], "gaps": [], "comparisons": [], "errors": [],
-                                "examples": [], "_stats": {}}
-    n_embedded = {}
-    from medssl.bench.segmentation import FeatureMapCache
+    # Embeddings for the probes; preprocessed inputs (and masks) for protocols that train encoders.
+    probed = _datasets_of(cfg, tasks, ("linear_probe", "knn"))
+    emb = {(e.name, ds): embed_dataset(cfg, e, ld.fitted[(e.name, ds)], ld.models[e.name][1], ds, ld.rows[ds], out,
+                                       progress, notes, ld.skipped)
+           for e in cfg.encoders for ds in ld.used if ds in probed}
+    timings["embed_s"] = time.perf_counter() - t
+    signals = _trained_inputs(cfg, ld, tasks, plans, notes)
 
+    t = time.perf_counter()
+    results: dict[str, Any] = {"records": [], "aggregates": [], "gaps": [], "comparisons": [], "errors": [],
+                               "examples": [], "_stats": {}}
+    n_embedded = {}
     feature_cache = FeatureMapCache()  # frozen feature maps per (encoder weights, images), for this run
     for td in tasks:
-        ds = td.task.dataset
-        common = set(td.record_ids.tolist())
-        for e in cfg.encoders:
-            if (e.name, ds) in emb:
-                common &= set(emb[(e.name, ds)]["record_id"].tolist())
-            if (e.name, ds) in signals:
-                for row_of in signals[(e.name, ds)][1::2]:
-                    common &= set(row_of)
-        keep = np.array([r in common for r in td.record_ids])
-        if not keep.all():
-            notes.append(f"task {td.task.name}: {int((~keep).sum())} record(s) without the inputs of every "
-                         f"encoder left out (all encoders are scored on the same records)")
-        td = TaskData(td.task, td.record_ids[keep], td.subjects[keep], td.Y[keep], td.class_names, td.train[keep],
-                      {d: m[keep] for d, m in td.domains.items()})
-        n_embedded[ds] = len(common)
-        X = {}
-        for e in (e for e in cfg.encoders if (e.name, ds) in emb):
-            z = emb[(e.name, ds)]
-            where = {r: i for i, r in enumerate(z["record_id"].tolist())}
-            X[e.name] = np.asarray(z["embeddings"], dtype=np.float64)[[where[r] for r in td.record_ids]]
-        inputs = {}  # encoder name -> (encoder, inputs, td row -> input row[, masks, td row -> mask row])
-        for e in (e for e in cfg.encoders if (e.name, ds) in signals):
-            entry = signals[(e.name, ds)]
-            parts = [fitted[(e.name, ds)]]
-            for array, row_of in zip(entry[0::2], entry[1::2]):
-                parts += [array, np.array([row_of.get(r, -1) for r in td.record_ids], np.int64)]
-            inputs[e.name] = tuple(parts)
+        td = _common_records(cfg, td, emb, signals, notes)
+        n_embedded[td.task.dataset] = len(td.record_ids)
+        X, inputs = _task_inputs(cfg, td, ld, emb, signals)
         _run_task(cfg, td, X, results, notes, progress, inputs, feature_cache)
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
-    adjust_comparisons(results["comparisons"])  # p_holm: Holm over every comparison of the run
-    doc = {
-        "schema_version": SCHEMA_VERSION, "title": cfg.title,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": {
-            **machine_info(), "precision": {"embeddings": cfg.precision, "trained_protocols": "32"}},
-        "config": cfg.raw,
-        "encoders": {e.name: {"ref": e.ref, "spec": {"name": models[e.name][0].spec.name,
-                                                     "embed_dim": models[e.name][0].spec.embed_dim,
-                                                     "input": models[e.name][0].spec.input}}
-                     for e in cfg.encoders},
-        "datasets": {ds: {"source": sources[ds], "n_records": n_loaded[ds],
-                          "n_subjects": len({r["subject_id"] for r in rows[ds]}), "n_embedded": n_embedded.get(ds)}
-                     for ds in used},
-        **{k: results[k] for k in ("records", "aggregates", "gaps", "comparisons", "errors")},
-        "p_adjustment": "Holm (family: all comparisons of this run); p_holm beside each raw p_value",
-        "ranking": _rankings(results["aggregates"], results["_stats"], [e.name for e in cfg.encoders],
-                             cfg.n_bootstrap),
-        "skipped": [dict(k) for k in dict.fromkeys(tuple(x.items()) for x in skipped)],  # each once
-        "notes": notes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
-    }
-    results.pop("_stats")
-    doc = _jsonable(doc)
-    json_path = atomic_write_text(out / "results.json", json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
-    csv_path = atomic_write_text(out / "results.csv", _csv_text(results["records"]))
-    report = make_report(results["records"] + results["aggregates"] + results["gaps"] + results["comparisons"],
-                         title=cfg.title,
-                         config={**cfg.raw, "n_bootstrap": cfg.n_bootstrap, "timings_s": doc["timings_s"]},
-                         notes=notes)
-    report["ranking"] = doc["ranking"]
-    report["examples"] = results["examples"]
-    report["skipped"] = doc["skipped"]
-    html_path = atomic_write_text(out / "report.html", render_html(report))
-    doc["paths"] = {"json": json_path, "csv": csv_path, "html": html_path, "embeddings": out / "embeddings"}
-    say(progress, f"wrote {json_path}, {csv_path}, {html_path} in {timings['total_s']:.0f} s")
+    doc = _results_doc(cfg, ld, results, n_embedded, notes, timings)
+    paths = write_results(doc, out, results["examples"])
+    doc["paths"] = {**paths, "embeddings": out / "embeddings"}
+    say(progress, f"wrote {paths['json']}, {paths['csv']}, {paths['html']} in {timings['total_s']:.0f} s")
     return doc

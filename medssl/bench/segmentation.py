@@ -60,6 +60,7 @@ from medssl.bench.segmentation_metrics import (
     normalized_surface_dice,
 )
 from medssl.nn.schedules import cosine_schedule
+from medssl.nn.segmenter import Segmenter
 
 SEGMENTATION_MODES = ("frozen", "finetune")
 # Compute a frozen encoder's feature maps once per image (module docstring); False: at every step.
@@ -109,39 +110,10 @@ class FeaturePyramidDecoder(nn.Module):
         return self.head(h)
 
 
-class Segmenter(nn.Module):
-    """encoder.feature_maps -> :class:`FeaturePyramidDecoder`: (B, C, *S) -> (B, 1, *S) logits."""
-
-    def __init__(self, encoder: nn.Module, decoder: FeaturePyramidDecoder, frozen: bool):
-        super().__init__()
-        self.encoder, self.decoder, self.frozen = encoder, decoder, frozen
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """The encoder's feature maps of ``x`` (without gradients when frozen)."""
-        if self.frozen:
-            with torch.no_grad():
-                return [m.detach() for m in self.encoder.feature_maps(x)]
-        return self.encoder.feature_maps(x)
-
-    def decode(self, x: Tensor, maps: Sequence[Tensor]) -> Tensor:
-        """Logits from the feature maps of ``x`` (``x`` itself is not read here)."""
-        return self.decoder(maps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(x, self.encode(x))
-
-    def train(self, mode: bool = True) -> Segmenter:
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
-
-
 # name -> builder(encoder (a private copy), input_shape (C, *S), mode, width) -> a module with
 # `.encoder` and `.decoder` whose forward gives (B, 1, *S) logits.
 DecoderBuilder = Callable[[nn.Module, Sequence[int], str, int], nn.Module]
-_DECODERS: dict[str, DecoderBuilder] = {}
-_DECODER_MODULES = ("medssl.retina.mask_decoder", "medssl.ct.segmentation")
+_DECODERS: dict[str, DecoderBuilder] = {}  # modalities register theirs (medssl.plugins)
 
 
 def register_decoder(name: str, builder: DecoderBuilder) -> DecoderBuilder:
@@ -151,9 +123,9 @@ def register_decoder(name: str, builder: DecoderBuilder) -> DecoderBuilder:
 
 
 def known_decoders() -> list[str]:
-    from medssl.registry import import_optional_modules
+    from medssl.plugins import load_registrations
 
-    import_optional_modules(_DECODER_MODULES)
+    load_registrations()
     return sorted(_DECODERS)
 
 
@@ -192,13 +164,15 @@ def segmenter_optimiser(model: nn.Module, *, mode: str, lr: float, encoder_lr_sc
                         weight_decay: float) -> torch.optim.Optimizer:
     """AdamW over the decoder at ``lr`` and, when fine-tuning, the encoder at ``lr * encoder_lr_scale``
     (each group remembers its ``base_lr`` for the cosine schedule)."""
+    from medssl.nn.param_groups import param_groups
+
     in_encoder = {id(p) for p in model.encoder.parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": lr}]
+    layers, scales = [[p for p in model.parameters() if id(p) not in in_encoder]], [1.0]
     if mode == "finetune":
-        groups.append({"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_scale})
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+        layers.append(list(model.encoder.parameters()))
+        scales.append(encoder_lr_scale)
+    return torch.optim.AdamW(param_groups(layers, weight_decay, lr=lr, lr_scales=scales, base_lr=True),
+                             weight_decay=weight_decay)
 
 
 def cacheable(model: nn.Module) -> bool:

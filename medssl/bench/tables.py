@@ -1,8 +1,8 @@
 """Benchmark results as pandas DataFrames (for notebooks).
 
-:func:`load_results` reads ``results.json`` of ``medssl bench`` (:mod:`medssl.bench.runner`) or
-``report.json`` of the few-shot report (:mod:`medssl.bench.report`), or the folder holding one,
-and returns one of its tables, one row per entry, list-valued fields kept as Python lists.
+:func:`load_results` reads ``results.json`` of ``medssl bench`` and ``medssl demo``
+(:mod:`medssl.bench.runner`), or the folder holding one, and returns one of its tables, one row
+per entry, list-valued fields kept as Python lists.
 """
 
 from __future__ import annotations
@@ -12,25 +12,16 @@ from pathlib import Path
 
 __all__ = ["TABLES", "load_results"]
 
-# table name -> the key in results.json, then in report.json
-TABLES = {
-    "aggregates": ("aggregates", "results"),
-    "records": ("records", "runs"),
-    "comparisons": ("comparisons", "comparisons"),
-    "gaps": ("gaps", "gaps"),
-    "errors": ("errors", None),
-    "ranking": ("ranking", "ranking"),
-}
-_FILES = ("results.json", "report.json")
+TABLES = ("aggregates", "records", "comparisons", "gaps", "errors", "ranking")  # keys of results.json
+RESULTS_FILE = "results.json"
 
 
 def _resolve(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
-        for name in _FILES:
-            if (p / name).is_file():
-                return p / name
-        raise FileNotFoundError(f"{p} holds neither {' nor '.join(_FILES)}")
+        if (p / RESULTS_FILE).is_file():
+            return p / RESULTS_FILE
+        raise FileNotFoundError(f"{p} holds no {RESULTS_FILE}")
     if not p.is_file():
         raise FileNotFoundError(f"no such results file: {p}")
     return p
@@ -39,7 +30,7 @@ def _resolve(path: str | Path) -> Path:
 def load_results(path: str | Path, table: str = "aggregates"):
     """A :class:`pandas.DataFrame` of one table of a benchmark's results.
 
-    ``path``: ``results.json`` / ``report.json`` or their folder. ``table``: ``aggregates`` (one row
+    ``path``: ``results.json`` or its folder. ``table``: ``aggregates`` (one row
     per encoder x task x protocol x setting x domain x metric: ``mean``, ``ci_low``, ``ci_high``, ...;
     the default), ``records`` (per seed), ``comparisons`` (paired, with ``p_value`` and ``p_holm``),
     ``gaps`` (reference domain minus each other, with its interval), ``errors``, or ``ranking``
@@ -56,10 +47,9 @@ def load_results(path: str | Path, table: str = "aggregates"):
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{p} is not JSON: {err}") from None
-    if not isinstance(doc, dict) or not ({"aggregates", "results"} & set(doc)):
-        raise ValueError(f"{p} is not a medssl results.json or report.json (no 'aggregates' or 'results')")
-    key = TABLES[table][0] if "aggregates" in doc else TABLES[table][1]
-    rows = (doc.get(key) or []) if key else []
+    if not isinstance(doc, dict) or "aggregates" not in doc:
+        raise ValueError(f"{p} is not a medssl results.json (no 'aggregates')")
+    rows = doc.get(table) or []
     if table == "ranking":
         rows = [{"domain": block.get("domain"), "n_tasks": block.get("n_tasks"), **r}
                 for block in rows for r in block.get("rows", [])]

@@ -14,9 +14,12 @@ shifted-window attention masks per grid instead of rebuilding them every call, a
 edit the patch-embedding grid (`embed_hook`: SimMIM's mask tokens, a noisy teacher's noise). The
 numbers are MONAI's: `tests/ct/test_ct_encoders.py` checks them against MONAI's forward.
 
-3-D ViT (`ct_vit3d_base`, `ct_vit3d_tiny`): UNETR's encoder layout (Hatamizadeh et al., WACV 2022:
+3-D ViT (`ct_vit3d_base`, `ct_vit3d_tiny`): `medssl.nn.vit3d.ViT3d`, the class the MRI 3-D ViTs
+also build, at a fixed input shape, in UNETR's encoder layout (Hatamizadeh et al., WACV 2022:
 96^3 input, patch 16, 768 wide, 12 deep, 12 heads) on `medssl.nn.transformer` blocks, with fixed
-3-D sine-cosine positions instead of UNETR's learned ones.
+3-D sine-cosine positions (`medssl.nn.pos_embed.sincos_3d`: 2 * (dim // 6) channels per axis, any
+remainder zeros) instead of UNETR's learned ones. The positions are a non-persistent buffer: not in
+the state_dict, recomputed on load.
 
 Every encoder here:
 - `forward(x) -> (B, embed_dim)`: the mean over the coarsest map's positions (Swin: of the
@@ -39,8 +42,6 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import (
     SwinTransformer,
@@ -49,9 +50,8 @@ from monai.networks.nets.swin_unetr import (
 )
 from torch import Tensor, nn
 
-from medssl.nn.pos_embed import sincos_1d
-from medssl.nn.transformer import Transformer, init_vit_weights
-from medssl.registry import EncoderSpec, register_encoder
+from medssl.nn.vit3d import ViT3d
+from medssl.registry import EncoderSpec, per_axis, register_encoder, resolve_hparams
 
 CT_INTENSITY = "HU windowed to [0,1]"
 SWIN_PAPER = (
@@ -176,111 +176,16 @@ class CTSwinEncoder(nn.Module):
         return self.stages(x)[-1].flatten(2).mean(dim=2)
 
 
-def sincos_3d(dim: int, grid: Sequence[int]) -> Tensor:
-    """(d * h * w, dim) fixed positions of a 3-D grid, row-major over (d, h, w): 2 * (dim // 6)
-    channels encode each of the first two axes and the rest the third. dim must be even."""
-    if dim % 2:
-        raise ValueError(f"3-D sine-cosine encoding needs an even dim, got {dim}")
-    part = 2 * (dim // 6)
-    parts = (part, part, dim - 2 * part)
-    coords = np.meshgrid(*(np.arange(g) for g in grid), indexing="ij")
-    emb = np.concatenate([sincos_1d(p, c) for p, c in zip(parts, coords) if p > 0], axis=1)
-    return torch.from_numpy(emb).float()
-
-
-class CTViT3D(nn.Module):
-    """A ViT over non-overlapping p^3 patches of (B, C, D, H, W) CT; see the module docstring."""
-
-    def __init__(
-        self,
-        *,
-        in_channels: int = 1,
-        shape: Sequence[int] = (96, 96, 96),
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        feature_layers: Sequence[int] | None = None,
-        spec: EncoderSpec | None = None,
-    ):
-        super().__init__()
-        self.shape = tuple(int(s) for s in shape)
-        if len(self.shape) != 3 or any(s % patch_size for s in self.shape):
-            raise ValueError(f"input shape {list(self.shape)} must be 3 sizes, each a multiple of patch {patch_size}")
-        layers = [int(i) for i in feature_layers] if feature_layers else [depth]
-        if not all(1 <= i <= depth for i in layers) or layers != sorted(set(layers)):
-            raise ValueError(f"feature_layers {layers} must be increasing block numbers in 1..{depth}")
-        self.in_channels = in_channels
-        self.grid = tuple(s // patch_size for s in self.shape)
-        self.feature_layers = layers
-        self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.register_buffer("pos_embed", sincos_3d(embed_dim, self.grid)[None], persistent=False)
-        self.transformer = Transformer(embed_dim, depth, num_heads, mlp_ratio)
-        init_vit_weights(self)
-        nn.init.xavier_uniform_(self.patch_embed.weight.view(embed_dim, -1))
-        nn.init.zeros_(self.patch_embed.bias)
-        self.embed_dim = embed_dim
-        self.embed_stride = patch_size
-        self.embed_channels = embed_dim
-        self.stage_strides = [patch_size] * len(layers)
-        self.stage_channels = [embed_dim] * len(layers)
-        self.spec = spec
-
-    def _check(self, x: Tensor) -> None:
-        if x.ndim != 5 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.shape:
-            raise ValueError(f"expected input (batch, {self.in_channels}, {', '.join(map(str, self.shape))}), "
-                             f"got {tuple(x.shape)}")
-
-    def _run(self, x: Tensor, embed_hook: EmbedHook | None = None) -> tuple[Tensor, list[Tensor]]:
-        """Hidden states after the last block and after each of `feature_layers` (before the final norm)."""
-        self._check(x)
-        grid = self.patch_embed(x)
-        if embed_hook is not None:
-            grid = embed_hook(grid)
-        h = grid.flatten(2).transpose(1, 2) + self.pos_embed.to(grid.dtype)
-        taken = []
-        for i, blk in enumerate(self.transformer.blocks, start=1):
-            h = blk(h)
-            if i in self.feature_layers:
-                taken.append(h)
-        return h, taken
-
-    def _grid(self, tokens: Tensor) -> Tensor:
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid)
-
-    def stages(self, x: Tensor, embed_hook: EmbedHook | None = None) -> list[Tensor]:
-        """The layer-normed token grid after each of `feature_layers`, (B, D, d, h, w) each."""
-        _, taken = self._run(x, embed_hook)
-        return [self._grid(self.transformer.norm(h)) for h in taken]
-
-    def feature_maps(self, x: Tensor) -> list[Tensor]:
-        return self.stages(x)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.transformer.norm(self._run(x)[0])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.transformer.norm(self._run(x)[0].mean(dim=1))
-
-
-def _resolve(name: str, defaults: dict, overrides: dict) -> dict:
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    h = {**defaults, **overrides}
-    # JSON-stable forms, so that a card's hparams rebuild an equal spec.
+def _resolve(name: str, defaults: dict, overrides: dict, int_lists: tuple[str, ...]) -> dict:
+    """`medssl.registry.resolve_hparams`, then the CT contract's JSON-stable forms and checks."""
+    h = resolve_hparams(name, defaults, overrides, int_lists=int_lists)
     h["windows"] = [w if isinstance(w, str) else [float(v) for v in w] for w in h["windows"]]
-    h["shape"] = [int(s) for s in (h["shape"] if isinstance(h["shape"], (list, tuple)) else [h["shape"]] * 3)]
-    sp = h["spacing_mm"]
-    h["spacing_mm"] = [float(s) for s in (sp if isinstance(sp, (list, tuple)) else [sp] * 3)]
+    h["shape"] = per_axis(h["shape"], 3)
+    h["spacing_mm"] = per_axis(h["spacing_mm"], 3, float)
     if not h["windows"]:
         raise ValueError(f"{name}: at least one window (input channel) is needed")
     if len(h["spacing_mm"]) != 3 or min(h["spacing_mm"]) <= 0:
         raise ValueError(f"{name}: spacing_mm {h['spacing_mm']} must be 3 positive sizes (mm)")
-    for key in ("depths", "num_heads", "feature_layers"):
-        if isinstance(h.get(key), (list, tuple)):
-            h[key] = [int(v) for v in h[key]]
     return h
 
 
@@ -330,7 +235,7 @@ def _ct_swin_spec(name: str, **overrides) -> EncoderSpec:
         windows=["lung"], intensity=CT_INTENSITY, depths=[2, 2, 2, 2], patch_size=2,
         mlp_ratio=4.0, drop_path_rate=0.0, **_SWIN_SIZES[name],
     )
-    h = _resolve(name, defaults, overrides)
+    h = _resolve(name, defaults, overrides, ("depths", "num_heads"))
     emb = int(h["feature_size"]) * 2 ** len(h["depths"])
     return ct_encoder_spec(name, h, emb, SWIN_PAPER, patch_size=int(h["patch_size"]))
 
@@ -366,28 +271,29 @@ _VIT_SIZES = {
 
 def _ct_vit3d_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(windows=["lung"], intensity=CT_INTENSITY, mlp_ratio=4.0, **_VIT_SIZES[name])
-    h = _resolve(name, defaults, overrides)
+    h = _resolve(name, defaults, overrides, ("feature_layers",))
     if h["feature_layers"] is not None and max(h["feature_layers"]) > h["depth"]:
         # e.g. depth=1 on the base size: keep the layers that exist (the last block at least).
         h["feature_layers"] = [i for i in h["feature_layers"] if i <= h["depth"]] or [int(h["depth"])]
     return ct_encoder_spec(name, h, h["embed_dim"], VIT3D_PAPER, patch_size=int(h["patch_size"]))
 
 
-def _ct_vit3d(name: str, **overrides) -> CTViT3D:
+def _ct_vit3d(name: str, **overrides) -> ViT3d:
+    """`medssl.nn.vit3d.ViT3d` at a fixed input shape, pooled then normed, zero patch bias."""
     spec = _ct_vit3d_spec(name, **overrides)
     h = spec.hparams
     arch = {k: v for k, v in h.items() if k not in _CONTRACT}
-    return CTViT3D(in_channels=len(h["windows"]), **arch, spec=spec)
+    return ViT3d(in_channels=len(h["windows"]), **arch, norm_after_pool=True, zero_patch_bias=True, spec=spec)
 
 
 @register_encoder(modality="ct", spec=partial(_ct_vit3d_spec, "ct_vit3d_base"))
-def ct_vit3d_base(**overrides) -> CTViT3D:
+def ct_vit3d_base(**overrides) -> ViT3d:
     """UNETR's 3-D ViT: 96^3 CT, patch 16, 768 wide, 12 deep, 12 heads."""
     return _ct_vit3d("ct_vit3d_base", **overrides)
 
 
 @register_encoder(modality="ct", spec=partial(_ct_vit3d_spec, "ct_vit3d_tiny"))
-def ct_vit3d_tiny(**overrides) -> CTViT3D:
+def ct_vit3d_tiny(**overrides) -> ViT3d:
     """3-D ViT on 32^3 CT, patch 8, 96 wide, 4 deep, 4 heads: CPU and tests."""
     return _ct_vit3d("ct_vit3d_tiny", **overrides)
 

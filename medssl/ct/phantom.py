@@ -449,10 +449,10 @@ def write_synthetic(
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from medssl.ct.modality import index_dicom_folder
+    from medssl.ct.dicom_folder import index_dicom_folder
     from medssl.ct.nodules import write_nodule_csv
     from medssl.data.manifest import write_manifest
-    from medssl.ecg.layouts import subject_split
+    from medssl.data.manifest import subject_split
     from medssl.io import atomic_write_text
 
     folder = Path(folder)

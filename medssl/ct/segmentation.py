@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
+
+from medssl.nn.segmenter import Segmenter
 
 SMALL_INPUT_NORM = ("group", {"num_groups": 1})
 
@@ -55,33 +56,13 @@ class SwinUNETRDecoder(nn.Module):
         return self.out(self.decoder1(dec0, enc0))
 
 
-class SwinUNETRSegmenter(nn.Module):
+class SwinUNETRSegmenter(Segmenter):
     """CT Swin encoder + :class:`SwinUNETRDecoder`: (B, C, D, H, W) -> (B, 1, D, H, W) logits.
     With ``frozen``, the encoder runs without gradients and stays in eval mode."""
-
-    def __init__(self, encoder: nn.Module, decoder: SwinUNETRDecoder, frozen: bool):
-        super().__init__()
-        self.encoder, self.decoder, self.frozen = encoder, decoder, frozen
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """The encoder's feature maps of ``x`` (without gradients when frozen)."""
-        if self.frozen:
-            with torch.no_grad():
-                return [m.detach() for m in self.encoder.feature_maps(x)]
-        return self.encoder.feature_maps(x)
 
     def decode(self, x: Tensor, maps: Sequence[Tensor]) -> Tensor:
         """Logits from ``x`` (the decoder's own first convolution reads it) and its feature maps."""
         return self.decoder(x, maps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(x, self.encode(x))
-
-    def train(self, mode: bool = True) -> SwinUNETRSegmenter:
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
 
 
 def build_swin_unetr_segmenter(encoder: nn.Module, input_shape: Sequence[int], mode: str = "frozen",

@@ -1,6 +1,7 @@
 """Dataset layouts `medssl data index` understands; each maps a folder to manifest rows.
 
-Modality packages register their layouts here. Each layout returns (rows, skipped), where
+Modality packages register their layouts here (`register_layout`, from their own package; the
+ECG layouts in `medssl.ecg.modality`, the shared `volume-folder` in `medssl.imaging.volume_folder`). Each layout returns (rows, skipped), where
 skipped lists (path, reason) for records that could not be indexed.
 """
 
@@ -13,70 +14,7 @@ from pathlib import Path
 LayoutIndexer = Callable[..., tuple[list[dict], list[tuple[str, str]]]]
 
 
-def _wfdb(root: Path, labels: str | None = None, task: str | None = None):
-    from medssl.ecg.layouts import index_wfdb_folder
-
-    if task:
-        raise ValueError("layout wfdb has no tasks: its labels come from --labels")
-    return index_wfdb_folder(root, labels)
-
-
-def _synthetic(root: Path, labels: str | None = None, task: str | None = None):
-    """A folder written by `medssl data synth` (WFDB records + labels.csv with subject and site)."""
-    labels_csv = Path(labels) if labels else root / "labels.csv"
-    if not labels_csv.is_file():
-        raise ValueError(f"{labels_csv}: not found; write a synthetic cohort with `medssl data synth --out {root}`")
-    return _wfdb(root, str(labels_csv), task)
-
-
-def _ptbxl(root: Path, labels: str | None = None, task: str | None = None, rate: int | None = None):
-    """PTB-XL with one of the six benchmark tasks (default superdiagnostic) at 100 or 500 Hz."""
-    from medssl.ecg.ptbxl import index_ptbxl
-
-    if labels:
-        raise ValueError("layout ptbxl takes its labels from ptbxl_database.csv; drop --labels")
-    return index_ptbxl(root, task=task or "superdiagnostic", rate=100 if rate is None else rate)
-
-
-def _physionet2021(root: Path, labels: str | None = None, task: str | None = None):
-    """PhysioNet/CinC Challenge 2020/2021 WFDB records, labels from their #Dx SNOMED-CT codes."""
-    from medssl.ecg.physionet2021 import index_physionet2021
-
-    if labels or task:
-        raise ValueError("layout physionet2021 has no tasks and takes its labels from the #Dx header lines")
-    return index_physionet2021(root)
-
-
-def _code15(root: Path, labels: str | None = None, task: str | None = None):
-    """CODE-15%: exams.csv + exams_part{i}.hdf5."""
-    from medssl.ecg.code15 import index_code15
-
-    if labels or task:
-        raise ValueError("layout code15 has no tasks and takes its labels from exams.csv")
-    return index_code15(root)
-
-
-def _volume_folder(root: Path, labels: str | None = None, task: str | None = None, *, csv: str | None = None,
-                   modality: str = "mri", id_column: str | None = None, pattern: str | None = None,
-                   sequence: str | None = None, split_seed: int | str = 0):
-    """NIfTI volumes / DICOM series (MRI or CT) listed in a CSV with an `image` column, or matched by name
-    to a participants table's ID column (`medssl.imaging.volume_folder`)."""
-    from medssl.imaging.volume_folder import index_volume_folder
-
-    try:
-        seed = int(split_seed)
-    except (TypeError, ValueError):
-        raise ValueError(f"layout volume-folder: split_seed={split_seed!r} is not an integer") from None
-    return index_volume_folder(root, labels, task, csv_name=csv, modality=modality, id_column=id_column,
-                               pattern=pattern, sequence=sequence, split_seed=seed)
-
-
-LAYOUTS: dict[str, LayoutIndexer] = {
-    "wfdb": _wfdb, "synthetic": _synthetic, "ptbxl": _ptbxl, "physionet2021": _physionet2021, "code15": _code15,
-    "volume-folder": _volume_folder,
-}
-# Image modalities register their layouts when their `modality` module is imported.
-_LAYOUT_MODULES = ("medssl.mri.modality", "medssl.retina.modality", "medssl.ct.modality")
+LAYOUTS: dict[str, LayoutIndexer] = {}  # modalities register theirs when their plug-in module is imported
 
 
 def register_layout(name: str, indexer: LayoutIndexer) -> LayoutIndexer:
@@ -87,9 +25,9 @@ def register_layout(name: str, indexer: LayoutIndexer) -> LayoutIndexer:
 
 
 def known_layouts() -> list[str]:
-    from medssl.registry import import_optional_modules
+    from medssl.plugins import modalities
 
-    import_optional_modules(_LAYOUT_MODULES)
+    modalities()  # imports every modality's plug-in module, which registers its layouts
     return sorted(LAYOUTS)
 
 

@@ -22,6 +22,26 @@ class ManifestError(ValueError):
     """A manifest file is malformed."""
 
 
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def subject_split(subject_id: str, seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> str:
+    """Deterministic split of one subject: SHA-256 of "seed:subject_id" mapped to [0, 1).
+
+    The same subject and seed always give the same split, on any machine or Python version.
+    Every layout splits by subject with it, never by record, so that no person's records are in
+    two splits.
+    """
+    digest = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for name, frac in zip(SPLITS, fractions):
+        cumulative += frac
+        if u < cumulative:
+            return name
+    return SPLITS[len(fractions) - 1]
+
+
 def join_labels(labels: Iterable[str]) -> str:
     return LABEL_SEPARATOR.join(sorted(set(labels)))
 

@@ -1,8 +1,8 @@
-"""What each modality tells the engine, the benchmark and the audit: one small registry.
+"""What each modality tells the engine, the benchmark and the audit: the data hooks of its plug-in.
 
-A modality (ecg, mri, retina, ct) registers a :class:`ModalityData` once, in its package. Pretraining,
-embedding, fine-tuning, segmentation and membership scoring all go through it, so none of them
-imports a modality package by name.
+A modality (ecg, mri, retina, ct, or a third party's) declares one :class:`medssl.plugins.Modality`
+in its package. Pretraining, embedding, fine-tuning, segmentation and membership scoring all go
+through its hooks (:func:`modality_data`), so none of them imports a modality package by name.
 
 Contracts (shapes in the encoder's input layout, float32):
   inputs(rows, spec_input, data_cfg, cache_root) -> ArrayCache
@@ -36,7 +36,7 @@ Contracts (shapes in the encoder's input layout, float32):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,7 @@ from typing import Any
 import numpy as np
 
 from medssl.data.cache import ArrayCache
-
-InputsFn = Callable[[Sequence[dict], Mapping[str, Any], Mapping[str, Any], "str | Path | None"], ArrayCache]
-
+from medssl.plugins import Modality, get_modality
 
 @dataclass
 class NativeImages:
@@ -61,42 +59,9 @@ class NativeImages:
     skipped: list[tuple[str, str]]
 
 
-NativeFn = Callable[..., NativeImages]
-
-
-@dataclass(frozen=True)
-class ModalityData:
-    inputs: InputsFn
-    masks: InputsFn | None = None
-    contract_problems: Callable[[Mapping[str, Any], Sequence[dict]], list[str]] | None = None
-    write_synthetic: Callable[..., tuple[list[dict], list[tuple[str, str]]]] | None = None
-    fit_encoder: Callable[[Any, Sequence[dict]], tuple[Any, str | None]] | None = None
-    native: NativeFn | None = None
-
-
-_MODALITIES: dict[str, ModalityData] = {}
-_BUILTIN_PACKAGES = {"ecg": "medssl.ecg.modality", "mri": "medssl.mri.modality", "retina": "medssl.retina.modality",
-                     "ct": "medssl.ct.modality"}
-
-
-def register_modality(name: str, data: ModalityData) -> ModalityData:
-    _MODALITIES[name] = data
-    return data
-
-
-def modality_data(name: str) -> ModalityData:
-    """The registered data hooks of modality `name`, importing its package on first use."""
-    if name not in _MODALITIES and name in _BUILTIN_PACKAGES:
-        import importlib
-
-        try:
-            importlib.import_module(_BUILTIN_PACKAGES[name])
-        except ModuleNotFoundError as e:
-            if e.name != _BUILTIN_PACKAGES[name]:
-                raise
-    if name not in _MODALITIES:
-        raise ValueError(f"modality {name!r} has no data hooks; known: {', '.join(sorted(_MODALITIES)) or 'none'}")
-    return _MODALITIES[name]
+def modality_data(name: str) -> Modality:
+    """The plug-in (data hooks) of modality `name` (:func:`medssl.plugins.get_modality`)."""
+    return get_modality(name)
 
 
 def encoder_inputs(rows: Sequence[dict], spec, data_cfg: Mapping[str, Any] | None = None,

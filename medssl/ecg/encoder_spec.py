@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from medssl.ecg.leads import parse_lead_set
+from medssl import registry
 from medssl.registry import EncoderSpec
 
 ECG_NORMALISATION = "per-lead zero mean, unit variance after 0.67-40 Hz band-pass"
 
 
-def resolve_hparams(name: str, defaults: dict, overrides: dict) -> dict:
-    """defaults updated by overrides; an unknown override is a TypeError naming the known ones.
-    Lead names are canonicalised ("v1" -> "V1")."""
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    hparams = {**defaults, **overrides}
+def resolve_hparams(name: str, defaults: dict, overrides: dict, *, int_lists: tuple[str, ...] = ()) -> dict:
+    """`medssl.registry.resolve_hparams` (an unknown override is a TypeError naming the known
+    ones), with lead names canonicalised ("v1" -> "V1")."""
+    hparams = registry.resolve_hparams(name, defaults, overrides, int_lists=int_lists)
     hparams["leads"] = list(parse_lead_set(hparams["leads"]))
     return hparams
 

@@ -203,14 +203,6 @@ class TS2VecEncoder(nn.Module):
         return self.forward_features(x).amax(dim=1)
 
 
-def _resolve(name: str, defaults: dict, overrides: dict) -> dict:
-    hparams = resolve_hparams(name, defaults, overrides)
-    for key in ("stem_widths", "widths", "layers"):
-        if key in hparams:
-            hparams[key] = [int(v) for v in hparams[key]]
-    return hparams
-
-
 _RESNET_SIZES = {
     "ecg_resnet1d50": dict(stem_widths=[32, 32, 64], widths=[64, 64, 64, 64], layers=[3, 4, 6, 3]),
     "ecg_resnet1d_tiny": dict(stem_widths=[16, 16, 32], widths=[16, 16, 16, 16], layers=[1, 1, 1, 1]),
@@ -220,7 +212,7 @@ _RESNET_SIZES = {
 def _resnet1d_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(leads=list(STANDARD_LEADS), sampling_rate=100.0, num_samples=1000, expansion=4,
                     kernel_size=5, kernel_size_stem=5, depth=None, **_RESNET_SIZES[name])
-    hparams = _resolve(name, defaults, overrides)
+    hparams = resolve_hparams(name, defaults, overrides, int_lists=("stem_widths", "widths", "layers"))
     if hparams["depth"] is not None:  # a uniform depth: `depth` bottleneck blocks in every stage
         hparams["layers"] = [int(hparams["depth"])] * len(hparams["widths"])
     embed_dim = int(hparams["widths"][-1]) * int(hparams["expansion"])
@@ -253,7 +245,7 @@ _TS2VEC_SIZES = {
 def _ts2vec_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(leads=list(STANDARD_LEADS), sampling_rate=100.0, num_samples=1000, kernel_size=3,
                     dropout=0.1, **_TS2VEC_SIZES[name])
-    hparams = _resolve(name, defaults, overrides)
+    hparams = resolve_hparams(name, defaults, overrides)
     return ecg_encoder_spec(name, hparams, hparams["embed_dim"], TS2VEC_PAPER)
 
 

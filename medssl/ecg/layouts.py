@@ -19,35 +19,17 @@ Splits are made by subject, never by record, so that no person's ECGs are in two
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from medssl.data.manifest import join_labels, split_labels
+from medssl.data.manifest import SPLITS, join_labels, split_labels, subject_split  # noqa: F401 (re-exported)
 from medssl.ecg.leads import canonical_lead_name
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 _CSV_CORE = ("record", "labels", "subject_id", "site", "split")
 
 
 class LayoutError(ValueError):
     """A folder or labels CSV cannot be indexed; the message starts with the offending path."""
-
-
-def subject_split(subject_id: str, seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> str:
-    """Deterministic split of one subject: SHA-256 of "seed:subject_id" mapped to [0, 1).
-
-    The same subject and seed always give the same split, on any machine or Python version.
-    """
-    digest = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    cumulative = 0.0
-    for name, frac in zip(SPLITS, fractions):
-        cumulative += frac
-        if u < cumulative:
-            return name
-    return SPLITS[len(fractions) - 1]
 
 
 def index_wfdb_folder(

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from medssl.data.cache import ArrayCache
+from medssl.data.layouts import register_layout
 from medssl.data.manifest import split_labels
-from medssl.data.modalities import ModalityData, register_modality
+from medssl.plugins import Modality, register_modality
 
 _DERIVABLE = {"III", "aVR", "aVL", "aVF"}  # from I and II (medssl.ecg.leads.select_leads)
 
@@ -130,6 +131,76 @@ def write_synthetic_ecg(folder: str | Path, *, subjects_per_site: int = 200, see
     return index_layout("synthetic", folder)
 
 
-ECG = register_modality("ecg", ModalityData(
-    inputs=ecg_inputs, contract_problems=ecg_contract_problems, write_synthetic=write_synthetic_ecg,
+def _wfdb(root: Path, labels: str | None = None, task: str | None = None):
+    from medssl.ecg.layouts import index_wfdb_folder
+
+    if task:
+        raise ValueError("layout wfdb has no tasks: its labels come from --labels")
+    return index_wfdb_folder(root, labels)
+
+
+def _synthetic(root: Path, labels: str | None = None, task: str | None = None):
+    """A folder written by `medssl data synth` (WFDB records + labels.csv with subject and site)."""
+    labels_csv = Path(labels) if labels else root / "labels.csv"
+    if not labels_csv.is_file():
+        raise ValueError(f"{labels_csv}: not found; write a synthetic cohort with `medssl data synth --out {root}`")
+    return _wfdb(root, str(labels_csv), task)
+
+
+def _ptbxl(root: Path, labels: str | None = None, task: str | None = None, rate: int | None = None):
+    """PTB-XL with one of the six benchmark tasks (default superdiagnostic) at 100 or 500 Hz."""
+    from medssl.ecg.ptbxl import index_ptbxl
+
+    if labels:
+        raise ValueError("layout ptbxl takes its labels from ptbxl_database.csv; drop --labels")
+    return index_ptbxl(root, task=task or "superdiagnostic", rate=100 if rate is None else rate)
+
+
+def _physionet2021(root: Path, labels: str | None = None, task: str | None = None):
+    """PhysioNet/CinC Challenge 2020/2021 WFDB records, labels from their #Dx SNOMED-CT codes."""
+    from medssl.ecg.physionet2021 import index_physionet2021
+
+    if labels or task:
+        raise ValueError("layout physionet2021 has no tasks and takes its labels from the #Dx header lines")
+    return index_physionet2021(root)
+
+
+def _code15(root: Path, labels: str | None = None, task: str | None = None):
+    """CODE-15%: exams.csv + exams_part{i}.hdf5."""
+    from medssl.ecg.code15 import index_code15
+
+    if labels or task:
+        raise ValueError("layout code15 has no tasks and takes its labels from exams.csv")
+    return index_code15(root)
+
+
+for _name, _indexer in (("wfdb", _wfdb), ("synthetic", _synthetic), ("ptbxl", _ptbxl),
+                        ("physionet2021", _physionet2021), ("code15", _code15)):
+    register_layout(_name, _indexer)
+
+# Views for the privacy audit when a recipe's own augmentations change the window's shape (crops).
+DEFAULT_VIEW_AUGMENT = (
+    {"name": "gaussian_noise", "std": 0.05}, {"name": "amplitude_scale", "magnitude": [0.8, 1.25]},
+    {"name": "time_out", "ratio": [0.1, 0.2]},
+)
+
+
+def ecg_view_augment(specs: Sequence[dict] | None, spec_input: Mapping[str, Any], example):
+    """The recipe's `augment` list (``specs``) when it keeps the window's shape on ``example``
+    (1, leads, samples), else gaussian noise + amplitude scaling + time-out."""
+    import torch
+
+    from medssl.ecg.augment import build_augment
+
+    augment = build_augment(list(specs or DEFAULT_VIEW_AUGMENT), sampling_rate=spec_input.get("sampling_rate"))
+    if augment(example, torch.Generator().manual_seed(0)).shape != example.shape:
+        augment = build_augment(list(DEFAULT_VIEW_AUGMENT))
+    return augment
+
+
+MODALITY = register_modality(Modality(
+    name="ecg", inputs=ecg_inputs, contract_problems=ecg_contract_problems, write_synthetic=write_synthetic_ecg,
+    view_augment=ecg_view_augment,
+    registers=("medssl.ecg.encoders", "medssl.ecg.encoders_contrastive", "medssl.ecg.vit", "medssl.ecg.methods",
+               "medssl.ecg.methods_contrastive", "medssl.ecg.methods_masked", "medssl.ecg.importers"),
 ))

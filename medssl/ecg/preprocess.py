@@ -323,35 +323,3 @@ def neurokit_features(signal_1d: np.ndarray, fs: float) -> dict:
         out["heart_rate_bpm"] = float(60.0 / np.median(rr))
     out["qrs_duration_ms"] = qrs_duration_ms(cleaned, peaks, fs)
     return out
-    x = np.asarray(signal_1d, dtype=np.float64).ravel()
-    if fs <= 0 or x.size < int(2 * fs) or not np.all(np.isfinite(x)) or np.std(x) < 1e-9:
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            cleaned = nk.ecg_clean(x, sampling_rate=fs)
-            _, info = nk.ecg_peaks(cleaned, sampling_rate=fs)
-            peaks = np.asarray(info.get("ECG_R_Peaks", []), dtype=np.int64)
-        except Exception:
-            return out
-        out["n_beats"] = int(peaks.size)
-        if peaks.size < 2:
-            return out
-        rr = np.diff(peaks) / fs
-        rr = rr[(rr > 0.2) & (rr < 3.0)]  # 20-300 bpm
-        if rr.size:
-            out["heart_rate_bpm"] = float(60.0 / np.median(rr))
-        if peaks.size < 3:
-            return out
-        try:
-            _, waves = nk.ecg_delineate(cleaned, peaks, sampling_rate=fs, method="dwt")
-            onsets = np.asarray(waves.get("ECG_R_Onsets", []), dtype=np.float64)
-            offsets = np.asarray(waves.get("ECG_R_Offsets", []), dtype=np.float64)
-            n = min(onsets.size, offsets.size)
-            qrs = (offsets[:n] - onsets[:n]) / fs * 1000.0
-            qrs = qrs[np.isfinite(qrs) & (qrs > 20) & (qrs < 250)]
-            if qrs.size:
-                out["qrs_duration_ms"] = float(np.median(qrs))
-        except Exception:
-            pass
-    return out

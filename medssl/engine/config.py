@@ -40,7 +40,7 @@ class ConfigError(ValueError):
     """A recipe or an override is invalid."""
 
 
-# privacy: DP-SGD pretraining, see medssl.privacy.dp (DPSettings) for what each key means.
+# privacy: DP-SGD pretraining, see medssl.engine.dp (DPSettings) for what each key means.
 SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "privacy": {
         "dp": False, "target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0,
@@ -94,7 +94,7 @@ VALUE_RANGES: dict[str, Range] = {
     "*.depth": _AT_LEAST_1, "*.num_heads": _AT_LEAST_1, "*.dim": _AT_LEAST_1, "*_dim": _AT_LEAST_1,
     "trainer.num_nodes": _AT_LEAST_1, "trainer.log_every_n_steps": _AT_LEAST_1,
     "trainer.checkpoint_every_n_steps": _AT_LEAST_1,
-}  # the privacy section is checked by medssl.privacy.dp.DPSettings, with DP-specific messages
+}  # the privacy section is checked by medssl.engine.dp.DPSettings, with DP-specific messages
 
 
 def check_values(cfg: dict, prefix: str = "") -> None:

@@ -8,31 +8,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl.checkpoint import clone_random_encoder, load_encoder
+from medssl.checkpoint import resolve_encoder_ref
 from medssl.engine.hardware import autocast_context, resolve_inference_precision
 
 
-def parse_random_ref(ref: str) -> tuple[str, int] | None:
-    """(encoder name, seed) of a `random:NAME[:SEED]` reference; None for any other reference."""
-    if not ref.startswith("random:"):
-        return None
-    parts = ref.split(":")
-    if len(parts) not in (2, 3) or not parts[1]:
-        raise ValueError(f"{ref!r}: expected random:NAME or random:NAME:SEED")
-    try:
-        return parts[1], int(parts[2]) if len(parts) == 3 else 0
-    except ValueError:
-        raise ValueError(f"{ref!r}: SEED must be an integer, got {parts[2]!r}") from None
-
-
 def resolve_encoder(ref: str | Path) -> tuple[nn.Module, str]:
-    """An encoder from a checkpoint folder or from `random:NAME[:SEED]` (random initialisation,
-    the control every comparison needs). Returns (encoder in eval mode, a display name)."""
-    ref = str(ref)
-    random_ref = parse_random_ref(ref)
-    if random_ref is not None:
-        return clone_random_encoder(random_ref[0], seed=random_ref[1]), ref
-    return load_encoder(ref), Path(ref).name
+    """An encoder from a reference (:func:`medssl.checkpoint.resolve_encoder_ref`: a checkpoint
+    folder, `random:NAME[:SEED]` or a registry name). Returns (encoder in eval mode, a display
+    name: the folder's name, else the reference)."""
+    encoder, path = resolve_encoder_ref(ref)
+    return encoder, path.name if path is not None else str(ref)
+
+
+EMBEDDING_KEYS = ("embeddings", "record_id", "subject_id")
+
+
+def write_embeddings(path: str | Path, embeddings: np.ndarray, rows, precision: str, **extra) -> Path:
+    """Write an embeddings file atomically (one writer for `medssl embed` and `medssl bench`): a
+    ``.npz`` with ``embeddings`` (N, D), the ``record_id`` and ``subject_id`` (N,) of ``rows``
+    (manifest rows aligned with the embeddings), ``precision`` ("32" | "bf16") and any ``extra``
+    arrays (the benchmark's cache ``fingerprint``). Returns the path."""
+    from medssl.io import atomic_write
+
+    rows = list(rows)
+    if len(rows) != len(embeddings):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(rows)} rows")
+    data = {"embeddings": embeddings, "record_id": np.array([r["record_id"] for r in rows]),
+            "subject_id": np.array([r["subject_id"] for r in rows]), "precision": np.array(str(precision)),
+            **{k: np.array(v) for k, v in extra.items()}}
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(f, **data)
+
+    return atomic_write(path, write)
 
 
 @torch.no_grad()

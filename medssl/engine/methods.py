@@ -14,29 +14,23 @@ _MODALITY: dict[str, str | None] = {}  # method -> the modality of the encoders 
 def register_method(name: str, modality: str | None = None):
     """Register a method builder; `modality` (default: the modality package it is defined in,
     e.g. medssl.ecg.* -> "ecg") is checked against the recipe's encoder before building."""
-    from medssl.registry import MODALITIES
+    from medssl.plugins import BUILTIN_NAMES
 
     def wrap(fn: MethodBuilder) -> MethodBuilder:
         parts = fn.__module__.split(".")
         _BUILDERS[name] = fn
         _MODALITY[name] = modality or (parts[1] if len(parts) > 2 and parts[0] == "medssl"
-                                       and parts[1] in MODALITIES else None)
+                                       and parts[1] in BUILTIN_NAMES else None)
         return fn
 
     return wrap
 
 
-_BUILTIN_METHOD_MODULES = (
-    "medssl.ecg.methods", "medssl.ecg.methods_contrastive", "medssl.ecg.methods_masked",
-    "medssl.mri.methods", "medssl.retina.methods", "medssl.ct.methods",
-)
-
-
 def _ensure_builtin_methods() -> None:
-    # Importing the modality method modules runs their @register_method decorators.
-    from medssl.registry import import_optional_modules
+    # Importing the modalities' registering modules runs their @register_method decorators.
+    from medssl.plugins import load_registrations
 
-    import_optional_modules(_BUILTIN_METHOD_MODULES)
+    load_registrations()
 
 
 def build_method(cfg: dict) -> tuple[nn.Module, nn.Module]:

@@ -12,21 +12,19 @@ import lightning as L
 import torch
 from torch import nn
 
+from medssl.nn.param_groups import no_weight_decay_ids
+from medssl.nn.param_groups import param_groups as nn_param_groups
 from medssl.nn.schedules import cosine_schedule, momentum_schedule
 
 
 def param_groups(module: nn.Module, weight_decay: float, no_weight_decay: tuple[str, ...] | list[str] = ()
                  ) -> list[dict]:
-    """AdamW groups: biases and 1-D parameters (norm scales) never decay (as in MAE, ECG-JEPA,
-    SimMIM, DINO); nor do parameters whose name contains one of `no_weight_decay` (a recipe's
-    `optim.no_weight_decay`, e.g. ["pos_embed", "cls_token"])."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in no_weight_decay)
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW groups [decay, no decay] (both kept, even when empty): biases and 1-D parameters (norm
+    scales) never decay (as in MAE, ECG-JEPA, SimMIM, DINO); nor do parameters whose qualified name
+    contains one of `no_weight_decay` (a recipe's `optim.no_weight_decay`, e.g. ["pos_embed",
+    "cls_token"]). `medssl.nn.param_groups` with match="contains"."""
+    no_decay = no_weight_decay_ids(module, no_weight_decay, match="contains")
+    return nn_param_groups([list(module.parameters())], weight_decay, no_decay=no_decay, keep_empty=True)
 
 
 def optimizer_settings(optim: dict) -> dict:

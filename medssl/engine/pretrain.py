@@ -26,15 +26,15 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
 
 from medssl.checkpoint import CheckpointError, save_checkpoint, update_card
+from medssl.data.array_dataset import ArrayDataset, collate_batch
 from medssl.data.manifest import manifest_fingerprint
 from medssl.data.samplers import EpochShuffleSampler
 from medssl.engine.hardware import resolve_accelerator, resolve_precision
@@ -44,31 +44,6 @@ from medssl.io import atomic_write_text
 from medssl.nn.transformer import compile_transformers
 
 log = logging.getLogger(__name__)
-
-
-class ArrayDataset(Dataset):
-    """Rows of a (memory-mapped) array as float32 tensors.
-
-    `__getitems__` lets the DataLoader fetch a whole batch as one tensor with one fancy-indexed
-    read of the memory map, instead of a read per row and a stack; pair it with `collate_batch`.
-    """
-
-    def __init__(self, array: np.ndarray):
-        self.array = array
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.array[i], dtype=np.float32))
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.array[np.asarray(indices)], dtype=np.float32))
-
-
-def collate_batch(batch):
-    """A batch `ArrayDataset.__getitems__` already stacked passes through; anything else is collated."""
-    return batch if isinstance(batch, torch.Tensor) else default_collate(batch)
 
 
 class PretrainData(L.LightningDataModule):
@@ -164,7 +139,7 @@ def pretrain(
     L.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
 
     encoder, method = build_method(cfg)
-    from medssl.privacy.dp import dp_training
+    from medssl.engine.dp import dp_training
 
     dp = dp_training(cfg, method)  # None unless privacy.dp; refuses what DP-SGD cannot train, before any data
     stream = cfg["data"].get("stream")  # litdata shards (medssl.data.stream), a folder or an object-store URL

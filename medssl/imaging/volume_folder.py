@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medssl.data.layouts import register_layout
 from medssl.data.manifest import join_labels, split_labels
 
 CSV_NAMES: tuple[str, ...] = ("volumes.csv", "labels.csv")
@@ -176,7 +177,7 @@ def volume_grid(path: str | Path, *, salt: str | None = None) -> dict[str, str]:
 def guess_sequence(path: str | Path) -> str:
     """The MRI sequence a file name states in its last token (`IXI012-HH-1211_T1` -> t1, `sub-01_FLAIR`
     -> flair, `scan_t2w` -> t2), else the whole stem's guess, else "other"."""
-    from medssl.mri.fomo60k import normalise_sequence
+    from medssl.imaging.sequences import normalise_sequence
 
     stem = _stem(path)
     token = re.split(r"[_\-.\s]+", stem)[-1] if stem else ""
@@ -256,7 +257,7 @@ def index_volume_folder(
     unknown task column or modality, a bad split name, a repeated volume, or a subject put in two
     splits.
     """
-    from medssl.ecg.layouts import subject_split
+    from medssl.data.manifest import subject_split
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -399,3 +400,19 @@ def index_volume_folder(
                 row[key] = value
         rows.append(row)
     return rows, skipped
+
+
+def _volume_folder_layout(root: Path, labels: str | None = None, task: str | None = None, *, csv: str | None = None,
+                   modality: str = "mri", id_column: str | None = None, pattern: str | None = None,
+                   sequence: str | None = None, split_seed: int | str = 0):
+    """NIfTI volumes / DICOM series (MRI or CT) listed in a CSV with an `image` column, or matched by name
+    to a participants table's ID column (`medssl.imaging.volume_folder`)."""
+    try:
+        seed = int(split_seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"layout volume-folder: split_seed={split_seed!r} is not an integer") from None
+    return index_volume_folder(root, labels, task, csv_name=csv, modality=modality, id_column=id_column,
+                               pattern=pattern, sequence=sequence, split_seed=seed)
+
+
+register_layout("volume-folder", _volume_folder_layout)

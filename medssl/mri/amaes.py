@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from medssl.mri.augment3d import IntensityAugment, RandomPatch3d
+from medssl.ssl.masked_loss import masked_mean
 from medssl.ssl.random import step_generator
 
 
@@ -82,8 +83,7 @@ def voxel_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tenso
     err = (pred.float() - target.float()).pow(2)
     if mask is None:
         return err.mean()
-    weight = mask.to(err.dtype).expand_as(err)
-    return (err * weight).sum() / weight.sum().clamp_min(1.0)
+    return masked_mean(err, mask)
 
 
 def pool_map(fmap: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 
 from medssl.mri.unet_encoder import UNetEncoder3d
 from medssl.mri.vit3d import ViT3d
-from medssl.registry import EncoderSpec, register_encoder
+from medssl.registry import EncoderSpec, register_encoder, resolve_hparams
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,8 @@ def n_channels(channels: Sequence[str] | int) -> int:
 
 
 def _resolve(name: str, defaults: dict, overrides: dict) -> dict:
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    hp = {**defaults, **overrides}
+    """`medssl.registry.resolve_hparams`, then validated channels and a [D, H, W] shape."""
+    hp = resolve_hparams(name, defaults, overrides)
     hp["channels"] = channel_names(hp["channels"])
     hp["shape"] = [int(s) for s in hp["shape"]]
     if len(hp["shape"]) != 3:

@@ -57,6 +57,7 @@ from medssl.mri.task_model import (
     resolve_device,
     save_task_checkpoint,
 )
+from medssl.nn.param_groups import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -137,27 +138,24 @@ def _is_number(v) -> bool:
 def task_encoder(ref: str, task: FomoTask, overrides: Mapping[str, Any] | None = None) -> tuple[nn.Module, str | None]:
     """(encoder reading the task's sequences, how its input layer was adapted or None).
 
-    ref: `random:NAME[:SEED]` (built with `channels` = the task's inputs, plus `overrides`) or an
+    ref: `random:NAME[:SEED]` or a registry name (built with `channels` = the task's inputs, plus `overrides`) or an
     encoder checkpoint folder (or a file an importer claims), whose first layer is adapted."""
-    from medssl.checkpoint import clone_random_encoder, load_encoder
-    from medssl.engine.embed import parse_random_ref
+    from medssl.checkpoint import parse_random_ref, resolve_encoder_ref
 
     channels = channel_names(list(task.inputs))
     overrides = dict(overrides or {})
-    random_ref = parse_random_ref(str(ref))
-    if random_ref is not None:
+    untrained = parse_random_ref(str(ref)) is not None or not Path(str(ref)).expanduser().exists()
+    if untrained:  # random:NAME[:SEED] or a registry name: built with the task's sequences as channels
         if "channels" in overrides and channel_names(overrides["channels"]) != channels:
             raise ValueError(f"task {task.number} reads {channels}; drop the channels override")
         overrides["channels"] = channels
-        encoder = clone_random_encoder(random_ref[0], seed=random_ref[1], **overrides)
-        if encoder.spec.modality != "mri":
-            raise ValueError(f"{ref}: a {encoder.spec.modality} encoder; FOMO tasks need an MRI encoder")
-        return encoder, None
-    if overrides:
+    elif overrides:
         raise ValueError(f"{ref}: encoder overrides apply to random:NAME refs, not to pretrained checkpoints")
-    encoder = load_encoder(ref)
+    encoder, _ = resolve_encoder_ref(ref, overrides)
     if encoder.spec.modality != "mri":
         raise ValueError(f"{ref}: a {encoder.spec.modality} encoder; FOMO tasks need an MRI encoder")
+    if untrained:
+        return encoder, None
     before = encoder.spec.input["channels"]
     adapt_input_channels(encoder, channels)
     if encoder.spec.input["channels"] == before:
@@ -229,13 +227,11 @@ def _loss_fn(task: FomoTask) -> Callable:
 
 
 def _param_groups(model: nn.Module, lr: float, encoder_scale: float, weight_decay: float) -> list[dict]:
-    enc = [p for p in model.encoder.parameters() if p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-    groups = [{"params": rest, "lr": lr, "base_lr": lr, "weight_decay": weight_decay}]
-    if enc:
-        groups.append({"params": enc, "lr": lr * encoder_scale, "base_lr": lr * encoder_scale,
-                       "weight_decay": weight_decay})
-    return groups
+    """[the rest (decoder, head) at lr, the encoder at lr * encoder_scale], each with its base_lr and
+    weight decay on every parameter; frozen parameters left out, a group left out when empty."""
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    return param_groups([rest, list(model.encoder.parameters())], weight_decay, lr=lr,
+                        lr_scales=[1.0, encoder_scale], base_lr=True)
 
 
 def train_task_model(model: nn.Module, batches: _Batches, task: FomoTask, settings: FinetuneSettings,

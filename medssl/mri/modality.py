@@ -37,8 +37,9 @@ from medssl.data.cache import (
     default_cache_root,
 )
 from medssl.data.layouts import register_layout
-from medssl.data.modalities import ModalityData, register_modality
+from medssl.plugins import Modality, register_modality
 from medssl.imaging.nifti import NiftiReadError, read_nifti
+from medssl.imaging import volume_folder  # noqa: F401 (registers the shared volume-folder layout)
 from medssl.imaging.volume import Volume
 from medssl.io import atomic_write_json
 from medssl.mri.fomo_task import TASKS, parse_task
@@ -380,7 +381,15 @@ def fit_mri_encoder(encoder, rows: Sequence[dict]):
         encoder.spec.provenance.rsplit("; ", 1)[-1]
 
 
-MRI = register_modality("mri", ModalityData(
-    inputs=mri_inputs, masks=mri_masks, contract_problems=mri_contract_problems, write_synthetic=write_synthetic_mri,
-    fit_encoder=fit_mri_encoder,
+def add_fomo_commands(subparsers) -> None:
+    """`medssl fomo ...`: the FOMO25 task commands (medssl.mri.fomo_cli)."""
+    from medssl.mri.fomo_cli import add_fomo_parser
+
+    add_fomo_parser(subparsers)
+
+
+MODALITY = register_modality(Modality(
+    name="mri", inputs=mri_inputs, masks=mri_masks, contract_problems=mri_contract_problems,
+    write_synthetic=write_synthetic_mri, fit_encoder=fit_mri_encoder,
+    registers=("medssl.mri.encoders", "medssl.mri.methods"), add_cli=add_fomo_commands,
 ))

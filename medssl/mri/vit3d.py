@@ -1,43 +1,21 @@
-"""A 3-D Vision Transformer over cubic patches of a volume (the encoder of the 3-D MAE option).
+"""The MRI 3-D ViT (`mri_vit3d_*`, the encoder of the 3-D MAE option) and its patch layout.
 
-Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021, in 3-D as UNETR (Hatamizadeh et
-al., WACV 2022) and 3-D MAE pretraining (e.g. Chen et al., "Masked Image Modeling Advances 3D
-Medical Image Analysis", WACV 2023) use it:
-
-- patch embedding: Conv3d(C, D, kernel = stride = p) over non-overlapping p^3 cubes;
-- fixed 3-D sine-cosine positions (MAE uses fixed sin-cos; here one third of the channels per
-  axis), computed for the grid of whatever input arrives, so volumes of any size that is a
-  multiple of p are read without interpolating learned positions;
-- pre-norm transformer blocks on scaled_dot_product_attention (medssl.nn.transformer), final
-  LayerNorm; no class token: the pooled embedding is the mean of the normalised patch tokens.
-
-`encode(x, keep_idx)` runs only the visible patch tokens, as MAE's encoder does.
+The model is `medssl.nn.vit3d.ViT3d`, the one 3-D ViT class CT's `ct_vit3d_*` encoders also build;
+the MRI factories use it shape-free (any D, H, W that are multiples of p, read without
+interpolating positions), mean of the layer-normed tokens as the pooled embedding, torch's
+default patch-embedding bias init. Positions: `medssl.nn.pos_embed.sincos_3d` (an even third of
+the channels per axis, any remainder zeros). `encode(x, keep_idx)` runs only the visible patch
+tokens, as MAE's encoder does. `patchify_3d` / `unpatchify_3d` give the matching voxel layout.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from medssl.mri.unet_encoder import check_volume
-from medssl.nn.pos_embed import sincos_1d
-from medssl.nn.transformer import Transformer, init_vit_weights
+from medssl.nn.pos_embed import sincos_3d
+from medssl.nn.vit3d import ViT3d
 
-
-def sincos_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
-    """(d * h * w, dim) fixed positions of a d x h x w grid, raster order (w fastest).
-
-    Each axis gets 2 * (dim // 6) channels of 1-D sin-cos of its index; the few channels left
-    over when dim is not a multiple of 6 are zero.
-    """
-    per_axis = 2 * (dim // 6)
-    if per_axis == 0:
-        raise ValueError(f"3-D sine-cosine positions need dim >= 6, got {dim}")
-    idx = np.meshgrid(*(np.arange(n) for n in grid), indexing="ij")
-    parts = [sincos_1d(per_axis, i.reshape(-1)) for i in idx]
-    emb = np.concatenate(parts + [np.zeros((parts[0].shape[0], dim - 3 * per_axis))], axis=1)
-    return torch.from_numpy(emb).float()
+__all__ = ["ViT3d", "patchify_3d", "sincos_3d", "unpatchify_3d"]
 
 
 def patchify_3d(x: Tensor, patch_size: int) -> Tensor:
@@ -56,72 +34,3 @@ def unpatchify_3d(tokens: Tensor, patch_size: int, grid: tuple[int, int, int], c
     gd, gh, gw = grid
     x = tokens.reshape(b, gd, gh, gw, p, p, p, channels)
     return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, channels, gd * p, gh * p, gw * p)
-
-
-class ViT3d(nn.Module):
-    """x: (B, in_channels, D, H, W), D, H, W multiples of `patch_size`.
-
-    forward_features(x) -> (B, N, embed_dim) normalised patch tokens; forward(x) -> (B, embed_dim)
-    their mean; feature_maps(x) -> [(B, embed_dim, D/p, H/p, W/p)], the token grid as one map.
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 1,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-    ):
-        super().__init__()
-        self.in_channels = in_channels
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.transformer = Transformer(embed_dim, depth, num_heads, mlp_ratio)
-        init_vit_weights(self)
-        # MAE initialises the patch projection like a linear layer (Xavier-uniform on its flattened weight).
-        w = self.patch_embed.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        self._pos_cache: dict[tuple[int, int, int], Tensor] = {}
-
-    @property
-    def input_conv(self) -> nn.Conv3d:
-        return self.patch_embed
-
-    def grid(self, x: Tensor) -> tuple[int, int, int]:
-        check_volume(x, self.in_channels, self.patch_size, type(self).__name__)
-        return tuple(s // self.patch_size for s in x.shape[2:])
-
-    def pos_embed(self, grid: tuple[int, int, int], like: Tensor) -> Tensor:
-        """(N, embed_dim) positions of `grid`, on like's device and dtype (cached per grid)."""
-        if grid not in self._pos_cache:
-            self._pos_cache[grid] = sincos_3d(self.embed_dim, grid)
-        return self._pos_cache[grid].to(device=like.device, dtype=like.dtype)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """(B, N, embed_dim) patch tokens plus positions."""
-        grid = self.grid(x)
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
-        return tokens + self.pos_embed(grid, tokens)
-
-    def encode(self, x: Tensor, keep_idx: Tensor | None = None) -> Tensor:
-        """Normalised tokens of the visible patches: keep_idx (B, K) long indices into the N
-        raster-ordered patches (None: all) -> (B, K, embed_dim)."""
-        tokens = self.embed(x)
-        if keep_idx is not None:
-            idx = keep_idx.to(tokens.device)[..., None].expand(-1, -1, tokens.shape[-1])
-            tokens = torch.gather(tokens, 1, idx)
-        return self.transformer(tokens)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.encode(x)
-
-    def feature_maps(self, x: Tensor) -> list[Tensor]:
-        grid = self.grid(x)
-        tokens = self.encode(x)
-        return [tokens.transpose(1, 2).reshape(x.shape[0], self.embed_dim, *grid)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.encode(x).mean(dim=1)

@@ -132,6 +132,7 @@ import math
 import os
 from collections.abc import Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,10 +173,6 @@ SPLIT_HALF_TEXT = (
     "prevalence, acquisition), which the control model covers")
 THREATS = ("score", "embedding", "learned")
 ATTACKS = ("loss", "lira", "rmia")
-_DEFAULT_VIEW_AUGMENT = [
-    {"name": "gaussian_noise", "std": 0.05}, {"name": "amplitude_scale", "magnitude": [0.8, 1.25]},
-    {"name": "time_out", "ratio": [0.1, 0.2]},
-]
 
 
 def _subjects(rows: Sequence[dict]) -> set[str]:
@@ -242,13 +239,14 @@ def _signal_in_precision(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray
             method.seed = score_seed  # same masks for target and reference models
         return np.concatenate([ssl_loss_signal(method, t[i:i + batch], n_queries, seed)
                                for i in range(0, len(t), batch)])
-    from medssl.ecg.augment import build_augment
+    from medssl.data.modalities import modality_data
 
+    views = modality_data(encoder.spec.modality).view_augment
+    if views is None:
+        raise ValueError(f"the {threat} threat needs augmented views of a record; modality "
+                         f"{encoder.spec.modality!r} declares no view augmentation (ModalityData.view_augment)")
     specs = cfg.get("augment") if isinstance(cfg.get("augment"), list) else None
-    augment = build_augment(specs or _DEFAULT_VIEW_AUGMENT, sampling_rate=encoder.spec.input.get("sampling_rate"))
-    probe = augment(t[:1], torch.Generator().manual_seed(0))
-    if probe.shape != t[:1].shape:
-        augment = build_augment(_DEFAULT_VIEW_AUGMENT)
+    augment = views(specs, encoder.spec.input, t[:1])
     out = []
     for i in range(0, len(t), batch):
         gen = torch.Generator().manual_seed(hash((seed, i)) & 0x7FFF_FFFF)
@@ -369,10 +367,7 @@ def run_audit(
         _AUDIT_PRECISION.reset(token)
 
 
-def _run_audit(checkpoint, members_rows, nonmembers_rows, *, threat, attack, n_refs, n_queries, aggregate,
-               population_rows, out_dir, seed, control_checkpoint, n_permutations, rmia_a, n_z, salt) -> dict:
-    checkpoint = Path(checkpoint)
-    out_dir = Path(out_dir)
+def _check_settings(threat, attack, aggregate, n_queries, n_permutations, rmia_a) -> None:
     if threat not in THREATS:
         raise ValueError(f"threat must be one of {THREATS}, got {threat!r}")
     if attack not in ATTACKS:
@@ -385,6 +380,10 @@ def _run_audit(checkpoint, members_rows, nonmembers_rows, *, threat, attack, n_r
         raise ValueError(f"n_permutations must be >= 100 for a usable null band, got {n_permutations}")
     if rmia_a is not None and not 0.0 <= rmia_a <= 1.0:
         raise ValueError(f"rmia_a must be in [0, 1], got {rmia_a}")
+
+
+def _audited_subjects(members_rows, nonmembers_rows, threat, attack, n_refs, population_rows) -> tuple[set, set]:
+    """(member subjects, non-member subjects): disjoint, enough of each, and what the attack needs."""
     mem_s, non_s = _subjects(members_rows), _subjects(nonmembers_rows)
     overlap = mem_s & non_s
     if overlap:
@@ -400,169 +399,284 @@ def _run_audit(checkpoint, members_rows, nonmembers_rows, *, threat, attack, n_r
             raise ValueError(f"attack {attack} needs reference models: set n_refs >= 1 (e.g. --refs 4)")
         if not population_rows:
             raise ValueError(f"attack {attack} needs population rows to train reference models on (--population)")
+    return mem_s, non_s
+
+
+def _cards(checkpoint: Path, control_checkpoint: Path | None) -> tuple[dict, dict, dict]:
+    """(target card, its recipe, the control's recipe (the target's when there is no control))."""
     card = read_card(checkpoint)
     cfg = card.get("recipe") or {}
     if not cfg.get("method"):
         raise ValueError(f"{checkpoint}: the card has no training recipe; the audit rebuilds the method from it")
-    if control_checkpoint is not None:
-        control_checkpoint = Path(control_checkpoint)
-        ccard = read_card(control_checkpoint)
-        if (ccard.get("recipe") or {}).get("method") != cfg["method"] or ccard["encoder"]["name"] != card["encoder"]["name"]:
-            raise ValueError("the control checkpoint must have the target's method and encoder "
-                             f"({cfg['method']}, {card['encoder']['name']})")
+    if control_checkpoint is None:
+        return card, cfg, cfg
+    ccard = read_card(control_checkpoint)
+    if (ccard.get("recipe") or {}).get("method") != cfg["method"] or ccard["encoder"]["name"] != card["encoder"]["name"]:
+        raise ValueError("the control checkpoint must have the target's method and encoder "
+                         f"({cfg['method']}, {card['encoder']['name']})")
+    return card, cfg, ccard.get("recipe") or cfg
 
-    warnings: list[str] = []
+
+def _estimability_warnings(n_nonmembers: int) -> list[str]:
+    """TPRs at FPRs the non-members cannot measure are reported as null, not refused."""
+    out = []
     for f in FPRS:
         try:
-            check_fpr_feasible(len(non_s), f)
-        except ValueError:  # reported as null, not refused
-            warnings.append(f"TPR at FPR {f:g} is not estimable with {len(non_s)} non-member subjects "
-                            f"(needs >= {min_nonmembers_for_fpr(f)}): reported as null; see the TPR at the "
-                            f"smallest measurable FPR (1/{len(non_s)})")
-    warnings += source_mismatch_warnings(members_rows, nonmembers_rows)
-    # the arrays, and the membership check against the card's fingerprint
-    enc_probe = load_encoder(checkpoint)
-    x_mem, used_mem = _arrays(cfg, members_rows, enc_probe)
-    x_non, used_non = _arrays(cfg, nonmembers_rows, enc_probe)
+            check_fpr_feasible(n_nonmembers, f)
+        except ValueError:
+            out.append(f"TPR at FPR {f:g} is not estimable with {n_nonmembers} non-member subjects "
+                       f"(needs >= {min_nonmembers_for_fpr(f)}): reported as null; see the TPR at the "
+                       f"smallest measurable FPR (1/{n_nonmembers})")
+    return out
+
+
+@dataclass
+class _Audit:
+    """One audit's settings and target; its methods are the attack's signals and statistics."""
+
+    checkpoint: Path
+    cfg: dict
+    threat: str
+    aggregate: str
+    n_queries: int
+    seed: int
+    score_seed: int
+    n_permutations: int
+    warnings: list[str]
+
+    def signal(self, threat: str, x: np.ndarray, ckpt: Path | None = None, recipe: dict | None = None,
+               warn: bool = False) -> np.ndarray:
+        """The model's per-window signal (the target's unless ``ckpt``); its warnings go to the
+        audit's when ``warn``."""
+        return _signal(threat, self.cfg if recipe is None else recipe, self.checkpoint if ckpt is None else ckpt, x,
+                       self.n_queries, self.seed, self.score_seed, self.warnings if warn else [])
+
+    def learned_features(self, xs: np.ndarray, ws: np.ndarray, subjects: Sequence[str], ckpt: Path | None = None,
+                         recipe: dict | None = None) -> np.ndarray:
+        from medssl.privacy.learned import subject_features
+
+        target = ckpt is None or ckpt == self.checkpoint
+        losses = self.signal("score", xs, ckpt, recipe, warn=target)
+        consistency = self.signal("embedding", xs, ckpt, recipe)
+        return subject_features(subjects, ws, losses, consistency)
+
+    def threshold_scores(self, sig: np.ndarray) -> np.ndarray:
+        return loss_attack(sig) if self.threat == "score" else np.asarray(sig, dtype=np.float64)
+
+    def loss_scores(self, xs: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(subjects, scores) of the threshold attack on windows xs of subjects ws."""
+        return aggregate_by_subject(self.threshold_scores(self.signal(self.threat, xs)), ws, self.aggregate)
+
+    def metrics(self, scores: np.ndarray, labels: np.ndarray, features: np.ndarray | None = None) -> dict:
+        return _metrics(scores, labels, self.seed, self.n_permutations, features)
+
+
+@dataclass
+class _Windows:
+    """The audited windows: arrays of members then non-members, their subjects and rows."""
+
+    x: np.ndarray
+    subjects: np.ndarray
+    used_mem: list[dict]
+    used_non: list[dict]
+    verified: bool
+
+
+def _windows(au: _Audit, card: dict, members_rows, nonmembers_rows, enc_probe) -> _Windows:
+    """The model-ready windows of both sides, and the membership check against the card's
+    training-manifest fingerprint."""
+    x_mem, used_mem = _arrays(au.cfg, members_rows, enc_probe)
+    x_non, used_non = _arrays(au.cfg, nonmembers_rows, enc_probe)
     recorded = (card.get("data") or {}).get("manifest_sha256")
     verified = bool(recorded) and manifest_fingerprint(used_mem) == recorded
     if not verified:
-        warnings.append(
+        au.warnings.append(
             "membership could not be verified: the members are not the checkpoint's whole recorded training "
             "manifest (the card keeps only its SHA-256, so a subset cannot be checked)" if recorded else
             "membership could not be verified: the card records no training-manifest fingerprint")
-    x = np.concatenate([x_mem, x_non])
-    win_subjects = np.array([str(r["subject_id"]) for r in [*used_mem, *used_non]])
-    score_seed = int(cfg.get("seed", 0))
-    target_size = int((card.get("metrics") or {}).get("n_subjects") or len(mem_s))
+    subjects = np.array([str(r["subject_id"]) for r in [*used_mem, *used_non]])
+    return _Windows(np.concatenate([x_mem, x_non]), subjects, used_mem, used_non, verified)
 
-    def learned_features(xs: np.ndarray, ws: np.ndarray, subjects: Sequence[str], ckpt: Path = checkpoint,
-                         recipe: dict = cfg) -> np.ndarray:
-        from medssl.privacy.learned import subject_features
 
-        losses = _signal("score", recipe, ckpt, xs, n_queries, seed, score_seed, warnings if ckpt == checkpoint else [])
-        consistency = _signal("embedding", recipe, ckpt, xs, n_queries, seed, score_seed, [])
-        return subject_features(subjects, ws, losses, consistency)
+@dataclass
+class _Scores:
+    """Per-subject attack scores of the target (and of a control model when there is one)."""
 
-    def loss_scores(xs: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(subjects, scores) of the threshold attack on windows xs of subjects ws."""
-        sig = _signal(threat, cfg, checkpoint, xs, n_queries, seed, score_seed, [])
-        return aggregate_by_subject(loss_attack(sig) if threat == "score" else np.asarray(sig, np.float64), ws,
-                                    aggregate)
+    subjects: np.ndarray
+    labels: np.ndarray
+    target: np.ndarray
+    control: np.ndarray | None = None
+    control_source: str | None = None
+    control_info: dict | None = None
+    features: np.ndarray | None = None  # the learned attacker's subject statistics
+    mode: str | None = None
+    n_refs: int = 0
+    references: dict | None = None
 
-    def threshold_scores(sig: np.ndarray) -> np.ndarray:
-        return loss_attack(sig) if threat == "score" else np.asarray(sig, dtype=np.float64)
 
-    ccfg = (read_card(control_checkpoint).get("recipe") or cfg) if control_checkpoint is not None else cfg
-    mode = None
-    n_ref_used = 0
-    features = None
-    reference_info: dict | None = None
-    control_scores, control_source, control_info = None, None, None
-    subjects = np.array(sorted(set(win_subjects.tolist())))
-    labels = np.isin(subjects, sorted(mem_s))
-    if threat == "learned":
+def _score(au: _Audit, attack: str, w: _Windows, mem_s: set, non_s: set, control_checkpoint: Path | None,
+           ccfg: dict, population_rows, n_refs: int, out_dir: Path, enc_probe, target_size: int,
+           rmia_a: float | None, n_z: int | None) -> _Scores:
+    """Score every subject with the attack: the learned classifier (cross-fitted), or a threshold
+    on the target's signal, calibrated by reference models for lira/rmia; the control model (a
+    control checkpoint, else reference model 0 left out) the same way."""
+    subjects = np.array(sorted(set(w.subjects.tolist())))
+    sc = _Scores(subjects, np.isin(subjects, sorted(mem_s)), np.empty(0))
+    if au.threat == "learned":
         from medssl.privacy.learned import cross_fitted_scores
 
-        features = learned_features(x, win_subjects, subjects)
-        subj_scores = cross_fitted_scores(features, labels, seed=seed)
+        sc.features = au.learned_features(w.x, w.subjects, subjects)
+        sc.target = cross_fitted_scores(sc.features, sc.labels, seed=au.seed)
         if control_checkpoint is not None:
-            cf = learned_features(x, win_subjects, subjects, control_checkpoint, ccfg)
-            control_scores, control_source = cross_fitted_scores(cf, labels, seed=seed), "control checkpoint"
+            cf = au.learned_features(w.x, w.subjects, subjects, control_checkpoint, ccfg)
+            sc.control, sc.control_source = cross_fitted_scores(cf, sc.labels, seed=au.seed), "control checkpoint"
+        return sc
+    target = au.signal(au.threat, w.x, warn=True)
+    csig = au.signal(au.threat, w.x, control_checkpoint, ccfg) if control_checkpoint is not None else None
+    control_win = None
+    if attack == "loss":
+        win_scores = au.threshold_scores(target)
+        if csig is not None:
+            control_win, sc.control_source = au.threshold_scores(csig), "control checkpoint"
     else:
-        target = _signal(threat, cfg, checkpoint, x, n_queries, seed, score_seed, warnings)
-        csig = (_signal(threat, ccfg, control_checkpoint, x, n_queries, seed, score_seed, [])
-                if control_checkpoint is not None else None)
-        if attack == "loss":
-            win_scores = threshold_scores(target)
-            if csig is not None:
-                control_win, control_source = threshold_scores(csig), "control checkpoint"
-        else:
-            ref = _ReferenceAttack(attack, threat, cfg, x, win_subjects, mem_s | non_s, population_rows, n_refs,
-                                   n_queries, out_dir, seed, score_seed, enc_probe, target_size, rmia_a, n_z,
-                                   warnings)
-            target_z = ref.signal_on_z(checkpoint, cfg)
-            reference_info, win_scores = ref.score(target, target_z)
-            mode, n_ref_used = reference_info.pop("mode"), ref.n_refs
-            if csig is not None:
-                control_info, control_win = ref.score(csig, ref.signal_on_z(control_checkpoint, ccfg))
-                control_source = "control checkpoint"
-            elif ref.n_refs >= 2:
-                try:
-                    control_info, control_win = ref.score(ref.ref_sig[0], ref.ref_z_sig(0), exclude=0)
-                    control_source = "reference model 0 (leave-one-out: the others are its references)"
-                except ValueError as err:
-                    warnings.append(f"the leave-one-out control (reference model 0 as the target) is impossible: "
-                                    f"{err}; pass a control checkpoint (--control) or train more reference models")
-        if control_source is not None:
-            control_scores = aggregate_by_subject(control_win, win_subjects, aggregate)[1]
-        subj_scores = aggregate_by_subject(win_scores, win_subjects, aggregate)[1]
-    main = _metrics(subj_scores, labels, seed, n_permutations, features)
-    fpr, tpr, _ = roc_curve_points(subj_scores, labels)
+        ref = _ReferenceAttack(attack, au.threat, au.cfg, w.x, w.subjects, mem_s | non_s, population_rows, n_refs,
+                               au.n_queries, out_dir, au.seed, au.score_seed, enc_probe, target_size, rmia_a, n_z,
+                               au.warnings)
+        target_z = ref.signal_on_z(au.checkpoint, au.cfg)
+        sc.references, win_scores = ref.score(target, target_z)
+        sc.mode, sc.n_refs = sc.references.pop("mode"), ref.n_refs
+        if csig is not None:
+            sc.control_info, control_win = ref.score(csig, ref.signal_on_z(control_checkpoint, ccfg))
+            sc.control_source = "control checkpoint"
+        elif ref.n_refs >= 2:
+            try:
+                sc.control_info, control_win = ref.score(ref.ref_sig[0], ref.ref_z_sig(0), exclude=0)
+                sc.control_source = "reference model 0 (leave-one-out: the others are its references)"
+            except ValueError as err:
+                au.warnings.append(f"the leave-one-out control (reference model 0 as the target) is impossible: "
+                                   f"{err}; pass a control checkpoint (--control) or train more reference models")
+    if sc.control_source is not None:
+        sc.control = aggregate_by_subject(control_win, w.subjects, au.aggregate)[1]
+    sc.target = aggregate_by_subject(win_scores, w.subjects, au.aggregate)[1]
+    return sc
 
-    control = None
-    if control_scores is not None:
-        diff = auc_difference_ci(subj_scores, control_scores, labels, seed=seed + 5)
-        cm = _metrics(control_scores, labels, seed, n_permutations)
-        cfpr, ctpr, _ = roc_curve_points(control_scores, labels)
-        control = {"source": control_source, **({"mode": control_info.get("mode")} if control_info else {}),
-                   "n_members": cm["n_members"], "n_nonmembers": cm["n_nonmembers"], "auc": cm["auc"],
-                   "auc_ci": cm["auc_ci"], "null_band": cm["null_band"], "p_value": cm["p_value"],
-                   "difference": {"value": diff["difference"], "ci_low": diff["ci_low"], "ci_high": diff["ci_high"]},
-                   "roc": {"fpr": cfpr.tolist(), "tpr": ctpr.tolist()}}
-    else:
-        warnings.append("no control model was audited: pass a control checkpoint (the same recipe trained on "
-                        "subjects independent of the audited labels, --control) or use lira/rmia with >= 2 reference "
-                        "models; without it, differences between the member and non-member groups other than "
-                        "membership cannot be told apart from leakage")
+
+def _control(au: _Audit, sc: _Scores) -> dict | None:
+    """The control model's audit and its AUC difference from the target's (None, with a warning,
+    without a control)."""
+    if sc.control is None:
+        au.warnings.append("no control model was audited: pass a control checkpoint (the same recipe trained on "
+                           "subjects independent of the audited labels, --control) or use lira/rmia with >= 2 "
+                           "reference models; without it, differences between the member and non-member groups "
+                           "other than membership cannot be told apart from leakage")
+        return None
+    diff = auc_difference_ci(sc.target, sc.control, sc.labels, seed=au.seed + 5)
+    cm = au.metrics(sc.control, sc.labels)
+    cfpr, ctpr, _ = roc_curve_points(sc.control, sc.labels)
+    return {"source": sc.control_source, **({"mode": sc.control_info.get("mode")} if sc.control_info else {}),
+            "n_members": cm["n_members"], "n_nonmembers": cm["n_nonmembers"], "auc": cm["auc"],
+            "auc_ci": cm["auc_ci"], "null_band": cm["null_band"], "p_value": cm["p_value"],
+            "difference": {"value": diff["difference"], "ci_low": diff["ci_low"], "ci_high": diff["ci_high"]},
+            "roc": {"fpr": cfpr.tolist(), "tpr": ctpr.tolist()}}
+
+
+def _group_metrics(au: _Audit, sc: _Scores):
+    """The attack between two groups of subjects (a labelled "members"); the learned attacker is
+    refitted (cross-fitted) on them."""
 
     def group_metrics(mask_a: np.ndarray, mask_b: np.ndarray) -> dict:
-        """The attack between two groups of subjects (a labelled "members"); the learned attacker
-        is refitted (cross-fitted) on them."""
         keep = mask_a | mask_b
-        if features is not None:
+        if sc.features is not None:
             from medssl.privacy.learned import cross_fitted_scores
 
-            scores = cross_fitted_scores(features[keep], mask_a[keep], seed=seed)
-            return _metrics(scores, mask_a[keep], seed, n_permutations, features[keep])
-        return _metrics(subj_scores[keep], mask_a[keep], seed, n_permutations)
+            scores = cross_fitted_scores(sc.features[keep], mask_a[keep], seed=au.seed)
+            return au.metrics(scores, mask_a[keep], sc.features[keep])
+        return au.metrics(sc.target[keep], mask_a[keep])
 
-    # split-half check: two random halves of the non-members
-    non_idx = np.flatnonzero(~labels)
-    half = np.zeros(len(subjects), dtype=bool)
-    half[np.random.default_rng(seed + 1).permutation(non_idx)[: non_idx.size // 2]] = True
-    null = {"what": SPLIT_HALF_TEXT, **group_metrics(half, ~labels & ~half)}
-    source_check = _source_check(members_rows, nonmembers_rows, population_rows, subjects, labels, attack,
-                                 group_metrics, features, subj_scores, cfg, enc_probe, loss_scores,
-                                 learned_features, seed, n_permutations)
+    return group_metrics
 
-    from medssl.privacy.dp_audit import dp_check
 
-    dp = dp_check(card, subj_scores, labels)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = [pseudonym(s, salt=salt, prefix="subj") for s in subjects.tolist()]
+def _split_half_check(au: _Audit, sc: _Scores, group_metrics) -> dict:
+    """The same scores between two random halves of the non-members (SPLIT_HALF_TEXT)."""
+    non_idx = np.flatnonzero(~sc.labels)
+    half = np.zeros(len(sc.subjects), dtype=bool)
+    half[np.random.default_rng(au.seed + 1).permutation(non_idx)[: non_idx.size // 2]] = True
+    return {"what": SPLIT_HALF_TEXT, **group_metrics(half, ~sc.labels & ~half)}
+
+
+def _write_subject_scores(out_dir: Path, sc: _Scores, column: str, salt: str | None, warnings: list[str]) -> None:
+    """subject_scores.csv: pseudonymous subject key, membership, score (and the control's)."""
+    keys = [pseudonym(s, salt=salt, prefix="subj") for s in sc.subjects.tolist()]
     if not salt and not os.environ.get(SALT_ENV):
         warnings.append(f"subject keys in {SCORES_FILE} use the public default salt: anyone holding the subject ids "
                         f"can link them; set ${SALT_ENV} (kept secret) for keys only its holder can link")
-    column = f"{threat}_{attack}"
-    lines = ["subject_key,member," + column + (f",control_{column}" if control_scores is not None else "")]
+    lines = ["subject_key,member," + column + (f",control_{column}" if sc.control is not None else "")]
     for i, k in enumerate(keys):
-        row = [k, str(int(labels[i])), repr(float(subj_scores[i]))]
-        if control_scores is not None:
-            row.append(repr(float(control_scores[i])))
+        row = [k, str(int(sc.labels[i])), repr(float(sc.target[i]))]
+        if sc.control is not None:
+            row.append(repr(float(sc.control[i])))
         lines.append(",".join(row))
     atomic_write_text(out_dir / SCORES_FILE, "\n".join(lines) + "\n")
 
+
+def _card_summary(result: dict, out_dir: Path) -> dict:
+    """The card's ``privacy`` entry of an audit."""
+    control, dp = result["control"], result["dp_check"]
+    return {
+        "kind": "membership_inference", "created": result["created"], "audit": str(out_dir / "audit.json"),
+        **{k: result[k] for k in ("threat", "attack", "mode", "n_members", "n_nonmembers", "auc", "auc_ci",
+                                  "null_band", "p_value", "n_reference_models", "membership_verified", "conclusion")},
+        "tpr_at_fpr": {k: v["value"] for k, v in result["tpr_at_fpr"].items()},
+        "tpr_not_estimable": {k: v["reason"] for k, v in result["tpr_at_fpr"].items() if not v["achievable"]},
+        "tpr_at_min_fpr": {"fpr": result["tpr_at_min_fpr"]["fpr"], "value": result["tpr_at_min_fpr"]["value"]},
+        "control_auc_difference": control["difference"] if control else None,
+        "dp_empirical_epsilon_lower": dp["empirical"]["epsilon_lower"] if dp else None,
+        "split_half_check_auc": result["null_check"]["auc"],
+    }
+
+
+def _run_audit(checkpoint, members_rows, nonmembers_rows, *, threat, attack, n_refs, n_queries, aggregate,
+               population_rows, out_dir, seed, control_checkpoint, n_permutations, rmia_a, n_z, salt) -> dict:
+    """Check, read the windows, score the subjects, measure (target, control, split-half, source and
+    DP checks), write."""
+    from medssl.privacy.dp_audit import dp_check
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    control_checkpoint = Path(control_checkpoint) if control_checkpoint is not None else None
+    _check_settings(threat, attack, aggregate, n_queries, n_permutations, rmia_a)
+    mem_s, non_s = _audited_subjects(members_rows, nonmembers_rows, threat, attack, n_refs, population_rows)
+    card, cfg, ccfg = _cards(checkpoint, control_checkpoint)
+    warnings = [*_estimability_warnings(len(non_s)), *source_mismatch_warnings(members_rows, nonmembers_rows)]
+    au = _Audit(checkpoint, cfg, threat, aggregate, n_queries, seed, int(cfg.get("seed", 0)), n_permutations,
+                warnings)
+    enc_probe = load_encoder(checkpoint)
+    w = _windows(au, card, members_rows, nonmembers_rows, enc_probe)
+    target_size = int((card.get("metrics") or {}).get("n_subjects") or len(mem_s))
+    sc = _score(au, attack, w, mem_s, non_s, control_checkpoint, ccfg, population_rows, n_refs, out_dir, enc_probe,
+                target_size, rmia_a, n_z)
+
+    main = au.metrics(sc.target, sc.labels, sc.features)
+    fpr, tpr, _ = roc_curve_points(sc.target, sc.labels)
+    control = _control(au, sc)
+    group_metrics = _group_metrics(au, sc)
+    null = _split_half_check(au, sc, group_metrics)
+    source_check = _source_check(members_rows, nonmembers_rows, population_rows, sc.subjects, sc.labels, attack,
+                                 group_metrics, sc.features, sc.target, cfg, enc_probe, au.loss_scores,
+                                 au.learned_features, seed, n_permutations)
+    dp = dp_check(card, sc.target, sc.labels)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_subject_scores(out_dir, sc, f"{threat}_{attack}", salt, warnings)
     result = {
         "schema_version": 2,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(checkpoint), "encoder": card["encoder"]["name"], "method": cfg.get("method"),
         "precision": _precision(), "device": "cpu",
-        "threat": threat, "attack": attack, "mode": mode, "aggregate": aggregate, "n_queries": n_queries,
-        "n_reference_models": n_ref_used, "references": reference_info,
-        "n_members": int(labels.sum()), "n_nonmembers": int((~labels).sum()),
-        "n_member_windows": len(used_mem), "n_nonmember_windows": len(used_non),
-        "membership_verified": verified,
+        "threat": threat, "attack": attack, "mode": sc.mode, "aggregate": aggregate, "n_queries": n_queries,
+        "n_reference_models": sc.n_refs, "references": sc.references,
+        "n_members": int(sc.labels.sum()), "n_nonmembers": int((~sc.labels).sum()),
+        "n_member_windows": len(w.used_mem), "n_nonmember_windows": len(w.used_non),
+        "membership_verified": w.verified,
         "auc": main["auc"], "auc_ci": main["auc_ci"], "null_band": main["null_band"], "p_value": main["p_value"],
         "n_permutations": main["n_permutations"],
         "tpr_at_fpr": main["tpr_at_fpr"], "tpr_at_min_fpr": main["tpr_at_min_fpr"],
@@ -573,17 +687,7 @@ def _run_audit(checkpoint, members_rows, nonmembers_rows, *, threat, attack, n_r
     }
     atomic_write_json(out_dir / "audit.json", result)
     atomic_write_text(out_dir / "report.html", render_html(result))
-    update_card(checkpoint, "privacy", {
-        "kind": "membership_inference", "created": result["created"], "audit": str(out_dir / "audit.json"),
-        **{k: result[k] for k in ("threat", "attack", "mode", "n_members", "n_nonmembers", "auc", "auc_ci",
-                                  "null_band", "p_value", "n_reference_models", "membership_verified", "conclusion")},
-        "tpr_at_fpr": {k: v["value"] for k, v in result["tpr_at_fpr"].items()},
-        "tpr_not_estimable": {k: v["reason"] for k, v in result["tpr_at_fpr"].items() if not v["achievable"]},
-        "tpr_at_min_fpr": {"fpr": result["tpr_at_min_fpr"]["fpr"], "value": result["tpr_at_min_fpr"]["value"]},
-        "control_auc_difference": control["difference"] if control else None,
-        "dp_empirical_epsilon_lower": dp["empirical"]["epsilon_lower"] if dp else None,
-        "split_half_check_auc": null["auc"],
-    })
+    update_card(checkpoint, "privacy", _card_summary(result, out_dir))
     return result
 
 

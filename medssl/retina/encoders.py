@@ -7,7 +7,7 @@ Nature 2023; github.com/rmaphoh/RETFound_MAE) use:
 - patch embedding: a Conv2d with kernel = stride = patch size, (B, C, H, W) -> (B, D, H/p, W/p),
   tokens flattened row-major (patch index = row * grid_w + col);
 - an optional learned cls token in front of the patch tokens;
-- fixed 2-D sine-cosine positions (`medssl.nn.pos_embed.sincos_2d`; zeros at the cls slot),
+- fixed 2-D sine-cosine positions (`medssl.nn.pos_embed.sincos_pos_embed`; zeros at the cls slot),
   held as a frozen parameter `pos_embed` (1, n_prefix + N, D) so that an imported checkpoint's
   positions (and their interpolation to another grid) replace it;
 - pre-norm transformer blocks on scaled_dot_product_attention (`medssl.nn.transformer`), then a
@@ -48,9 +48,9 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from medssl.nn.pos_embed import sincos_2d
+from medssl.nn.pos_embed import sincos_pos_embed
 from medssl.nn.transformer import Transformer, init_vit_weights
-from medssl.registry import EncoderSpec, register_encoder
+from medssl.registry import EncoderSpec, per_axis, register_encoder, resolve_hparams
 
 RETINA_INTENSITY = "[0,1] then per-image z-score"
 VIT_PAPER = (
@@ -58,12 +58,6 @@ VIT_PAPER = (
     "ICLR 2021; layout of He K et al. Masked Autoencoders Are Scalable Vision Learners, CVPR 2022 and "
     "Zhou Y et al. A foundation model for generalizable disease detection from retinal images, Nature 2023 (RETFound)"
 )
-
-
-def sincos_pos_embed(dim: int, grid: tuple[int, int], n_prefix: int) -> Tensor:
-    """(1, n_prefix + rows * cols, dim): zeros for the prefix tokens, 2-D sin-cos for the grid."""
-    pos = sincos_2d(dim, *grid)
-    return torch.cat([torch.zeros(n_prefix, dim), pos])[None]
 
 
 class RetinaViT(nn.Module):
@@ -214,16 +208,8 @@ def _retina_vit_spec(name: str, **overrides) -> EncoderSpec:
         in_chans=1, mlp_ratio=4.0, cls_token=True, pool="mean", feature_layers=None,
         pixel_size_mm=None, intensity=RETINA_INTENSITY, **_SIZES[name],
     )
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    hparams = {**defaults, **overrides}
-    # JSON-stable forms, so that a card's hparams rebuild an equal spec.
-    hparams["image_size"] = [int(s) for s in (
-        hparams["image_size"] if isinstance(hparams["image_size"], (list, tuple)) else [hparams["image_size"]] * 2
-    )]
-    if hparams["feature_layers"] is not None:
-        hparams["feature_layers"] = [int(i) for i in hparams["feature_layers"]]
+    hparams = resolve_hparams(name, defaults, overrides, int_lists=("feature_layers",))
+    hparams["image_size"] = per_axis(hparams["image_size"], 2)
     return retina_vit_spec(name, hparams)
 
 

@@ -215,7 +215,7 @@ def index_image_folder(
     Raises ImageFolderError for a missing CSV or `image` column, an unknown task column, a bad
     split name, a repeated image, or a subject put in two splits.
     """
-    from medssl.ecg.layouts import subject_split
+    from medssl.data.manifest import subject_split
 
     root = Path(root).resolve()
     if not root.is_dir():

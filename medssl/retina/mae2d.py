@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medssl.nn.pos_embed import sincos_pos_embed
 from medssl.nn.transformer import Transformer, init_vit_weights
-from medssl.retina.encoders import sincos_pos_embed
-from medssl.ssl.mae import masked_patch_loss
+from medssl.ssl.masked_loss import masked_mean, masked_patch_loss
 
 
 def patchify(x: Tensor, patch_size: int) -> Tensor:
@@ -101,8 +101,7 @@ def masked_mse(pred: Tensor, target: Tensor, masked: Tensor, *, norm_target: boo
 def masked_bce(logits: Tensor, target: Tensor, masked: Tensor) -> Tensor:
     """Binary cross-entropy (logits vs targets in [0, 1]) averaged over masked patches."""
     per_patch = F.binary_cross_entropy_with_logits(logits.flatten(2), target.flatten(2), reduction="none").mean(-1)
-    weight = masked.to(per_patch.dtype)
-    return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
+    return masked_mean(per_patch, masked)
 
 
 class MaskedImageDecoder(nn.Module):

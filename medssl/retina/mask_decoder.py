@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medssl.nn.pos_embed import sincos_2d
+from medssl.nn.segmenter import Segmenter as BaseSegmenter
 from medssl.nn.transformer import Block, init_vit_weights
 
 
@@ -113,43 +114,25 @@ class PromptFreeMaskDecoder(nn.Module):
 SEGMENTER_MODES = ("frozen", "finetune")
 
 
-class Segmenter(nn.Module):
-    """encoder.feature_maps -> PromptFreeMaskDecoder: (B, C, H, W) -> (B, 1, H, W) logits.
+class Segmenter(BaseSegmenter):
+    """encoder.feature_maps -> PromptFreeMaskDecoder: (B, C, H, W) -> (B, 1, H, W) logits
+    (:class:`medssl.nn.segmenter.Segmenter` with this decoder).
 
     mode "frozen": the encoder gets no gradient and stays in eval mode (`train()` keeps it so);
     "finetune": encoder and decoder train together.
     """
 
     def __init__(self, encoder: nn.Module, decoder: PromptFreeMaskDecoder, *, mode: str = "frozen"):
-        super().__init__()
         if mode not in SEGMENTER_MODES:
             raise ValueError(f"unknown segmenter mode {mode!r}; known: {', '.join(SEGMENTER_MODES)}")
-        self.encoder = encoder
-        self.decoder = decoder
-        self.frozen = mode == "frozen"
+        super().__init__(encoder, decoder, frozen=mode == "frozen")
         if self.frozen:
             encoder.requires_grad_(False)
             encoder.eval()
 
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """The encoder's feature maps of ``x`` (without gradients when frozen)."""
-        if self.frozen:
-            with torch.no_grad():
-                return [m.detach() for m in self.encoder.feature_maps(x)]
-        return self.encoder.feature_maps(x)
-
     def decode(self, x: Tensor, maps: Sequence[Tensor]) -> Tensor:
         """Logits from the feature maps of ``x`` (only its size is read)."""
         return self.decoder(list(maps), tuple(x.shape[-2:]))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(x, self.encode(x))
-
-    def train(self, mode: bool = True) -> Segmenter:
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
 
 
 def build_segmenter(

@@ -55,7 +55,8 @@ import numpy as np
 
 from medssl.data.cache import ArrayCache, build_array_cache
 from medssl.data.layouts import register_layout
-from medssl.data.modalities import ModalityData, NativeImages, register_modality
+from medssl.data.modalities import NativeImages
+from medssl.plugins import Modality, register_modality
 from medssl.retina.preprocess import RetinaPreprocess
 from medssl.retina.synthetic import write_synthetic
 
@@ -294,7 +295,9 @@ def _image_folder(root: Path, labels: str | None = None, task: str | None = None
 register_layout("octa500", _octa500)
 register_layout("image-folder", _image_folder)
 
-RETINA = register_modality("retina", ModalityData(
-    inputs=retina_inputs, masks=retina_masks, contract_problems=retina_contract_problems,
+MODALITY = register_modality(Modality(
+    name="retina", inputs=retina_inputs, masks=retina_masks, contract_problems=retina_contract_problems,
     write_synthetic=write_synthetic, native=retina_native,
+    registers=("medssl.retina.encoders", "medssl.retina.unet", "medssl.retina.methods", "medssl.retina.importers",
+               "medssl.retina.mask_decoder"),
 ))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import partial
 
 from medssl.nn.unet import UNetEncoder
-from medssl.registry import EncoderSpec, register_encoder
+from medssl.registry import EncoderSpec, per_axis, register_encoder, resolve_hparams
 from medssl.retina.encoders import RETINA_INTENSITY
 
 UNET_PAPER = ("Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks for Biomedical Image Segmentation. "
@@ -33,13 +33,9 @@ _SIZES = {
 
 def _unet_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(in_chans=1, block="basic", pixel_size_mm=None, intensity=RETINA_INTENSITY, **_SIZES[name])
-    unknown = set(overrides) - set(defaults)
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    hp = {**defaults, **overrides}
+    hp = resolve_hparams(name, defaults, overrides)
     hp["widths"] = [int(w) for w in hp["widths"]]
-    size = hp["image_size"]
-    hp["image_size"] = [int(s) for s in (size if isinstance(size, (list, tuple)) else [size, size])]
+    hp["image_size"] = per_axis(hp["image_size"], 2)
     divisor = 2 ** (len(hp["widths"]) - 1)
     if any(s % divisor for s in hp["image_size"]):
         raise ValueError(f"{name}: image_size {hp['image_size']} must be a multiple of {divisor} "

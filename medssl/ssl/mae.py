@@ -12,8 +12,9 @@ Parts, each usable alone:
   [SEP, patches, SEP], weights shared across leads); `lead_wise=False` decodes all leads in one
   sequence with learned decoder lead embeddings, which a method needs when whole leads are
   masked. Optional conditioning tokens (e.g. a global representation) are prepended.
-- `masked_patch_loss`: mean squared error over the masked patches only, optionally against
-  per-patch normalised targets (MAE's `norm_pix_loss`; ST-MEM's pretraining config sets it).
+- `masked_patch_loss` (`medssl.ssl.masked_loss`, the contract every masked-reconstruction method
+  shares): mean squared error over the masked patches only, optionally against per-patch
+  normalised targets (MAE's `norm_pix_loss`; ST-MEM's pretraining config sets it).
 - `MaskedAutoencoder`: the method; masks come from a generator seeded by (seed, step, rank).
 
 The encoder interface used here (see `medssl.ecg.vit.EcgLeadViT`): `n_leads`, `n_time`,
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from medssl.nn.pos_embed import sincos_1d
 from medssl.nn.transformer import Transformer, init_vit_weights
+from medssl.ssl.masked_loss import masked_patch_loss
 from medssl.ssl.random import step_generator
 
 
@@ -68,25 +70,6 @@ class RandomLeadPatchMasker:
         masked.scatter_(2, keep_time, False)
         keep_leads = torch.arange(n_leads).expand(batch_size, -1).clone()
         return PatchMask(keep_leads, keep_time, masked)
-
-
-def masked_patch_loss(pred: Tensor, target: Tensor, masked: Tensor, *, norm_target: bool = False,
-                      per_sample: bool = False) -> Tensor:
-    """Mean squared error over masked patches. pred, target: (B, L, T, P); masked: (B, L, T) bool.
-    A scalar, or (B,) per-sample means with ``per_sample``.
-
-    With `norm_target`, each target patch is standardised by its own mean and (unbiased) variance
-    first (MAE's norm_pix_loss, eps 1e-6). Predictions of visible patches do not enter the loss.
-    """
-    if norm_target:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1e-6).sqrt()
-    per_patch = (pred - target).pow(2).mean(dim=-1)
-    weight = masked.to(per_patch.dtype)
-    if per_sample:
-        return (per_patch * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
-    return (per_patch * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 class PatchDecoder(nn.Module):

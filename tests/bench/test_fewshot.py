@@ -5,7 +5,6 @@ from medssl.bench.fewshot import (
     NO_FINDING,
     FewShotWarning,
     few_shot_draw,
-    few_shot_evaluation,
     linear_probe,
     sample_few_shot,
 )
@@ -112,24 +111,53 @@ def _eval_cohort(seed=0, n_subj=120, rows=2, d=12):
     good[:, :2] += 3.0 * Y
     noise = rng.normal(size=(n, d))
     site = np.repeat(rng.integers(0, 3, n_subj), rows)
-    train = site == 0
-    return {"good": good, "noise": noise}, Y, subjects, train, {"in": site == 1, "out": site == 2}
+    return {"good": good, "noise": noise}, Y, subjects, site
 
 
-def test_few_shot_evaluation_rows_and_pairing():
-    emb, Y, subjects, train, evals = _eval_cohort()
-    rows = few_shot_evaluation(emb, Y, subjects, train, evals, shots=(2, "all"), seeds=range(3),
-                               n_bootstrap=200, class_names=["af", "mi"])
-    runs = [r for r in rows if r["kind"] == "run"]
-    aggs = [r for r in rows if r["kind"] == "aggregate"]
-    comps = [r for r in rows if r["kind"] == "comparison"]
+def _bench_on_embeddings(tmp_path, monkeypatch, emb, Y, subjects, site, *, domains=("in", "out"), shots=(2, "all"),
+                         seeds=3, n_bootstrap=200):
+    """`run_benchmark` with the encoders' embeddings given (``emb``: encoder name -> (N, D) rows of
+    the manifest written here): site 0 trains, site 1 is "in", site 2 is "out"; classes af, mi."""
+    from medssl.bench import runner
+    from medssl.data.manifest import write_manifest
+
+    names = np.array(["af", "mi"])
+    rows = [{"record_id": f"r{i:04d}", "subject_id": f"s{subjects[i]:03d}", "path": f"r{i:04d}", "split": "test",
+             "labels": ";".join(names[Y[i]]), "site": str(site[i])} for i in range(len(subjects))]
+    manifest = write_manifest(rows, tmp_path / "manifest.csv")
+
+    def given(cfg, e, model, ckpt, ds, rows, out, progress, notes, skipped_out=None):
+        order = {r["record_id"]: i for i, r in enumerate(rows)}
+        pick = np.array([int(r["record_id"][1:]) for r in rows])
+        assert list(order) == [f"r{i:04d}" for i in pick]
+        return {"embeddings": emb[e.name][pick], "record_id": np.array(list(order)),
+                "subject_id": np.array([r["subject_id"] for r in rows])}
+
+    monkeypatch.setattr(runner, "embed_dataset", given)
+    monkeypatch.setattr(runner, "check_contract", lambda spec_input, rows, **kw: (rows, []))
+    tiny = {"depth": 1, "embed_dim": 32, "num_heads": 2}
+    config = {
+        "n_bootstrap": n_bootstrap,
+        "encoders": [{"name": e, "ref": f"random:ecg_jepa_tiny:{i}", "overrides": tiny} for i, e in enumerate(emb)],
+        "datasets": {"d": {"path": str(manifest)}},
+        "tasks": [{"name": "t", "dataset": "d", "kind": "multilabel", "labels": list(names),
+                   "metrics": ["auroc_macro"], "train": {"site": "0"},
+                   "eval": {d: {"site": str(j + 1)} for j, d in enumerate(("in", "out")) if d in domains}}],
+        "protocols": [{"kind": "linear_probe", "shots": list(shots), "seeds": seeds}],
+    }
+    return runner.run_benchmark(config, tmp_path / "bench", progress=False)
+
+
+def test_benchmark_rows_and_pairing_on_given_embeddings(tmp_path, monkeypatch):
+    doc = _bench_on_embeddings(tmp_path, monkeypatch, *_eval_cohort())
+    runs, aggs, comps = doc["records"], doc["aggregates"], doc["comparisons"]
     assert len(runs) == 2 * 2 * (3 + 1)
     assert len(aggs) == 2 * 2 * 2 and len(comps) == 2 * 2
     # the same draw for both encoders
     for r in runs:
         twin = [q for q in runs if q["encoder"] != r["encoder"] and q["domain"] == r["domain"]
                 and q["shots"] == r["shots"] and q["seed"] == r["seed"]]
-        assert twin[0]["n_train_records"] == r["n_train_records"]
+        assert twin[0]["n_train_records"] == r["n_train_records"] and twin[0]["draw"] == r["draw"]
     assert all(r["n_train_subjects"] <= 6 for r in runs if r["shots"] == 2)
     for a in aggs:
         assert a["ci_low"] <= a["mean"] <= a["ci_high"]
@@ -142,12 +170,12 @@ def test_few_shot_evaluation_rows_and_pairing():
         assert c["encoder_a"] == "good" and c["delta"] > 0.2 and c["p_value"] < 0.05
 
 
-def test_single_seed_comparison_equals_paired_bootstrap_test():
-    emb, Y, subjects, train, evals = _eval_cohort(seed=1)
-    rows = few_shot_evaluation(emb, Y, subjects, train, {"in": evals["in"]}, shots=("all",), seeds=[0],
-                               n_bootstrap=150)
-    comp = [r for r in rows if r["kind"] == "comparison"][0]
-    rtr, rin = np.flatnonzero(train), np.flatnonzero(evals["in"])
+def test_single_seed_comparison_equals_paired_bootstrap_test(tmp_path, monkeypatch):
+    emb, Y, subjects, site = _eval_cohort(seed=1)
+    doc = _bench_on_embeddings(tmp_path, monkeypatch, emb, Y, subjects, site, domains=("in",), shots=("all",),
+                               seeds=1, n_bootstrap=150)
+    comp = doc["comparisons"][0]
+    rtr, rin = np.flatnonzero(site == 0), np.flatnonzero(site == 1)
     sa = linear_probe(emb["good"][rtr], Y[rtr], emb["good"][rin], seed=0, groups=subjects[rtr])
     sb = linear_probe(emb["noise"][rtr], Y[rtr], emb["noise"][rin], seed=0, groups=subjects[rtr])
     ref = paired_bootstrap_test(auroc, Y[rin], sa, sb, subjects[rin], n_resamples=150, seed=0)
@@ -156,9 +184,11 @@ def test_single_seed_comparison_equals_paired_bootstrap_test():
     assert comp["ci_low"] == pytest.approx(ref["ci_low"]) and comp["ci_high"] == pytest.approx(ref["ci_high"])
 
 
-def test_subject_leak_between_train_and_eval_raises():
-    emb, Y, subjects, train, evals = _eval_cohort()
-    leaky = evals["in"].copy()
-    leaky[np.flatnonzero(train)[0]] = True
-    with pytest.raises(ValueError, match="also in the training rows"):
-        few_shot_evaluation(emb, Y, subjects, train, {"in": leaky}, shots=(1,), seeds=[0], n_bootstrap=10)
+def test_subject_leak_between_train_and_eval_raises(tmp_path, monkeypatch):
+    from medssl.bench.config import BenchConfigError
+
+    emb, Y, subjects, site = _eval_cohort()
+    site = site.copy()
+    site[np.flatnonzero(site == 0)[0]] = 1  # one record of a training subject evaluated in-domain
+    with pytest.raises(BenchConfigError, match="also in the training rows"):
+        _bench_on_embeddings(tmp_path, monkeypatch, emb, Y, subjects, site, shots=(1,), seeds=1, n_bootstrap=10)

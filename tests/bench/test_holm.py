@@ -46,6 +46,10 @@ def test_report_carries_adjusted_p_values_and_verdicts_use_them():
     assert comparison_verdict({**first, "p_holm": 0.01, "higher_is_better": False}) == "worse than"
     html = render_html(report)
     assert "p (Holm)" in html and "0.200" in html
+    from medssl.bench.runner import results_doc
+
+    doc = results_doc(comps, title="t", config={})  # results.json carries the same adjustment
+    assert np.isclose(doc["comparisons"][0]["p_holm"], 0.2) and "Holm" in doc["p_adjustment"]
 
 
 def test_demo_sentences_use_the_adjusted_p_value():

@@ -186,3 +186,22 @@ def test_bootstrap_p_value_formula():
     assert bootstrap_p_value(np.ones(99)) == pytest.approx(2 / 100)
     assert bootstrap_p_value(np.zeros(99)) == 1.0
     assert bootstrap_p_value(np.r_[np.ones(50), -np.ones(50)]) == 1.0
+
+
+def test_one_metric_table_for_every_task_kind():
+    from medssl.bench.column_metrics import METRICS, default_metrics, direction, metric_def, metrics_for
+    from medssl.bench.config import TASK_KINDS
+    from medssl.bench.ranking import rank_table
+    from medssl.bench.segmentation import SCORE_COLUMNS
+
+    assert set(METRICS) == {n for k in TASK_KINDS for n in metrics_for(k)}
+    # segmentation metrics average the per-record score table's columns of the same name
+    assert [METRICS[n].score_column for n in SCORE_COLUMNS] == list(range(len(SCORE_COLUMNS)))
+    assert default_metrics("multilabel") == ("auroc_macro",)
+    assert default_metrics("regression") == ("mae", "pearson_r")
+    assert default_metrics("segmentation") == ("dice", "nsd", "hd95", "iou")
+    assert [n for n in METRICS if not direction(n)] == ["mae", "hd95"]
+    assert metric_def("balanced_accuracy", "multiclass").kernel is not METRICS["balanced_accuracy"].kernel
+    # the ranking reads its directions from the same table
+    rows = rank_table([{"encoder": e, "task": "t", "metric": "mae", "value": v} for e, v in (("a", 1.0), ("b", 2.0))])
+    assert rows[0]["encoder"] == "a"

@@ -112,15 +112,25 @@ def _rand(seed=0, n=80, c=4):
     return Y, S
 
 
+def _sk_macro(fn, Y, P, cols):
+    return float(np.mean([fn(Y[:, c], P[:, c]) for c in cols]))
+
+
 def test_column_kernels_match_the_reference_metrics():
+    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
     Y, S = _rand()
-    for kind in ("multilabel",):
-        vals = {m: np.nanmean(metric_def(m, kind).columns(Y, S, kind)) for m in
-                ("auroc_macro", "auprc", "f1_macro", "balanced_accuracy")}
-        assert vals["auroc_macro"] == pytest.approx(auroc(Y, S))
-        assert vals["auprc"] == pytest.approx(auprc(Y, S))
-        assert vals["f1_macro"] == pytest.approx(f1_macro(Y, S))
-        assert vals["balanced_accuracy"] == pytest.approx(balanced_accuracy(Y, S))
+    kind = "multilabel"
+    vals = {m: np.nanmean(metric_def(m, kind).columns(Y, S, kind)) for m in
+            ("auroc_macro", "auprc", "f1_macro", "balanced_accuracy")}
+    both, pos = range(Y.shape[1]), range(Y.shape[1])  # every column has both label values here
+    assert vals["auroc_macro"] == pytest.approx(_sk_macro(roc_auc_score, Y, S, both))
+    assert vals["auprc"] == pytest.approx(_sk_macro(average_precision_score, Y, S, pos))
+    assert vals["f1_macro"] == pytest.approx(_sk_macro(f1_score, Y, S >= 0.5, pos))
+    assert vals["balanced_accuracy"] == pytest.approx(_sk_macro(balanced_accuracy_score, Y, S >= 0.5, both))
+    # the scalar metrics are views of the same table
+    assert (auroc(Y, S), auprc(Y, S), f1_macro(Y, S), balanced_accuracy(Y, S)) == pytest.approx(
+        (vals["auroc_macro"], vals["auprc"], vals["f1_macro"], vals["balanced_accuracy"]))
     for c in range(Y.shape[1]):
         assert column_auprc(Y, S)[c] == pytest.approx(average_precision_score(Y[:, c], S[:, c]))
     # multiclass: argmax predictions, balanced accuracy = mean recall over classes present
@@ -128,9 +138,14 @@ def test_column_kernels_match_the_reference_metrics():
     cls = rng.integers(0, 3, 90)
     P = rng.random((90, 3)) + 0.5 * np.eye(3)[cls]
     onehot = np.eye(3, dtype=bool)[cls]
-    for m, ref in (("balanced_accuracy", balanced_accuracy), ("f1_macro", f1_macro), ("auroc_macro", auroc)):
+    refs = {"balanced_accuracy": balanced_accuracy_score(cls, P.argmax(axis=1)),
+            "f1_macro": f1_score(cls, P.argmax(axis=1), average="macro"),
+            "auroc_macro": _sk_macro(roc_auc_score, onehot, P, range(3))}
+    for m, ref in refs.items():
         got = np.nanmean(metric_def(m, "multiclass").columns(onehot, P, "multiclass"))
-        assert got == pytest.approx(ref(cls, P)), m
+        assert got == pytest.approx(ref), m
+    assert (balanced_accuracy(cls, P), f1_macro(cls, P), auroc(cls, P)) == pytest.approx(
+        (refs["balanced_accuracy"], refs["f1_macro"], refs["auroc_macro"]))
     assert hard_predictions(P, "multiclass").sum(axis=1).tolist() == [1] * 90
     # undefined columns are NaN
     Y[:, 0] = False

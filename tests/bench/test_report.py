@@ -2,7 +2,8 @@ import json
 
 import numpy as np
 
-from medssl.bench.report import make_report, render_html, write_report
+from medssl.bench.report import make_report, render_html
+from medssl.bench.runner import results_doc, write_results
 
 
 def _rows():
@@ -23,12 +24,13 @@ def _rows():
     return rows
 
 
-def test_write_report_json_and_html(tmp_path):
-    rep = make_report(_rows(), title="Bench <b>", config={"shots": [1, 5, "all"], "nan": float("nan")},
+def test_write_results_json_and_html(tmp_path):
+    doc = results_doc(_rows(), title="Bench <b>", config={"shots": [1, 5, "all"], "nan": float("nan")},
                       notes=["note & <i>"])
-    jp, hp = write_report(tmp_path / "out", rep)
+    paths = write_results(doc, tmp_path / "out")
+    jp, hp = paths["json"], paths["html"]
     data = json.loads(jp.read_text())
-    assert data["schema_version"] == 1 and len(data["results"]) == 12 and len(data["runs"]) == 12
+    assert data["schema_version"] == 1 and len(data["aggregates"]) == 12 and len(data["records"]) == 12
     assert len(data["comparisons"]) == 1 and data["config"]["nan"] is None
     assert "node" not in data["machine"] and "hostname" not in data["machine"]
     text = hp.read_text()
@@ -43,7 +45,7 @@ def test_write_report_json_and_html(tmp_path):
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
         'xmlns:xlink="http://www.w3.org/1999/xlink"', "")
     assert "<link" not in text and "src=" not in text
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "results.csv", "results.json"]
 
 
 def test_html_handles_numpy_and_nan():

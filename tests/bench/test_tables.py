@@ -1,4 +1,4 @@
-"""medssl.bench.load_results: results.json / report.json tables as pandas DataFrames."""
+"""medssl.bench.load_results: results.json tables as pandas DataFrames."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medssl.bench import load_results
-from medssl.bench.report import make_report, write_report
+from medssl.bench.runner import results_doc, write_results
 
 
 def _results_json(path):
@@ -44,19 +44,19 @@ def test_results_json_tables(tmp_path):
     assert list(rank["encoder"]) == ["a", "b"] and list(rank["domain"]) == ["in", "in"]
 
 
-def test_report_json_tables(tmp_path):
+def test_tables_of_results_written_by_write_results(tmp_path):
     rows = [{"kind": "aggregate", "encoder": "e", "domain": d, "shots": 5, "metric": "auroc_macro", "mean": 0.7,
              "ci_low": 0.6, "ci_high": 0.8} for d in ("in", "out")]
     rows.append({"kind": "run", "encoder": "e", "domain": "in", "shots": 5, "seed": 0, "value": 0.7})
-    write_report(tmp_path, make_report(rows, title="few-shot"))
+    write_results(results_doc(rows, title="few-shot", config={}), tmp_path)
     df = load_results(tmp_path)
     assert list(df["domain"]) == ["in", "out"] and df.attrs["title"] == "few-shot"
-    assert load_results(tmp_path / "report.json", "records")["seed"].tolist() == [0]
+    assert load_results(tmp_path / "results.json", "records")["seed"].tolist() == [0]
     assert load_results(tmp_path, "gaps").empty
 
 
 def test_load_results_refuses_what_it_cannot_read(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither results.json nor report.json"):
+    with pytest.raises(FileNotFoundError, match="holds no results.json"):
         load_results(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_results(tmp_path / "missing.json")

@@ -222,9 +222,10 @@ def test_bench_segments_large_images_in_tiles_inside_the_field_of_view(tmp_path)
 
 
 def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_path):
-    """An encoder entry's `decoder` replaces the protocol's for that encoder only, so a U-Net (the
-    pyramid decoder over its skips) and a ViT (the mask decoder) are scored on the same draws and
-    compared; an empty decoder on an entry is an error naming it."""
+    """An encoder entry's `decoder` and `encoder_lr_scale` replace the protocol's for that encoder
+    only, so a U-Net trained from scratch (the pyramid decoder over its skips, its encoder at the
+    full learning rate) and a ViT (the mask decoder) are scored on the same draws and compared;
+    bad values on an entry are errors naming them."""
     from medssl.bench.config import BenchConfigError
     from medssl.bench.runner import run_benchmark
     from medssl.data.manifest import write_manifest
@@ -239,7 +240,7 @@ def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_p
            "encoders": [{"name": "vit", "ref": "random:retina_vit_tiny:0",
                          "overrides": {"image_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2}},
                         {"name": "unet", "ref": "random:retina_unet_small:0", "decoder": "pyramid",
-                         "overrides": {"image_size": 32, "widths": [4, 8, 16]}}],
+                         "encoder_lr_scale": 1.0, "overrides": {"image_size": 32, "widths": [4, 8, 16]}}],
            "datasets": {"drive": {"path": str(tmp_path / "manifest.csv")}},
            "tasks": [{"name": "vessels", "dataset": "drive", "kind": "segmentation", "metrics": ["dice"],
                       "train": {"split": "train"}, "eval": {"test": {"split": "test"}}}],
@@ -249,6 +250,9 @@ def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_p
     assert doc["errors"] == []
     assert {r["encoder"] for r in doc["records"]} == {"vit", "unet"}
     assert [(c["encoder_a"], c["encoder_b"]) for c in doc["comparisons"]] == [("vit", "unet")]
-    cfg["encoders"][1]["decoder"] = ""  # refused while reading the config, before any training
+    cfg["encoders"][1]["encoder_lr_scale"] = -1  # refused while reading the config, before any training
+    with pytest.raises(BenchConfigError, match=r"encoders\[1\]\.encoder_lr_scale: expected a positive number"):
+        run_benchmark(cfg, tmp_path / "out2", progress=False)
+    cfg["encoders"][1]["encoder_lr_scale"], cfg["encoders"][1]["decoder"] = 1.0, ""
     with pytest.raises(BenchConfigError, match=r"encoders\[1\]\.decoder"):
         run_benchmark(cfg, tmp_path / "out2", progress=False)

@@ -6,7 +6,8 @@ import monai.networks.nets.swin_unetr as monai_swin
 import pytest
 import torch
 
-from medssl.ct.encoders import CTSwinEncoder, build_swin_unetr, sincos_3d
+from medssl.ct.encoders import CTSwinEncoder, build_swin_unetr
+from medssl.nn.pos_embed import sincos_3d
 from medssl.registry import create_encoder, list_encoders
 
 TINY = ["ct_swin_tiny", "ct_vit3d_tiny"]
@@ -63,7 +64,7 @@ def test_base_sizes():
     assert swin.spec.hparams["depths"] == [2, 2, 2, 2] and swin.spec.hparams["num_heads"] == [3, 6, 12, 24]
     assert swin.spec.input["shape"] == [96, 96, 96] and swin.spec.embed_dim == 768
     vit = create_encoder("ct_vit3d_base", depth=1)  # 12 blocks of 768 take seconds to initialise
-    assert vit.spec.embed_dim == 768 and vit.grid == (6, 6, 6) and vit.spec.hparams["num_heads"] == 12
+    assert vit.spec.embed_dim == 768 and vit.fixed_grid == (6, 6, 6) and vit.spec.hparams["num_heads"] == 12
     assert vit.feature_layers == [1]  # UNETR's taps [3, 6, 9, 12] that exist at depth 1
 
 

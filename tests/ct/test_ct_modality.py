@@ -86,7 +86,7 @@ def test_nodule_rows_labels_and_skips(study):
 
 
 def test_parallel_header_scan_gives_the_same_rows(study, monkeypatch):
-    import medssl.ct.modality as m
+    import medssl.ct.dicom_folder as m
 
     root, _, csv_path, _ = study
     serial = m.index_dicom_folder(root, nodules=csv_path, workers=1)

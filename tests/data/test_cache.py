@@ -76,7 +76,7 @@ def test_batched_fetch_returns_rows_in_the_sampler_order():
     import torch
     from torch.utils.data import DataLoader
 
-    from medssl.engine.pretrain import ArrayDataset, collate_batch
+    from medssl.data.array_dataset import ArrayDataset, collate_batch
 
     array = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
     loader = DataLoader(ArrayDataset(array), batch_size=4, sampler=[7, 2, 9, 0, 5, 5, 1], collate_fn=collate_batch)

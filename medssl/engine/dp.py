@@ -16,7 +16,7 @@ Privacy unit: the subject. Membership in medssl is a property of a subject (all 
 records), and DP-SGD protects the unit one clipped per-sample gradient stands for. So the DP
 training set has one *example per subject*: each step samples subjects (Poisson, rate q =
 batch_size / n_subjects) and, for every subject drawn, one of its windows uniformly at random
-(:class:`medssl.privacy.dp_sampling.SubjectBatchSampler`). A subject therefore contributes exactly
+(:class:`medssl.engine.dp_sampling.SubjectBatchSampler`). A subject therefore contributes exactly
 one clipped gradient to a step when it is sampled and none otherwise, which is what the
 accountant's add/remove-one-example analysis assumes: the (epsilon, delta) reported bound what the
 trained method reveals about all of a subject's records together (user-level DP), not about a
@@ -32,7 +32,7 @@ batch of one, through `functional_call`), exact for any architecture, and handed
 `DPOptimizer` through `p.grad_sample` (it reads them from there whatever computed them; Opacus's
 own grad_sample_mode "no_op" leaves that to the caller too), which clips them per sample, sums,
 adds Gaussian noise N(0, sigma^2 C^2), divides by the expected batch size and steps AdamW
-(:mod:`medssl.privacy.dp_grad`). The accountant (Opacus RDP or PRV) is stepped by the
+(:mod:`medssl.engine.dp_grad`). The accountant (Opacus RDP or PRV) is stepped by the
 optimiser's hook and saved in Lightning's checkpoints, so a resumed run keeps counting. With
 `max_physical_batch_size`, chunks of the batch are clipped and accumulated one after the other
 (Opacus's virtual steps), so memory is bounded without changing the update.
@@ -85,7 +85,7 @@ import torch
 from torch import Tensor, nn
 
 from medssl.engine.module import SSLModule
-from medssl.privacy.dp_grad import (
+from medssl.engine.dp_grad import (
     DPUnsupported,
     PerSampleLoss,
     dp_backward,
@@ -93,7 +93,7 @@ from medssl.privacy.dp_grad import (
     per_sample_loss_of,
     register_per_sample_loss,
 )
-from medssl.privacy.dp_sampling import (
+from medssl.engine.dp_sampling import (
     DPPretrainData,
     SubjectBatchSampler,
     subject_groups,

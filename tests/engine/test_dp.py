@@ -14,7 +14,7 @@ from medssl.data.layouts import index_layout
 from medssl.engine.config import RECIPES_DIR, ConfigError, resolve_recipe
 from medssl.engine.methods import build_method
 from medssl.engine.pretrain import pretrain
-from medssl.privacy.dp import (
+from medssl.engine.dp import (
     DPSettings,
     DPUnsupported,
     SubjectBatchSampler,
@@ -321,7 +321,7 @@ def test_dp_sgd_lowers_the_loss_attack_on_an_overfitted_tiny_jepa(tmp_path, monk
     from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
     from medssl.privacy.audit import run_audit
 
-    monkeypatch.setattr("medssl.privacy.dp.secrets.randbits", lambda k: 20240611 % (1 << k))
+    monkeypatch.setattr("medssl.engine.dp.secrets.randbits", lambda k: 20240611 % (1 << k))
     write_wfdb_cohort(generate_cohort(64, records_per_subject=1, seed=11), tmp_path / "data")
     cohort, _ = index_layout("synthetic", tmp_path / "data")
     subjects = sorted({r["subject_id"] for r in cohort})

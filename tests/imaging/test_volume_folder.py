@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medssl.data.layouts import index_layout, known_layouts
-from medssl.ecg.layouts import subject_split
+from medssl.data.manifest import subject_split
 from medssl.imaging.volume_folder import (
     VolumeFolderError,
     guess_sequence,

@@ -1,4 +1,4 @@
-"""Subject-level batches for DP-SGD (see :mod:`medssl.privacy.dp`): each step samples subjects
+"""Subject-level batches for DP-SGD (see :mod:`medssl.engine.dp`): each step samples subjects
 and one window of each subject drawn, so a subject contributes at most one example to a step."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from medssl.engine.pretrain import ArrayDataset, collate_batch
+from medssl.data.array_dataset import ArrayDataset, collate_batch
 
 if TYPE_CHECKING:
-    from medssl.privacy.dp import DPPlan
+    from medssl.engine.dp import DPPlan
 
 __all__ = ["DPPretrainData", "SubjectBatchSampler", "subject_groups"]
 

@@ -1,4 +1,4 @@
-"""Per-sample losses and gradients for DP-SGD (see :mod:`medssl.privacy.dp`).
+"""Per-sample losses and gradients for DP-SGD (see :mod:`medssl.engine.dp`).
 
 A method can be trained with DP-SGD when its batch loss is the mean of independent per-sample
 losses: :class:`PerSampleLoss` says how to draw a step's masks for a batch and evaluate one
