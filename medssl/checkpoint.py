@@ -105,18 +105,32 @@ def save_checkpoint(encoder: nn.Module, folder: str | Path, **card_fields: Any) 
     return folder
 
 
-def read_card(folder: str | Path) -> dict[str, Any]:
+def read_json_card(folder: str | Path, *, what: str = "checkpoint", missing: str = "model card missing",
+                   card: str = "medssl model card") -> dict:
+    """The ``card.json`` of a checkpoint folder as a dict (encoder and task checkpoints alike);
+    CheckpointError naming the folder or file when it is absent or not a JSON object."""
     folder = Path(folder)
     card_path = folder / CARD_FILE
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: checkpoint folder not found")
+        raise CheckpointError(f"{folder}: {what} folder not found")
     if not card_path.is_file():
-        raise CheckpointError(f"{card_path}: model card missing")
+        raise CheckpointError(f"{card_path}: {missing}")
     try:
-        card = json.loads(card_path.read_text())
+        found = json.loads(card_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{card_path}: not a {card} (not JSON: {e})") from None
+    if not isinstance(found, dict):
+        raise CheckpointError(f"{card_path}: not a {card} (a JSON {type(found).__name__}, not an object)")
+    return found
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The model card of an encoder checkpoint folder (:func:`read_json_card`, with an encoder)."""
+    card = read_json_card(folder)
+    try:
         card["encoder"]["name"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{card_path}: not a medssl model card ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{Path(folder) / CARD_FILE}: not a medssl model card ({e})") from None
     return card
 
 

@@ -45,7 +45,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medssl.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, package_versions, read_safetensors
+from medssl.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    package_versions,
+    read_json_card,
+    read_safetensors,
+)
 from medssl.io import make_temp_dir, replace_folder, save_safetensors
 from medssl.mri.unet_decoder import UNetDecoder3d
 from medssl.registry import EncoderSpec, encoder_entry
@@ -150,16 +157,10 @@ def read_task_card(folder: str | Path) -> dict[str, Any]:
     """The card of a task checkpoint folder; CheckpointError naming the folder if it is not one."""
     folder = Path(folder)
     path = folder / CARD_FILE
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: task checkpoint folder not found")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: card missing; not a task checkpoint (made by `medssl fomo finetune`)")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not JSON ({e})") from None
-    if not isinstance(card, dict) or card.get("kind") != TASK_CARD_KIND:
-        kind = card.get("kind") if isinstance(card, dict) else None
+    card = read_json_card(folder, what="task checkpoint", card="task checkpoint card",
+                          missing="card missing; not a task checkpoint (made by `medssl fomo finetune`)")
+    if card.get("kind") != TASK_CARD_KIND:
+        kind = card.get("kind")
         raise CheckpointError(f"{folder}: not a FOMO task checkpoint (card kind {kind!r}); an encoder checkpoint "
                               f"is fine-tuned first with `medssl fomo finetune`")
     for key in ("task", "encoder", "head", "preprocess", "target"):
