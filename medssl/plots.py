@@ -48,6 +48,11 @@ def _label(x) -> str:
     return "\u200b" + s if s.startswith("_") else s
 
 
+def setting_text(s) -> str:
+    """A shots or label-fraction setting as shown: ``all``, ``5``, ``0.0667`` (3 significant digits)."""
+    return f"{s:.3g}" if isinstance(s, float) else str(s)
+
+
 def nice_limits(lo: float, hi: float, metric: str | None = None) -> tuple[float, float]:
     """Axis limits on round values (multiples of 0.05 / 0.1 for metrics in [0, 1]) that hold [lo, hi]."""
     if metric in _UNIT or (metric == "pearson_r"):
@@ -168,7 +173,7 @@ def results_figure(rows: Sequence[Mapping], *, domains: Sequence, encoders: Sequ
             ax.errorbar(xs, m, yerr=[np.maximum(lo_e, 0), np.maximum(hi_e, 0)], color=COLORS[j % len(COLORS)],
                         marker="o", markersize=5, linewidth=2, capsize=4, elinewidth=1.5, zorder=3)
         _chance(ax, metric, f"chance-{panel}")
-        ax.set_xticks(x, [str(s) for s in settings])
+        ax.set_xticks(x, [setting_text(s) for s in settings])
         ax.set_xlim(-0.6, len(settings) - 0.4)
         ax.set_title(_label(d), fontsize=12)
         ax.set_xlabel(setting_label)
@@ -189,8 +194,10 @@ def _legend_and_title(fig, handles: list, labels: list[str], chance: float | Non
     if chance is not None:
         handles = [*handles, Line2D([], [], color="#555555", linestyle=(0, (5, 3)))]
         labels = [*labels, f"chance ({chance:g})"]
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), max_columns), frameon=False,
-               fontsize=10)
+    # as many columns as fit the figure's width (about 0.08 in per character at 10 pt, plus the marker)
+    per_column = 0.08 * max(len(str(lab)) for lab in labels) + 0.7
+    columns = max(1, min(len(labels), max_columns, int(fig.get_figwidth() // per_column)))
+    fig.legend(handles, labels, loc="outside lower center", ncol=columns, frameon=False, fontsize=10)
     if title:
         fig.suptitle(_label(title), fontsize=12)
 

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from medssl.plots import setting_text
+
 
 __all__ = ["make_report", "machine_info", "render_html"]
 
@@ -178,7 +180,7 @@ def _results_table(results: list[dict], domains: list, encoders: list, shots: li
                 if gap is None and ref and other:
                     gap = gap_interval(ref, other)
                 cells.append(_cell(None if gap is None else {"mean": gap[0], "ci_low": gap[1], "ci_high": gap[2]}))
-            out.append(f"<tr><td>{_e(e)}</td><td>{_e(s)}</td>{''.join(cells)}</tr>")
+            out.append(f"<tr><td>{_e(e)}</td><td>{_e(setting_text(s))}</td>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -262,7 +264,7 @@ def _comparisons_table(comps: list[dict]) -> str:
         return "<p>No comparisons (fewer than two encoders).</p>"
     extra = [k for k in ("task", "protocol", "metric") if any(k in c for c in comps)] if _grouped(comps) else []
     heads = [*extra, "domain", "shots", "A", "B", "Δ (A − B)", "95% CI", "p", "p (Holm)", "method"]
-    return _table(heads, ([*(_e(c.get(k)) for k in extra), _e(c.get("domain")), _e(_setting(c)),
+    return _table(heads, ([*(_e(c.get(k)) for k in extra), _e(c.get("domain")), _e(setting_text(_setting(c))),
                            _e(c.get("encoder_a")), _e(c.get("encoder_b")), _num(c.get("delta")),
                            f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]", _p(c.get("p_value")),
                            _p(c.get("p_holm")), _e(c.get("method", ""))] for c in comps))
@@ -273,7 +275,7 @@ def _runs_table(runs: list[dict]) -> str:
     heads = ["encoder", *extra, "domain", "shots", "seed", "value" if extra else "AUROC", "train subjects",
              "excluded classes", "warnings"]
     return _table(heads, ([_e(r.get("encoder")), *(_e(r.get(k)) for k in extra), _e(r.get("domain")),
-                           _e(_setting(r)), _e(r.get("seed")), _num(r.get("value")), _num(r.get("n_train_subjects")),
+                           _e(setting_text(_setting(r))), _e(r.get("seed")), _num(r.get("value")), _num(r.get("n_train_subjects")),
                            _e(", ".join(map(str, r.get("excluded_classes") or []))),
                            _e("; ".join(map(str, r.get("warnings") or [])))] for r in runs))
 
