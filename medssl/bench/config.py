@@ -26,7 +26,7 @@ path, or ``<config>`` for a dict)::
       demo: {synthetic: {subjects_per_site: 200, seed: 0}}   # the two-site synthetic ECG cohort,
                                           # written to OUT/data/<name>/ (reused when present);
                                           # `modality: mri|retina|ct` + that modality's settings
-                                          # (its ModalityData.write_synthetic) for the others;
+                                          # (its Modality.write_synthetic) for the others;
                                           # optional `data: {shape: [96, 96, 96]}`: preprocessing
                                           # settings for the modality's inputs (e.g. evaluate a
                                           # U-Net on whole volumes rather than its training patch)

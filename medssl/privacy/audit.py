@@ -244,7 +244,7 @@ def _signal_in_precision(threat: str, cfg: dict, checkpoint: Path, x: np.ndarray
     views = modality_data(encoder.spec.modality).view_augment
     if views is None:
         raise ValueError(f"the {threat} threat needs augmented views of a record; modality "
-                         f"{encoder.spec.modality!r} declares no view augmentation (ModalityData.view_augment)")
+                         f"{encoder.spec.modality!r} declares none (medssl.plugins.Modality.view_augment)")
     specs = cfg.get("augment") if isinstance(cfg.get("augment"), list) else None
     augment = views(specs, encoder.spec.input, t[:1])
     out = []
