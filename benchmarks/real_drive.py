@@ -92,6 +92,9 @@ def index(root: str) -> list[dict]:
     rows, skipped = index_layout("image-folder", Path(root), task="segmentation")
     for path, reason in skipped:
         log(f"skipped {path}: {reason}")
+    unlabelled = [r for r in rows if not r.get("mask_path")]
+    if unlabelled:
+        log(f"{root}: {len(unlabelled)} image(s) without a vessel mask left out (nothing to train or score on)")
     rows = [r for r in rows if r.get("mask_path")]
     if not rows:
         raise SystemExit(f"{root}: no images with a vessel mask indexed (DRIVE layout: images/, 1st_manual/, mask/)")
