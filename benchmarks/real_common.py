@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "data" / "real"
 PART = "bench_part"  # manifest column written by these scripts: train | held-out | eval-data
 
+def machine_line() -> str:
+    """The summary's machine line: CPU, cores, torch and its threads, and the precision (every arm
+    of these scripts runs in float32)."""
+    import os
+    import platform
+
+    import torch
+
+    return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__} ({torch.get_num_threads()} threads), float32")
+
+
 def logger(tag: str):
     def log(msg: str) -> None:
         print(f"[{tag}] {msg}", file=sys.stderr, flush=True)

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from real_common import (  # noqa: E402
     budget_fractions,
     heldout_split,
     logger,
+    machine_line,
     merge_results,
     summary_markdown,
     tag_cohorts,
@@ -196,8 +195,7 @@ def main(argv=None) -> int:
     merged = merge_results({"bench": doc}, out, "Vessel segmentation on real fundus photographs", extra)
     lines = [
         f"# Vessel segmentation on real fundus photographs ({domain} images)", "",
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads), float32",
+        machine_line(),
         f"cohort: {n_train} training images, {n_eval} {domain} images; budgets {', '.join(b for b, _ in budgets)}; "
         f"{args.steps} steps of {args.batch} tiles per segmenter, {args.seeds} seed(s) per partial budget, "
         f"{args.seeds_all} with all images",

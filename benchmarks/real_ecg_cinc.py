@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 from collections import Counter
@@ -42,6 +40,7 @@ from real_common import (  # noqa: E402
     Stopwatch,
     heldout_split,
     logger,
+    machine_line,
     summary_markdown,
     tag_cohorts,
 )
@@ -246,8 +245,7 @@ def main(argv=None) -> int:
     shutil.copyfile(doc["paths"]["html"], out / "report.html")
     lines = [
         f"# Real ECGs ({domain} subjects): rhythm/conduction labels", "",
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads)",
+        machine_line(),
         f"{n_tr} training, {n_ev} {domain} subjects; labels (train/eval positives): "
         + ", ".join(f"{lab} {tr_counts[lab]}/{ev_counts[lab]}" for lab in labels),
         "pretraining: " + "; ".join(f"{m}: {met.get('steps', 'given')} steps" for m, (_, met) in ckpts.items()),

@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -50,6 +48,7 @@ from real_common import (  # noqa: E402
     budget_fractions,
     heldout_split,
     logger,
+    machine_line,
     merge_results,
     summary_markdown,
     tag_cohorts,
@@ -247,8 +246,7 @@ def main(argv=None) -> int:
                            extra)
     lines = [
         f"# Brain age on real T1 ({domain} subjects)", "",
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads)",
+        machine_line(),
         f"cohort: {n_train} labelled training subjects, {n_eval} {domain} subjects; grid {shape} at "
         f"{args.spacing_mm:g} mm; budgets {', '.join(b for b, _ in budgets)}",
         f"AMAES: {pre_metrics.get('steps', 'given checkpoint')} steps, final loss "
