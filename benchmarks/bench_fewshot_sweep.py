@@ -33,13 +33,24 @@ from medssl.bench.fewshot import linear_probe, sample_few_shot
 from medssl.bench.metrics import auroc
 from medssl.checkpoint import clone_random_encoder
 from medssl.data.layouts import index_layout
-from medssl.demo import label_matrix
+from medssl.data.manifest import split_labels
 from medssl.ecg.dataset import ecg_array_cache, preprocess_for_encoder
-from medssl.ecg.synthetic import generate_cohort, write_wfdb_cohort
+from medssl.ecg.synthetic import CONDITIONS, generate_cohort, write_wfdb_cohort
 from medssl.engine.embed import embed_arrays
 
 SHOTS = (1, 2, 5, 10, 25, 50, "all")
 SEEDS = range(5)
+
+
+def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.ndarray:
+    """(N, C) bool multi-hot from the manifest's ";"-joined labels."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(rows), len(classes)), dtype=bool)
+    for i, row in enumerate(rows):
+        for name in split_labels(row["labels"]):
+            if name in index:
+                out[i, index[name]] = True
+    return out
 
 
 def sweep(encoders, signals, labels, subjects, train_idx, test_idx, *, cached: bool, grid: bool = False,

@@ -105,6 +105,7 @@ def index(root: str) -> list[dict]:
 
 def pretrain_mae(rows: list[dict], args, out: Path, cache: Path) -> tuple[Path, dict]:
     """MAE on tiles of the --data images at native resolution (no masks read)."""
+    from medssl.checkpoint import read_card
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
 
@@ -117,7 +118,7 @@ def pretrain_mae(rows: list[dict], args, out: Path, cache: Path) -> tuple[Path, 
         overrides.append(f"trainer.max_steps={args.pretrain_max_steps}")
     log(f"pretraining MAE (mae_octa, cpu variant) on tiles of {len(pre)} images, {args.pretrain_epochs} epochs")
     ckpt = pretrain(resolve_recipe("mae_octa", overrides), pre, out / "mae", resume=False, progress_bar=False)
-    return ckpt, json.loads((ckpt / "card.json").read_text()).get("training_metrics", {})
+    return ckpt, read_card(ckpt).get("training_metrics", {})
 
 
 def main(argv=None) -> int:

@@ -116,6 +116,7 @@ def label_counts(rows: list[dict], names) -> Counter:
 def pretrain_synthetic(methods: list[str], out: Path, args, clock) -> dict[str, tuple[str, dict]]:
     """Pretrain each method's cpu recipe on the synthetic cohort's site A training subjects, as the
     demo does; name -> (checkpoint path, training metrics)."""
+    from medssl.checkpoint import read_card
     from medssl.data.modalities import modality_data
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
@@ -123,10 +124,10 @@ def pretrain_synthetic(methods: list[str], out: Path, args, clock) -> dict[str, 
     got = {}
     if args.reuse_pretrained:
         for m in methods:
-            card = out / m / "checkpoint" / "card.json"
-            if card.is_file():
-                got[m] = (str(card.parent), json.loads(card.read_text()).get("training_metrics", {}))
-                log(f"{METHODS[m][0]}: reusing {card.parent} ({got[m][1].get('steps')} steps)")
+            folder = out / m / "checkpoint"
+            if (folder / "card.json").is_file():
+                got[m] = (str(folder), read_card(folder).get("training_metrics", {}))
+                log(f"{METHODS[m][0]}: reusing {folder} ({got[m][1].get('steps')} steps)")
         methods = [m for m in methods if m not in got]
         if not methods:
             return got
@@ -145,7 +146,7 @@ def pretrain_synthetic(methods: list[str], out: Path, args, clock) -> dict[str, 
             overrides.append(f"trainer.max_steps={args.pretrain_max_steps}")
         clock.start()
         ckpt = pretrain(resolve_recipe(recipe, overrides), pre, out / m, resume=False, progress_bar=False)
-        metrics = json.loads((ckpt / "card.json").read_text()).get("training_metrics", {})
+        metrics = read_card(ckpt).get("training_metrics", {})
         log(f"{recipe}: {metrics.get('steps')} steps in {clock.stop(f'pretrain {m}'):.0f} s")
         got[m] = (str(ckpt), metrics)
     return got

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from medssl.checkpoint import load_encoder
+    from medssl.checkpoint import load_encoder, read_card
     from medssl.data.manifest import write_manifest
     from medssl.mri.intensity_histogram import register as register_histogram
 
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
                                            f"data.patch_size={json.dumps([min(32, s) for s in shape])}"])
         log(f"pretraining AMAES (cpu variant) on {len(pre_rows)} volumes, {args.pretrain_epochs} epochs")
         ckpt = pretrain(cfg, pre_rows, out / "amaes", resume=False, progress_bar=False)
-        pre_metrics = json.loads((ckpt / "card.json").read_text()).get("training_metrics", {})
+        pre_metrics = read_card(ckpt).get("training_metrics", {})
         log(f"AMAES: {pre_metrics.get('steps')} steps, loss {pre_metrics.get('train/loss_epoch', float('nan')):.4f} "
             f"in {clock.stop('pretrain'):.0f} s")
     hparams = load_encoder(ckpt).spec.hparams

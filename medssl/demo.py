@@ -22,12 +22,10 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from medssl.bench.runner import run_benchmark, write_results
 from medssl.checkpoint import load_encoder, read_card, update_card
 from medssl.data.layouts import index_layout
-from medssl.data.manifest import split_labels, write_manifest
+from medssl.data.manifest import write_manifest
 from medssl.ecg.synthetic import CONDITIONS, generate_cohort, write_wfdb_cohort
 from medssl.engine.config import resolve_recipe
 from medssl.engine.pretrain import pretrain
@@ -38,17 +36,6 @@ DOMAIN_WORDS = {"in": "In-domain", "out": "Out-of-domain"}
 DEMO_BENCH = "bench_ecg_demo"  # the packaged benchmark the demo runs (medssl/recipes/bench_ecg_demo.yaml)
 PRETRAINED, RANDOM_INIT = "ecg_jepa (pretrained)", "random init"
 TITLE = "medssl demo: ECG-JEPA few-shot linear probe, pretrained vs random initialisation"
-
-
-def label_matrix(rows: list[dict], classes: tuple[str, ...] = CONDITIONS) -> np.ndarray:
-    """(N, C) bool multi-hot from the manifest's ";"-joined labels."""
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.zeros((len(rows), len(classes)), dtype=bool)
-    for i, row in enumerate(rows):
-        for name in split_labels(row["labels"]):
-            if name in index:
-                out[i, index[name]] = True
-    return out
 
 
 def comparison_notes(results: list[dict], steps: int | None) -> list[str]:

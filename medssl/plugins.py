@@ -31,14 +31,14 @@ and nothing in medssl changes. Hooks (shapes in the encoder's input layout, floa
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 BUILTIN_MODULES: tuple[str, ...] = ("medssl.ecg.modality", "medssl.mri.modality", "medssl.retina.modality",
                                     "medssl.ct.modality")
-BUILTIN_NAMES: tuple[str, ...] = ("ecg", "mri", "retina", "ct")
+BUILTIN_NAMES: tuple[str, ...] = tuple(m.split(".")[1] for m in BUILTIN_MODULES)
 ENTRY_POINT_GROUP = "medssl.modalities"
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from torch import nn
 
 
-
 @dataclass
 class EncoderSpec:
     """What an encoder is and what it takes.

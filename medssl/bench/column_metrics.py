@@ -154,7 +154,7 @@ def hard_predictions(S: np.ndarray, kind: str, threshold: float = 0.5) -> np.nda
 
 CLASSIFICATION_KINDS = ("binary", "multiclass", "multilabel")
 # The columns of the per-record segmentation score table
-# (:func:`medssl.bench.segmentation.per_record_scores`, whose SCORE_COLUMNS are these names).
+# (:func:`medssl.bench.segmentation.per_record_scores`; its SCORE_COLUMNS is this tuple).
 SEGMENTATION_SCORES = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
 
 

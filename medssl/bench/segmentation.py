@@ -53,6 +53,7 @@ from monai.networks.blocks import UnetBasicBlock
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from medssl.bench.column_metrics import SEGMENTATION_SCORES
 from medssl.bench.segmentation_metrics import (
     dice,
     hausdorff95,
@@ -66,7 +67,7 @@ SEGMENTATION_MODES = ("frozen", "finetune")
 # Compute a frozen encoder's feature maps once per image (module docstring); False: at every step.
 CACHE_FROZEN_FEATURES = True
 FEATURE_CACHE_MAX_BYTES = 4 << 30  # maps of one (encoder, images) set larger than this are not kept
-SCORE_COLUMNS = ("dice", "nsd", "hd95", "iou", "sensitivity", "specificity", "auroc")
+SCORE_COLUMNS = SEGMENTATION_SCORES  # the metric table's segmentation columns, in score-table order
 
 
 def _block(dims: int, cin: int, cout: int) -> nn.Module:

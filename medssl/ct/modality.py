@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medssl.ct.dicom_folder import index_dicom_folder  # noqa: F401 (also this module's name for it)
+from medssl.ct.dicom_folder import index_dicom_folder
 from medssl.data.cache import ArrayCache, build_array_cache
 from medssl.data.layouts import register_layout
 from medssl.imaging import volume_folder  # noqa: F401 (registers the shared volume-folder layout)

@@ -1,8 +1,9 @@
 """Dataset layouts `medssl data index` understands; each maps a folder to manifest rows.
 
-Modality packages register their layouts here (`register_layout`, from their own package; the
-ECG layouts in `medssl.ecg.modality`, the shared `volume-folder` in `medssl.imaging.volume_folder`). Each layout returns (rows, skipped), where
-skipped lists (path, reason) for records that could not be indexed.
+Modality packages register their layouts here (`register_layout`, from their own package: the
+ECG layouts in `medssl.ecg.modality`, the shared `volume-folder` in `medssl.imaging.volume_folder`).
+Each layout returns (rows, skipped), where skipped lists (path, reason) for records that could not
+be indexed.
 """
 
 from __future__ import annotations

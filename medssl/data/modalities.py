@@ -46,6 +46,7 @@ import numpy as np
 from medssl.data.cache import ArrayCache
 from medssl.plugins import Modality, get_modality
 
+
 @dataclass
 class NativeImages:
     """Images at their own resolution (sizes may differ between records), item for item aligned:

@@ -11,14 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
-
-from medssl.nn.unet import UNetEncoder, check_spatial
-
-
-def check_volume(x: Tensor, in_channels: int, multiple: int, who: str) -> None:
-    """A clear error unless x is (B, in_channels, D, H, W) with D, H, W multiples of `multiple`."""
-    check_spatial(x, 3, in_channels, multiple, who)
+from medssl.nn.unet import UNetEncoder
 
 
 class UNetEncoder3d(UNetEncoder):

@@ -221,7 +221,7 @@ def test_bench_segments_large_images_in_tiles_inside_the_field_of_view(tmp_path)
         run_benchmark(cfg, tmp_path / "out2", progress=False)
 
 
-def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_path):
+def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_path, monkeypatch):
     """An encoder entry's `decoder` and `encoder_lr_scale` replace the protocol's for that encoder
     only, so a U-Net trained from scratch (the pyramid decoder over its skips, its encoder at the
     full learning rate) and a ViT (the mask decoder) are scored on the same draws and compared;
@@ -246,8 +246,19 @@ def test_a_unet_arm_uses_its_own_decoder_beside_vit_arms_in_one_comparison(tmp_p
                       "train": {"split": "train"}, "eval": {"test": {"split": "test"}}}],
            "protocols": [{"kind": "segmentation", "decoder": "mask_decoder", "mode": "finetune",
                           "label_fractions": [1.0], "seeds": 1, "epochs": 1, "batch_size": 4, "width": 8}]}
+    from medssl.bench import tiling
+
+    trained = []  # (encoder class, decoder, encoder_lr_scale) of every segmenter the run trains
+    real_train = tiling.train_tiled_segmenter
+
+    def spy(encoder, *args, **kwargs):
+        trained.append((type(encoder).__name__, kwargs["decoder"], kwargs["encoder_lr_scale"]))
+        return real_train(encoder, *args, **kwargs)
+
+    monkeypatch.setattr(tiling, "train_tiled_segmenter", spy)
     doc = run_benchmark(cfg, tmp_path / "out", progress=False)
     assert doc["errors"] == []
+    assert sorted(trained) == [("RetinaViT", "mask_decoder", 0.1), ("UNetEncoder", "pyramid", 1.0)]
     assert {r["encoder"] for r in doc["records"]} == {"vit", "unet"}
     assert [(c["encoder_a"], c["encoder_b"]) for c in doc["comparisons"]] == [("vit", "unet")]
     cfg["encoders"][1]["encoder_lr_scale"] = -1  # refused while reading the config, before any training
