@@ -93,7 +93,7 @@ def masks_rebuilt_every_call():
         encoders.cross_pattern_mask = original
 
 
-def build(size: str, naive: bool, seed: int = 0, cropa_impl: str = "sdpa") -> JEPA:
+def build(size: str, naive: bool, seed: int = 0, cropa_impl: str = "auto") -> JEPA:
     s = SIZES[size]
     torch.manual_seed(seed)
     encoder = create_encoder("ecg_jepa_base", embed_dim=s["embed_dim"], depth=s["depth"], num_heads=s["num_heads"],

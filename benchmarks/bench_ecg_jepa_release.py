@@ -24,11 +24,16 @@ fp16 autocast with a GradScaler; bf16 needs no scaler).
 imports is installed) copies this baseline's weights into the release's own `ecg_jepa` module and
 compares the loss and the gradients on the same batch and the same mask (stochastic depth off).
 
-medssl arms: the same sizes through `medssl.ssl.jepa.JEPA` + `ecg_jepa_base` overrides (SDPA with
-the cached boolean CroPA mask, per-sample random masks with the same count, AdamW groups of
-`medssl.engine.module.param_groups`, `_foreach` EMA), at medssl's default precision on a CPU (fp32),
-and with one lever each: fused / foreach AdamW, the factorized CroPA kernel, `torch.compile`
-(inductor, `compile_transformers`), one thread instead of two, bf16 autocast; and combinations.
+medssl arms: the same sizes through `medssl.ssl.jepa.JEPA` + `ecg_jepa_base` overrides (CroPA
+"auto": the cached boolean mask with SDPA in fp32, the factorized kernel in bf16 on a CPU;
+per-sample random masks; AdamW groups of `medssl.engine.module.param_groups`; `_foreach` EMA):
+- `medssl_default`: the precision `medssl pretrain` would pick here, by the same timing probe
+  (`medssl.engine.precision_probe`; its timings are printed and kept in the JSON);
+- `medssl_fp32`, `medssl_bf16`: each precision outright;
+- one lever each: the other CroPA kernel, fused / foreach AdamW, `torch.compile` (inductor,
+  `compile_transformers`), one thread instead of two.
+The mask count (int(50 r), r uniform in [0.6, 0.7)) is drawn once per step and shared by every arm,
+so no arm is timed on a lighter context than another.
 
 Every arm takes one step in turn (interleaved), so load changes hit all arms alike; the figure per
 arm is the median of `--steps` steps after `--warmup` steps (compilation happens in warm-up).
@@ -174,18 +179,20 @@ class ReleaseStyleJEPA(nn.Module):
                     nn.init.zeros_(m.bias)
 
     @staticmethod
-    def draw_mask() -> Tensor:
-        """One (p,) time mask per batch from the global RNG: a ratio uniform in MASK_RATIO, int(p r) positions."""
-        lo, hi = MASK_RATIO
-        r = lo + (hi - lo) * torch.rand(1).item()
+    def draw_mask(n_mask: int | None = None) -> Tensor:
+        """One (p,) time mask per batch from the global RNG: a ratio uniform in MASK_RATIO, int(p r)
+        positions (or `n_mask` positions: the benchmark gives every arm the same count per step)."""
+        if n_mask is None:
+            lo, hi = MASK_RATIO
+            n_mask = int(N_TIME * (lo + (hi - lo) * torch.rand(1).item()))
         mask = torch.zeros(N_TIME, dtype=torch.bool)
-        mask[torch.randperm(N_TIME)[:int(N_TIME * r)]] = True
+        mask[torch.randperm(N_TIME)[:n_mask]] = True
         return mask
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, n_mask: int | None = None) -> Tensor:
         b = x.shape[0]
         x = x.reshape(b, LEADS, N_TIME, PATCH)
-        time_mask = self.draw_mask().to(x.device)
+        time_mask = self.draw_mask(n_mask).to(x.device)
         with torch.no_grad():
             t = self.target_encoder(x)
             t = F.layer_norm(t, t.shape[-1:]).reshape(b, LEADS, N_TIME, -1)
@@ -211,7 +218,7 @@ def release_ema(model: ReleaseStyleJEPA, m: float) -> None:
 
 
 # ----------------------------------------------------------------------------- medssl arms
-def medssl_model(cropa_impl: str = "sdpa", seed: int = 0):
+def medssl_model(cropa_impl: str = "auto", seed: int = 0):
     from bench_ecg_jepa import build
 
     return build("small", naive=False, seed=seed, cropa_impl=cropa_impl)
@@ -223,6 +230,20 @@ def medssl_optimizer(model: nn.Module, **kw) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, 0.05), lr=5e-5, **kw)
 
 
+def medssl_masks(batch: int, n_mask: int, step: int) -> tuple[Tensor, Tensor]:
+    """(keep_time, mask_time) for `medssl.ssl.jepa.JEPA`: `n_mask` random time patches per sample,
+    as `RandomPatchMasker` draws them, with the count fixed by the benchmark."""
+    order = torch.argsort(torch.rand(batch, N_TIME, generator=torch.Generator().manual_seed(step)), dim=1)
+    return order[:, n_mask:].sort(dim=1).values, order[:, :n_mask].sort(dim=1).values
+
+
+def mask_counts(total: int, seed: int = 0) -> list[int]:
+    """Masked time patches at each step, int(50 r) with r uniform in MASK_RATIO (the release's rule)."""
+    lo, hi = MASK_RATIO
+    g = torch.Generator().manual_seed(seed)
+    return [int(N_TIME * (lo + (hi - lo) * torch.rand((), generator=g).item())) for _ in range(total)]
+
+
 class Arm:
     def __init__(self, name: str, kind: str, model: nn.Module, opt: torch.optim.Optimizer, *, bf16: bool = False,
                  threads: int | None = None):
@@ -230,7 +251,9 @@ class Arm:
         self.times: list[float] = []
         self.model.train()
 
-    def step(self, x: Tensor, i: int, total: int) -> float:
+    def step(self, x: Tensor, i: int, total: int, n_mask: int) -> float:
+        """One optimiser step with `n_mask` of the 50 time patches masked (the same count for every
+        arm at step i, so no arm is timed on a lighter context than another)."""
         before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -239,7 +262,7 @@ class Arm:
         t = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         with ctx:
-            loss = self.model(x) if self.kind == "release" else self.model(x, step=i)
+            loss = self.model(x, n_mask) if self.kind == "release" else self.model(x, medssl_masks(x.shape[0], n_mask, i))
         loss.backward()
         self.opt.step()
         loss.item()
@@ -255,11 +278,22 @@ class Arm:
 def build_arms(names: list[str]) -> dict[str, Arm]:
     from medssl.nn.transformer import compile_transformers
 
-    def medssl(name, impl="sdpa", compile_=False, bf16=False, threads=None, **opt_kw):
+    def medssl(name, impl="auto", compile_=False, bf16=False, threads=None, **opt_kw):
         model = medssl_model(impl)
         if compile_:
             compile_transformers(model)
         return Arm(name, "medssl", model, medssl_optimizer(model, **opt_kw), bf16=bf16, threads=threads)
+
+    def medssl_default(name):
+        """medssl as `medssl pretrain` runs it on one CPU process: the precision its probe picks."""
+        from medssl.engine.precision_probe import probe_cpu_precision
+
+        model = medssl_model()
+        probe = probe_cpu_precision(model, torch.randn(16, LEADS, N_TIME * PATCH))
+        print(f"{name}: the precision probe chose {probe['chosen']} ({probe})", file=sys.stderr)
+        arm = Arm(name, "medssl", model, medssl_optimizer(model), bf16=probe["chosen"] == "bf16-mixed")
+        arm.probe = probe
+        return arm
 
     def release(name, bf16=False, threads=None, **opt_kw):
         torch.manual_seed(0)
@@ -269,23 +303,22 @@ def build_arms(names: list[str]) -> dict[str, Arm]:
     makers = {
         "release_fp32": lambda n: release(n),
         "release_bf16": lambda n: release(n, bf16=True),
-        "medssl_default": lambda n: medssl(n),
-        "medssl_foreach_adamw": lambda n: medssl(n, foreach=True),
-        "medssl_fused_adamw": lambda n: medssl(n, fused=True),
-        "medssl_factorized": lambda n: medssl(n, impl="factorized"),
-        "medssl_compile": lambda n: medssl(n, compile_=True),
-        "medssl_1_thread": lambda n: medssl(n, threads=1),
+        "medssl_default": medssl_default,
+        "medssl_fp32": lambda n: medssl(n),
         "medssl_bf16": lambda n: medssl(n, bf16=True),
-        "medssl_factorized_fused": lambda n: medssl(n, impl="factorized", fused=True),
-        "medssl_compile_fused": lambda n: medssl(n, compile_=True, fused=True),
-        "medssl_compile_factorized_fused": lambda n: medssl(n, impl="factorized", compile_=True, fused=True),
-        "medssl_bf16_factorized_fused": lambda n: medssl(n, impl="factorized", bf16=True, fused=True),
-        # one thread instead of torch's default (2 here): on a shared 2-core machine, both arms alike
+        # levers, one at a time ("auto" CroPA: the cached mask + SDPA in fp32, the factorized kernel in bf16)
+        "medssl_fp32_factorized": lambda n: medssl(n, impl="factorized"),
+        "medssl_bf16_dense_mask": lambda n: medssl(n, impl="sdpa", bf16=True),
+        "medssl_bf16_foreach_adamw": lambda n: medssl(n, bf16=True, foreach=True),
+        "medssl_bf16_fused_adamw": lambda n: medssl(n, bf16=True, fused=True),
+        "medssl_bf16_compile": lambda n: medssl(n, compile_=True, bf16=True),
+        "medssl_fp32_compile": lambda n: medssl(n, compile_=True),
+        "medssl_fp32_fused_adamw": lambda n: medssl(n, fused=True),
+        # one thread instead of torch's default (2 here), both codes alike
         "release_fp32_1_thread": lambda n: release(n, threads=1),
         "release_bf16_1_thread": lambda n: release(n, bf16=True, threads=1),
+        "medssl_fp32_1_thread": lambda n: medssl(n, threads=1),
         "medssl_bf16_1_thread": lambda n: medssl(n, bf16=True, threads=1),
-        "medssl_compile_1_thread": lambda n: medssl(n, compile_=True, threads=1),
-        "medssl_compile_bf16": lambda n: medssl(n, compile_=True, bf16=True),
     }
     unknown = set(names) - set(makers)
     if unknown:
@@ -373,8 +406,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--arms", default="release_fp32,release_bf16,medssl_default,medssl_foreach_adamw,"
-                                      "medssl_fused_adamw,medssl_factorized,medssl_compile,medssl_1_thread,medssl_bf16")
+    ap.add_argument("--arms", default="release_fp32,release_bf16,medssl_default,medssl_fp32,medssl_bf16,"
+                                      "medssl_fp32_factorized,medssl_bf16_dense_mask,medssl_bf16_fused_adamw")
     ap.add_argument("--check-against", type=Path, help="a checkout of the ECG-JEPA release: compare and exit")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--ratios-of", type=Path, help="a JSON this script wrote: print its per-round ratios and exit")
@@ -393,9 +426,10 @@ def main() -> None:
     load = os.getloadavg()
     total = args.warmup + args.steps
     t0 = time.perf_counter()
+    counts = mask_counts(total)
     for i in range(total):
         for arm in arms.values():
-            dt = arm.step(x, i, total)
+            dt = arm.step(x, i, total, counts[i])
             if i >= args.warmup:
                 arm.times.append(dt)
         print(f"step {i + 1}/{total} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
@@ -405,8 +439,9 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "load_before": [round(v, 2) for v in load], "load_after": [round(v, 2) for v in os.getloadavg()],
-        "size": SIZE, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+        "size": SIZE, "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "n_masked_per_step": counts,
         "trainable_params": {n: trainable(a.model) for n, a in arms.items()},
+        "precision_probe": {n: a.probe for n, a in arms.items() if getattr(a, "probe", None)},
         "samples_per_s": {n: round(args.batch / v, 2) for n, v in med.items()},
         "ms_per_step": {n: round(1000 * v, 1) for n, v in med.items()},
         "step_ms_all": {n: [round(1000 * t) for t in a.times] for n, a in arms.items()},

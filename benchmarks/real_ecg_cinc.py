@@ -139,7 +139,7 @@ def pretrain_synthetic(methods: list[str], out: Path, args, clock) -> dict[str, 
         f"{len({r['subject_id'] for r in pre})} site A training subjects")
     for m in methods:
         recipe = METHODS[m][0]
-        overrides = ["variant=cpu", f"data.cache_dir={out / 'cache'}"]
+        overrides = ["variant=cpu", f"data.cache_dir={out / 'cache'}", "trainer.precision=32-true"]
         if args.pretrain_epochs is not None:
             overrides.append(f"optim.epochs={args.pretrain_epochs}")
         if args.pretrain_max_steps is not None:

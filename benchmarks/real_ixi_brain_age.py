@@ -177,7 +177,7 @@ def main(argv=None) -> int:
 
         clock.start()
         pre_rows = [{**r, "split": "train"} for r in rows if r[PART] == "train"]
-        cfg = resolve_recipe("amaes_mri", ["variant=cpu", f"optim.epochs={args.pretrain_epochs}",
+        cfg = resolve_recipe("amaes_mri", ["variant=cpu", "trainer.precision=32-true", f"optim.epochs={args.pretrain_epochs}",
                                            f"data.cache_dir={cache}", f"data.shape={json.dumps(shape)}",
                                            f"data.spacing_mm={json.dumps(spacing)}",
                                            f"data.patch_size={json.dumps([min(32, s) for s in shape])}"])

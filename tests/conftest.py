@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# trainer.precision "auto" on a CPU is chosen by timing both precisions (medssl.engine.precision_probe);
+# the suite pins fp32 (its bf16 subset sets MEDSSL_PRECISION=bf16) so no result depends on the
+# machine's speed. tests/engine/test_precision_probe.py unsets it to check the probe itself.
+os.environ.setdefault("MEDSSL_PRECISION", "32")
 
 SHARED_ECG = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

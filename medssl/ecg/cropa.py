@@ -12,6 +12,8 @@ Two exact implementations:
 - `FactorizedCrossPattern`: scores only for the same-lead (T) and same-time (L) keys of each
   query, one joint softmax over those T + L - 1 keys (the query itself counted once), no N x N
   matrix: O(N (T + L)) instead of O(N^2) memory and FLOPs.
+
+`CrossPatternAttention` picks one of them per call, by what measured faster for the inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+
+from medssl.nn.transformer import attention
 
 
 def cross_pattern_mask_from_ids(lead_ids: Tensor, time_ids: Tensor) -> Tensor:
@@ -67,3 +71,22 @@ class FactorizedCrossPattern:
         out = torch.einsum("bhlts,bhlsd->bhltd", weights[..., :T], v)
         out = out + torch.einsum("bhltm,bhmtd->bhltd", weights[..., T:], v)
         return out.reshape(b, h, n, d)
+
+
+class CrossPatternAttention:
+    """CroPA on the kernel measured faster for the inputs (benchmarks/RESULTS.md, "ECG-JEPA on a
+    CPU against the public release's step"): the factorized kernel for bf16 on a CPU, where it beat
+    the masked dense product at 128 and 384 wide; the cached mask with
+    `scaled_dot_product_attention` otherwise (fp32 on a CPU: within +-10 % of the factorized kernel,
+    either way by width; GPUs: SDPA's fused kernels). q, k, v: (B, heads, n_leads * n_time, head_dim).
+    """
+
+    def __init__(self, n_leads: int, n_time: int):
+        self.n_leads = n_leads
+        self.n_time = n_time
+        self.factorized = FactorizedCrossPattern(n_leads, n_time)
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            return self.factorized(q, k, v)
+        return attention(q, k, v, cross_pattern_mask(self.n_leads, self.n_time, q.device))

@@ -19,7 +19,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from medssl.ecg.cropa import FactorizedCrossPattern, cross_pattern_mask
+from medssl.ecg.cropa import CrossPatternAttention, FactorizedCrossPattern, cross_pattern_mask
 from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.ecg.leads import INDEPENDENT_LEADS, parse_lead_set
 from medssl.nn.pos_embed import sincos_1d, sincos_2d
@@ -35,7 +35,7 @@ ECG_JEPA_PAPER = (
     "Kim S. Learning General Representation of 12-Lead Electrocardiogram with a "
     "Joint-Embedding Predictive Architecture. arXiv:2410.08559 (2024)"
 )
-CROPA_IMPLEMENTATIONS = ("sdpa", "factorized")
+CROPA_IMPLEMENTATIONS = ("auto", "sdpa", "factorized")
 
 
 class EcgPatchTransformer(nn.Module):
@@ -43,8 +43,9 @@ class EcgPatchTransformer(nn.Module):
 
     Input x: (B, n_leads, num_samples) float, standardised per lead, leads in `spec.input["leads"]`
     order at `spec.input["sampling_rate"]` Hz. `forward_features` -> (B, n_leads * n_time, D);
-    `forward` -> (B, D). cropa_impl: "sdpa" (cached mask + scaled_dot_product_attention) or
-    "factorized" (`FactorizedCrossPattern`); both compute the same function.
+    `forward` -> (B, D). cropa_impl: "sdpa" (cached mask + scaled_dot_product_attention),
+    "factorized" (`FactorizedCrossPattern`) or "auto" (`CrossPatternAttention`: the one measured
+    faster for the inputs' device and dtype); all compute the same function.
     """
 
     def __init__(
@@ -62,7 +63,7 @@ class EcgPatchTransformer(nn.Module):
         norm_eps: float = 1e-5,
         pos_every_block: bool = True,
         cross_pattern_attention: bool = True,
-        cropa_impl: str = "sdpa",
+        cropa_impl: str = "auto",
         spec: EncoderSpec | None = None,
     ):
         super().__init__()
@@ -92,6 +93,8 @@ class EcgPatchTransformer(nn.Module):
             return None
         if self.cropa_impl == "factorized":
             return FactorizedCrossPattern(self.n_leads, n_time)
+        if self.cropa_impl == "auto":
+            return CrossPatternAttention(self.n_leads, n_time)
         return cross_pattern_mask(self.n_leads, n_time, device=device)
 
     def patch_tokens(self, x: Tensor) -> Tensor:
@@ -179,7 +182,7 @@ def _ecg_jepa_spec(name: str, **overrides) -> EncoderSpec:
     defaults = dict(
         leads=list(INDEPENDENT_LEADS), sampling_rate=250.0, num_samples=2500, patch_size=50,
         mlp_ratio=4.0, qkv_bias=False, norm_eps=1e-5, pos_every_block=True, cross_pattern_attention=True,
-        cropa_impl="sdpa", **_ECG_JEPA_SIZES[name],
+        cropa_impl="auto", **_ECG_JEPA_SIZES[name],
     )
     hparams = resolve_hparams(name, defaults, overrides)
     return ecg_encoder_spec(name, hparams, hparams["embed_dim"], ECG_JEPA_PAPER, patch_size=int(hparams["patch_size"]))

@@ -2,10 +2,13 @@
 
 Defaults, measured rather than inferred from hardware flags (benchmarks/RESULTS.md, "Precision"):
 
-- CPU: fp32. On AVX-512-BF16 CPUs bf16 autocast was slower than fp32 for the ECG-JEPA step on one
-  server (0.59x) and at the demo's width here (0.63x), faster at 384 wide on another (1.05-2.3x),
-  and it changed embeddings from one machine to the next; so bf16 on a CPU is opt-in
-  (``trainer.precision=bf16-mixed`` for training, ``--precision bf16`` for inference).
+- CPU training (``trainer.precision: auto``): timed, not assumed. On AVX-512-BF16 CPUs bf16
+  autocast was slower than fp32 for the ECG-JEPA step on one server (0.59x) and at the demo's width
+  here, and 2.2x faster at 384 wide on this VM; so a one-process CPU run times its own step in both
+  precisions and trains in bf16 only where that pays (`medssl.engine.precision_probe`). Where it
+  cannot be timed (several processes, streamed data) it is fp32.
+- CPU inference: fp32, because bf16 changed a checkpoint's embeddings from one machine to the next;
+  ``--precision bf16`` opts in.
 - CUDA: bf16 mixed precision where the card supports bf16, else fp32.
 
 ``MEDSSL_PRECISION=32|bf16`` in the environment replaces the default (never an explicit setting):
@@ -73,8 +76,9 @@ def resolve_inference_precision(precision: str | None, device: str) -> str:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """Lightning's precision for training: ``"auto"`` -> "bf16-mixed" or "32-true" by the rule in
-    the module docstring; anything else passes through unchanged."""
+    """Lightning's precision for training without a timing probe: ``"auto"`` -> "bf16-mixed" or
+    "32-true" by the device's default; anything else passes through unchanged. (Pretraining on one
+    CPU process times both instead: `medssl.engine.pretrain.with_resolved_precision`.)"""
     if precision != "auto":
         return precision
     return "bf16-mixed" if default_precision(resolve_accelerator(accelerator)) == "bf16" else "32-true"

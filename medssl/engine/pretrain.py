@@ -37,7 +37,7 @@ from medssl.checkpoint import CheckpointError, save_checkpoint, update_card
 from medssl.data.array_dataset import ArrayDataset, collate_batch
 from medssl.data.manifest import manifest_fingerprint
 from medssl.data.samplers import EpochShuffleSampler
-from medssl.engine.hardware import resolve_accelerator, resolve_precision
+from medssl.engine.hardware import ENV_VAR, resolve_accelerator, resolve_precision
 from medssl.engine.methods import build_method, check_encoder_modality
 from medssl.engine.module import SSLModule
 from medssl.io import atomic_write_text
@@ -134,8 +134,6 @@ def pretrain(
     check_encoder_modality(cfg.get("method"), (cfg.get("encoder") or {}).get("name"))  # before writing anything
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = with_resolved_precision(cfg)
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     L.seed_everything(cfg.get("seed", 0), workers=True, verbose=False)
 
     encoder, method = build_method(cfg)
@@ -155,6 +153,15 @@ def pretrain(
         arrays, used_rows, skipped = load_training_arrays(cfg, rows, encoder)
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
+
+    last = out_dir / "lightning" / "last.ckpt"
+    resuming = resume and last.is_file()
+    # the precision probe times one batch of the run's own data (streamed runs are not probed)
+    probe_batch = (None if arrays is None
+                   else ArrayDataset(arrays).__getitems__(list(range(min(len(arrays), cfg["data"]["batch_size"])))))
+    cfg = with_resolved_precision(cfg, method=method, probe_batch=probe_batch,
+                                  previous=out_dir / "config.yaml" if resuming else None)
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     o, t = cfg["optim"], cfg["trainer"]
     if t.get("compile") and dp is None:
@@ -196,13 +203,12 @@ def pretrain(
         num_sanity_val_steps=0,
         deterministic=False,
     )
-    last = ckpt_dir / "last.ckpt"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         # DP-SGD steps manually; its checkpoints hold the state after the step, like automatic ones
         warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        trainer.fit(module, datamodule=data, ckpt_path=check_resumable(last) if resume and last.is_file() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=check_resumable(last) if resuming else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics.update(steps=int(metrics.pop("train/steps", trainer.global_step)),
@@ -282,15 +288,41 @@ def check_resumable(path: Path) -> str:
     return str(path)
 
 
-def with_resolved_precision(cfg: dict) -> dict:
-    """A copy of ``cfg`` whose ``trainer.precision`` is the value training will use ("auto"
-    resolved by :func:`medssl.engine.hardware.resolve_precision`; DP-SGD runs resolve it to fp32),
-    so config.yaml and the card record the precision actually used."""
+def with_resolved_precision(
+    cfg: dict, *, method=None, probe_batch=None, previous: Path | None = None
+) -> dict:
+    """A copy of ``cfg`` whose ``trainer.precision`` is the value training will use, so config.yaml
+    and the card record the precision actually used, never "auto".
+
+    "auto" becomes: fp32 for DP-SGD; on a resumed run, the precision its config.yaml recorded; on
+    one CPU process with a ``method`` and a ``probe_batch`` and no ``$MEDSSL_PRECISION``, the
+    faster of fp32 and bf16 autocast as timed by :func:`medssl.engine.precision_probe.probe_cpu_precision`
+    (its timings kept as ``trainer.precision_probe``); otherwise the device's default
+    (:func:`medssl.engine.hardware.resolve_precision`).
+    """
     cfg = copy.deepcopy(cfg)
     t = cfg.setdefault("trainer", {})
     precision = str(t.get("precision", "auto"))
     if precision == "auto" and (cfg.get("privacy") or {}).get("dp"):
         precision = "32-true"
+    if precision == "auto" and previous is not None and previous.is_file():
+        recorded = (yaml.safe_load(previous.read_text()) or {}).get("trainer") or {}
+        if recorded.get("precision", "auto") != "auto":
+            t["precision"] = recorded["precision"]
+            if "precision_probe" in recorded:
+                t["precision_probe"] = recorded["precision_probe"]
+            return cfg
+    accelerator = resolve_accelerator(t.get("accelerator", "auto"))
+    one_process = t.get("devices", 1) in (1, "1") and t.get("num_nodes", 1) == 1
+    if (precision == "auto" and accelerator == "cpu" and one_process and method is not None
+            and probe_batch is not None and not os.environ.get(ENV_VAR, "").strip()):
+        from medssl.engine.precision_probe import probe_cpu_precision
+
+        t["precision_probe"] = probe_cpu_precision(method, probe_batch)
+        t["precision"] = t["precision_probe"]["chosen"]
+        log.info("precision: %s (CPU probe: fp32 %.1f ms, bf16 %.1f ms per step)", t["precision"],
+                 t["precision_probe"]["fp32_ms_per_step"], t["precision_probe"]["bf16_ms_per_step"])
+        return cfg
     t["precision"] = resolve_precision(precision, t.get("accelerator", "auto"))
     return cfg
 

@@ -19,6 +19,22 @@ from torch import Tensor, nn
 AttentionKernel = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(head_dim), masked) v on the kernel measured fastest for the inputs.
+
+    q, k, v: (B, heads, N, head_dim); attn_mask: bool, True = may attend, broadcastable to
+    (B, heads, N, N). bf16 on a CPU: written-out matmuls and softmax, because torch's CPU flash
+    kernel is 1.7-6.7x slower in bf16 at ECG-JEPA's shapes (benchmarks/RESULTS.md, "bf16 attention
+    on a CPU"); everything else: `scaled_dot_product_attention`.
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
 class Attention(nn.Module):
     """Multi-head self-attention. x: (B, N, D).
 
@@ -37,7 +53,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         if attn_mask is None or isinstance(attn_mask, Tensor):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            out = attention(q, k, v, attn_mask)
         else:
             out = attn_mask(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))

@@ -68,16 +68,33 @@ def test_factorized_attention_equals_dense_masked_attention(n_leads, n_time):
     torch.testing.assert_close(FactorizedCrossPattern(n_leads, n_time)(q32, k32, v32), dense32, rtol=0, atol=1e-5)
 
 
-def test_encoder_gives_the_same_output_with_either_cropa_implementation():
+@pytest.mark.parametrize("impl", ["factorized", "auto"])
+def test_encoder_gives_the_same_output_with_every_cropa_implementation(impl):
     torch.manual_seed(0)
-    a = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2).eval()
-    b = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2, cropa_impl="factorized").eval()
+    a = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2, cropa_impl="sdpa").eval()
+    b = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2, cropa_impl=impl).eval()
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 8, 2500)
     keep = torch.tensor([[0, 3, 4, 10, 20], [1, 2, 30, 40, 49]])
     with torch.no_grad():
         torch.testing.assert_close(b(x), a(x), rtol=0, atol=1e-5)
         torch.testing.assert_close(b.forward_features(x, keep), a.forward_features(x, keep), rtol=0, atol=1e-5)
+        with torch.autocast("cpu", torch.bfloat16):  # "auto" takes the factorized kernel here
+            torch.testing.assert_close(b.forward_features(x, keep).float(), a.forward_features(x, keep).float(),
+                                       rtol=0, atol=5e-2)
+
+
+def test_auto_cropa_dispatches_by_device_and_dtype(monkeypatch):
+    from medssl.ecg import cropa
+
+    calls = []
+    monkeypatch.setattr(cropa.FactorizedCrossPattern, "__call__", lambda self, q, k, v: calls.append("factorized") or q)
+    kernel = cropa.CrossPatternAttention(2, 3)
+    q = torch.randn(1, 1, 6, 4)
+    kernel(q, q, q)
+    assert calls == []
+    kernel(q.bfloat16(), q.bfloat16(), q.bfloat16())
+    assert calls == ["factorized"]
 
 
 def _token_influence(cropa: bool, lead: int, t: int) -> torch.Tensor:

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from medssl.ecg.cropa import cross_pattern_mask
-from medssl.nn.transformer import Attention, Block, Transformer, init_vit_weights, masked_attention_reference, transformer_flops
+from medssl.nn.transformer import (
+    Attention, Block, Transformer, attention, init_vit_weights, masked_attention_reference, transformer_flops,
+)
 
 
 def _random_mask(n: int, g: torch.Generator) -> torch.Tensor:
@@ -53,6 +55,20 @@ def test_attention_module_equals_reference(mask_kind):
         ref_mask = mask
     with torch.no_grad():
         torch.testing.assert_close(attn(x, mask), _attention_reference(attn, x, ref_mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "shared", "per_sample"])
+def test_bf16_attention_on_a_cpu_equals_the_fp32_reference(mask_kind):
+    """bf16 on a CPU takes the written-out path (not SDPA's CPU flash kernel): same function, bf16 rounding."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 3, 12, 8, generator=g) for _ in range(3))
+    mask = {"none": None, "shared": cross_pattern_mask(3, 4),
+            "per_sample": torch.stack([_random_mask(12, g) for _ in range(2)])[:, None]}[mask_kind]
+    ref = masked_attention_reference(q, k, v, torch.ones(12, 12, dtype=torch.bool) if mask is None else mask)
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(attention(q, k, v, mask), ref, atol=1e-5, rtol=1e-5)  # fp32: SDPA
 
 
 def test_attention_rejects_indivisible_heads():
