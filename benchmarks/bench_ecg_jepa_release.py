@@ -165,10 +165,14 @@ class RPredictor(nn.Module):
         return self.proj(self.norm(z)).reshape(b, -1, h.shape[-1])
 
 
+# The paper's size (ViT-B encoder, predictor 384 x 6), for the GPU benchmark.
+PAPER_SIZE = dict(embed_dim=768, depth=12, num_heads=16, pred_dim=384, pred_depth=6, pred_heads=12)
+
+
 class ReleaseStyleJEPA(nn.Module):
-    def __init__(self, drop_path_rate: float = 0.1, init_std: float = 0.02):
+    def __init__(self, drop_path_rate: float = 0.1, init_std: float = 0.02, size: dict | None = None):
         super().__init__()
-        s = SIZE
+        s = size or SIZE
         self.encoder = REncoder(s["embed_dim"], s["depth"], s["num_heads"], drop_path_rate)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.predictor = RPredictor(s["embed_dim"], s["pred_dim"], s["pred_depth"], s["pred_heads"], drop_path_rate)

@@ -4,8 +4,12 @@ For each recipe: build the method exactly as `medssl pretrain RECIPE variant=gpu
 random batches shaped by the encoder's input contract, and time optimiser steps (forward under
 bf16 autocast, backward, AdamW, EMA update where the method has one). For ECG-JEPA at the paper's
 size it also times the naive baseline of `bench_ecg_jepa.py` (fp32, masked_fill attention, mask
-rebuilt each call) and the factorized CroPA kernel, and reports MFU against a bf16 matmul peak
-measured in the same process. Needs only torch, numpy, pyyaml and safetensors (no data readers).
+rebuilt each call), the release-style step of `bench_ecg_jepa_release.py` (checked equal to the
+public release's; in the release's fp16 autocast with a GradScaler, and in bf16 autocast), the
+factorized CroPA kernel, and CroPA as a FlexAttention block mask under `torch.compile`; it reports
+MFU against a bf16 matmul peak measured in the same process, and projects the paper's pretraining
+(about 180,000 ECGs, 100 epochs, batch 128: the paper and the release's defaults) in GPU-hours from
+each arm's step time. Needs only torch, numpy, pyyaml and safetensors (no data readers).
 
 Usage: PYTHONPATH=. python benchmarks/bench_gpu_pretrain.py [--steps 10] [--out results.json]
 """
@@ -22,26 +26,50 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ecg_jepa as jepa_bench  # noqa: E402
+import bench_ecg_jepa_release as release_bench  # noqa: E402
 
 from medssl.engine.config import resolve_recipe  # noqa: E402
 from medssl.engine.methods import build_method  # noqa: E402
 from medssl.nn.transformer import compile_transformers  # noqa: E402
 
 RECIPES = ("ecg_jepa", "mae_ecg", "core_ecg", "simclr_ecg", "ts2vec_ecg")
+PAPER_PRETRAINING_STEPS = 180_000 * 100 / 128  # ~180k ECGs (ECG-JEPA paper), 100 epochs, batch 128 (release)
 
 
-def time_steps(method, x: torch.Tensor, steps: int, bf16: bool, warmup: int = 3) -> dict:
+class ReleaseStep(torch.nn.Module):
+    """The release-style model behind `time_steps`' interface: forward(x, step, rank), update_target."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = release_bench.ReleaseStyleJEPA(size=release_bench.PAPER_SIZE)
+
+    def forward(self, x: torch.Tensor, step: int = 0, rank: int = 0) -> torch.Tensor:
+        return self.model(x)
+
+    def update_target(self, momentum: float) -> None:
+        release_bench.release_ema(self.model, momentum)
+
+
+def time_steps(method, x: torch.Tensor, steps: int, bf16: bool, warmup: int = 3, fp16_scaler: bool = False) -> dict:
+    """Median optimiser step; `fp16_scaler`: fp16 autocast with a GradScaler (the release's own setting)."""
     method.cuda().train()
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda") if fp16_scaler else None
+    dtype = torch.float16 if fp16_scaler else torch.bfloat16
     torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(steps + warmup):
         torch.cuda.synchronize()
         t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cuda", dtype=dtype, enabled=bf16 or fp16_scaler):
             loss = method(x, step=i, rank=0)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         opt.zero_grad(set_to_none=True)
         if hasattr(method, "update_target"):
             method.update_target(0.996)
@@ -102,6 +130,14 @@ def main() -> None:
                                          x, args.steps, bf16=True)
     with jepa_bench.masks_rebuilt_every_call():
         arms["naive_fp32"] = time_steps(jepa_bench.build("base", naive=True), x, args.steps, bf16=False)
+    torch.manual_seed(0)
+    arms["release_fp16_scaler"] = time_steps(ReleaseStep(), x, args.steps, bf16=False, fp16_scaler=True)
+    torch.manual_seed(0)
+    arms["release_bf16"] = time_steps(ReleaseStep(), x, args.steps, bf16=True)
+    flex = jepa_bench.build("base", naive=False, cropa_impl="flex")
+    compile_transformers(flex)
+    arms["flex_bf16_compiled"] = time_steps(flex, x, args.steps, bf16=True, warmup=8)
+    del flex
     for arm in arms.values():
         arm["mfu_vs_bf16_peak"] = flops / (arm["step_ms"] / 1e3) / peak
     for b in (128, 256):
@@ -118,11 +154,19 @@ def main() -> None:
     arms["speedup_sdpa_vs_naive"] = arms["naive_fp32"]["step_ms"] / arms["sdpa_bf16"]["step_ms"]
     arms["speedup_factorized_vs_naive"] = arms["naive_fp32"]["step_ms"] / arms["factorized_bf16"]["step_ms"]
     arms["model_tflop_per_step"] = flops / 1e12
+    for name, arm in list(arms.items()):
+        if isinstance(arm, dict) and "step_ms" in arm:
+            arm["paper_pretraining_gpu_hours"] = PAPER_PRETRAINING_STEPS * arm["step_ms"] / 1e3 / 3600
+            if name != "release_fp16_scaler":
+                arm["speedup_vs_release_fp16"] = arms["release_fp16_scaler"]["step_ms"] / arm["step_ms"]
     result["ecg_jepa_base_arms"] = arms
-    for k in ("sdpa_bf16", "factorized_bf16", "naive_fp32", "sdpa_bf16_compiled_b128", "sdpa_bf16_compiled_b256"):
+    for k in ("release_fp16_scaler", "release_bf16", "naive_fp32", "sdpa_bf16", "factorized_bf16", "flex_bf16_compiled",
+              "sdpa_bf16_compiled_b128", "sdpa_bf16_compiled_b256"):
         a = arms[k]
-        print(f"ECG-JEPA base {k:16s}: {a['samples_per_s']:7.0f} samples/s, {a['step_ms']:7.1f} ms/step, "
-              f"MFU {a['mfu_vs_bf16_peak']:.1%} of bf16 peak, {a['peak_mem_gib']:.1f} GiB", flush=True)
+        print(f"ECG-JEPA base {k:24s}: {a['samples_per_s']:7.0f} samples/s, {a['step_ms']:7.1f} ms/step, "
+              f"MFU {a.get('mfu_vs_bf16_peak', float('nan')):.1%} of bf16 peak, {a['peak_mem_gib']:.1f} GiB, "
+              f"{a.get('speedup_vs_release_fp16', 1.0):.2f}x the release, "
+              f"paper's pretraining {a['paper_pretraining_gpu_hours']:.1f} GPU-h", flush=True)
     print(f"speed-up over naive: SDPA {arms['speedup_sdpa_vs_naive']:.2f}x, "
           f"factorized {arms['speedup_factorized_vs_naive']:.2f}x")
     text = json.dumps(result, indent=2)

@@ -173,6 +173,7 @@ def run_demo(
         "probe_training": f"{IN_SITE} training subjects, k per class",
         "domains": {"in": f"{IN_SITE} test subjects", "out": f"all {OUT_SITE} subjects (never trained on)"},
         "precision": {"pretraining": card["recipe"]["trainer"]["precision"],
+                      "pretraining_probe": card["recipe"]["trainer"].get("precision_probe"),
                       "embeddings": bench["machine"]["precision"]["embeddings"]},
         "packaged_config": DEMO_BENCH,
     }

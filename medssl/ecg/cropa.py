@@ -14,6 +14,7 @@ Two exact implementations:
   matrix: O(N (T + L)) instead of O(N^2) memory and FLOPs.
 
 `CrossPatternAttention` picks one of them per call, by what measured faster for the inputs.
+`FlexCrossPattern` is the same rule as a FlexAttention block mask, for GPUs under `torch.compile`.
 """
 
 from __future__ import annotations
@@ -73,20 +74,67 @@ class FactorizedCrossPattern:
         return out.reshape(b, h, n, d)
 
 
+def cross_pattern_mask_mod(n_time: int):
+    """FlexAttention's ``mask_mod`` for a lead-major grid of ``n_time`` patches per lead: True where
+    query and key share a lead (same index // n_time) or a time patch (same index % n_time)."""
+
+    def same_lead_or_time(b, h, q_idx, kv_idx):
+        return (q_idx // n_time == kv_idx // n_time) | (q_idx % n_time == kv_idx % n_time)
+
+    return same_lead_or_time
+
+
+class FlexCrossPattern:
+    """CroPA as a block-sparse kernel: PyTorch's FlexAttention with a `BlockMask` built once per
+    (grid, device) from the same-lead / same-time rule, so no N x N mask is read and fully masked
+    key blocks are skipped. Fast only under `torch.compile` (``trainer.compile``), where it becomes
+    one fused kernel; eager calls run FlexAttention's unfused reference (correct, slow). Meant for
+    GPUs: on a CPU, torch 2.13's inductor fails to build FlexAttention's C++ template for this mask
+    (a compile error in generated code), so CPUs use "auto". Not yet timed on a GPU (issue 19:
+    `benchmarks/bench_gpu_pretrain.py` has the arm). q, k, v: (B, heads, n_leads * n_time, head_dim).
+    """
+
+    def __init__(self, n_leads: int, n_time: int):
+        self.n_leads = n_leads
+        self.n_time = n_time
+        self._block_masks: dict[str, object] = {}
+
+    def block_mask(self, device: torch.device):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        key = str(device)
+        if key not in self._block_masks:
+            n = self.n_leads * self.n_time
+            self._block_masks[key] = create_block_mask(cross_pattern_mask_mod(self.n_time), None, None, n, n,
+                                                       device=device)
+        return self._block_masks[key]
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        return flex_attention(q, k, v, block_mask=self.block_mask(q.device))
+
+
+@lru_cache(maxsize=64)
+def flex_cross_pattern(n_leads: int, n_time: int) -> FlexCrossPattern:
+    """The shared FlexCrossPattern of a grid, so its block masks are built once per grid and device."""
+    return FlexCrossPattern(n_leads, n_time)
+
+
 class CrossPatternAttention:
     """CroPA on the kernel measured faster for the inputs (benchmarks/RESULTS.md, "ECG-JEPA on a
     CPU against the public release's step"): the factorized kernel for bf16 on a CPU, where it beat
     the masked dense product at 128 and 384 wide; the cached mask with
     `scaled_dot_product_attention` otherwise (fp32 on a CPU: within +-10 % of the factorized kernel,
     either way by width; GPUs: SDPA's fused kernels). q, k, v: (B, heads, n_leads * n_time, head_dim).
+    The mask is looked up when the kernel is made (eagerly), not inside a compiled region.
     """
 
-    def __init__(self, n_leads: int, n_time: int):
-        self.n_leads = n_leads
-        self.n_time = n_time
+    def __init__(self, n_leads: int, n_time: int, device: torch.device | str = "cpu"):
         self.factorized = FactorizedCrossPattern(n_leads, n_time)
+        self.mask = cross_pattern_mask(n_leads, n_time, device)
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             return self.factorized(q, k, v)
-        return attention(q, k, v, cross_pattern_mask(self.n_leads, self.n_time, q.device))
+        return attention(q, k, v, self.mask)

@@ -19,7 +19,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from medssl.ecg.cropa import CrossPatternAttention, FactorizedCrossPattern, cross_pattern_mask
+from medssl.ecg.cropa import CrossPatternAttention, FactorizedCrossPattern, cross_pattern_mask, flex_cross_pattern
 from medssl.ecg.encoder_spec import ecg_encoder_spec, resolve_hparams
 from medssl.ecg.leads import INDEPENDENT_LEADS, parse_lead_set
 from medssl.nn.pos_embed import sincos_1d, sincos_2d
@@ -35,7 +35,7 @@ ECG_JEPA_PAPER = (
     "Kim S. Learning General Representation of 12-Lead Electrocardiogram with a "
     "Joint-Embedding Predictive Architecture. arXiv:2410.08559 (2024)"
 )
-CROPA_IMPLEMENTATIONS = ("auto", "sdpa", "factorized")
+CROPA_IMPLEMENTATIONS = ("auto", "sdpa", "factorized", "flex")
 
 
 class EcgPatchTransformer(nn.Module):
@@ -44,8 +44,9 @@ class EcgPatchTransformer(nn.Module):
     Input x: (B, n_leads, num_samples) float, standardised per lead, leads in `spec.input["leads"]`
     order at `spec.input["sampling_rate"]` Hz. `forward_features` -> (B, n_leads * n_time, D);
     `forward` -> (B, D). cropa_impl: "sdpa" (cached mask + scaled_dot_product_attention),
-    "factorized" (`FactorizedCrossPattern`) or "auto" (`CrossPatternAttention`: the one measured
-    faster for the inputs' device and dtype); all compute the same function.
+    "factorized" (`FactorizedCrossPattern`), "flex" (`FlexCrossPattern`: FlexAttention with a block
+    mask, for GPUs under torch.compile) or "auto" (`CrossPatternAttention`: the one measured faster
+    for the inputs' device and dtype); all compute the same function.
     """
 
     def __init__(
@@ -94,7 +95,11 @@ class EcgPatchTransformer(nn.Module):
         if self.cropa_impl == "factorized":
             return FactorizedCrossPattern(self.n_leads, n_time)
         if self.cropa_impl == "auto":
-            return CrossPatternAttention(self.n_leads, n_time)
+            return CrossPatternAttention(self.n_leads, n_time, device)
+        if self.cropa_impl == "flex":
+            kernel = flex_cross_pattern(self.n_leads, n_time)
+            kernel.block_mask(device)  # built here, eagerly, never inside a compiled transformer
+            return kernel
         return cross_pattern_mask(self.n_leads, n_time, device=device)
 
     def patch_tokens(self, x: Tensor) -> Tensor:

@@ -68,7 +68,7 @@ def test_factorized_attention_equals_dense_masked_attention(n_leads, n_time):
     torch.testing.assert_close(FactorizedCrossPattern(n_leads, n_time)(q32, k32, v32), dense32, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["factorized", "auto"])
+@pytest.mark.parametrize("impl", ["factorized", "auto", "flex"])
 def test_encoder_gives_the_same_output_with_every_cropa_implementation(impl):
     torch.manual_seed(0)
     a = create_encoder("ecg_jepa_tiny", depth=2, embed_dim=32, num_heads=2, cropa_impl="sdpa").eval()
@@ -126,3 +126,23 @@ def test_cropa_limits_influence_to_same_lead_or_time(lead, t):
 def test_without_cropa_every_token_is_influenced():
     changed = _token_influence(False, 2, 3)
     assert changed.all()
+
+
+@pytest.mark.parametrize("n_leads,n_time", [(2, 3), (3, 5), (8, 7)])
+def test_flex_block_mask_is_the_cropa_rule(n_leads, n_time):
+    from torch.nn.attention.flex_attention import create_mask
+
+    from medssl.ecg.cropa import cross_pattern_mask_mod
+
+    n = n_leads * n_time
+    mask = create_mask(cross_pattern_mask_mod(n_time), None, None, n, n, device="cpu")
+    assert torch.equal(mask[0, 0], cross_pattern_mask(n_leads, n_time))
+
+
+def test_flex_kernel_equals_dense_masked_attention():
+    from medssl.ecg.cropa import FlexCrossPattern
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 3 * 5, 8, generator=g) for _ in range(3))
+    out = FlexCrossPattern(3, 5)(q, k, v)  # eager: FlexAttention's reference path
+    torch.testing.assert_close(out, reference_attention(q, k, v, cross_pattern_mask(3, 5)), rtol=1e-4, atol=1e-5)
