@@ -265,6 +265,8 @@ class Arm:
         momentum = 0.996 + i * (1.0 - 0.996) / max(total, 1)
         t = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
+        if self.kind == "medssl_bf16_weights":
+            x = x.bfloat16()
         with ctx:
             loss = self.model(x, n_mask) if self.kind == "release" else self.model(x, medssl_masks(x.shape[0], n_mask, i))
         loss.backward()
@@ -299,6 +301,12 @@ def build_arms(names: list[str]) -> dict[str, Arm]:
         arm.probe = probe
         return arm
 
+    def medssl_bf16_weights(name):
+        """The whole model in bf16 (weights, activations, optimiser state), no autocast and no fp32
+        master copies: a lower bound on the step time of true bf16 weights with master copies."""
+        model = medssl_model().to(torch.bfloat16)
+        return Arm(name, "medssl_bf16_weights", model, medssl_optimizer(model))
+
     def release(name, bf16=False, threads=None, **opt_kw):
         torch.manual_seed(0)
         model = ReleaseStyleJEPA()
@@ -318,6 +326,7 @@ def build_arms(names: list[str]) -> dict[str, Arm]:
         "medssl_bf16_compile": lambda n: medssl(n, compile_=True, bf16=True),
         "medssl_fp32_compile": lambda n: medssl(n, compile_=True),
         "medssl_fp32_fused_adamw": lambda n: medssl(n, fused=True),
+        "medssl_bf16_weights": medssl_bf16_weights,
         # one thread instead of torch's default (2 here), both codes alike
         "release_fp32_1_thread": lambda n: release(n, threads=1),
         "release_bf16_1_thread": lambda n: release(n, bf16=True, threads=1),

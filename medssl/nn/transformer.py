@@ -23,15 +23,15 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) 
     """softmax(q k^T / sqrt(head_dim), masked) v on the kernel measured fastest for the inputs.
 
     q, k, v: (B, heads, N, head_dim); attn_mask: bool, True = may attend, broadcastable to
-    (B, heads, N, N). bf16 on a CPU: written-out matmuls and softmax, because torch's CPU flash
-    kernel is 1.7-6.7x slower in bf16 at ECG-JEPA's shapes (benchmarks/RESULTS.md, "bf16 attention
+    (B, heads, N, N). bf16 on a CPU: written-out matmuls and softmax, because torch 2.13's CPU flash
+    kernel is 1.2-8x slower in bf16 at ECG-JEPA's shapes (benchmarks/RESULTS.md, "Attention kernels
     on a CPU"); everything else: `scaled_dot_product_attention`.
     """
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
+        scores.masked_fill_(~attn_mask, float("-inf"))  # in place: the product's backward needs q and k, not it
     return scores.softmax(-1) @ v
 
 
