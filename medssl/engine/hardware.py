@@ -3,8 +3,9 @@
 Defaults, measured rather than inferred from hardware flags (benchmarks/RESULTS.md, "Precision"):
 
 - CPU training (``trainer.precision: auto``): timed, not assumed. On AVX-512-BF16 CPUs bf16
-  autocast was slower than fp32 for the ECG-JEPA step on one server (0.59x) and at the demo's width
-  here, and 2.2x faster at 384 wide on this VM; so a one-process CPU run times its own step in both
+  autocast was slower than fp32 for the ECG-JEPA step on one server (0.59x) and 2.0-2.2x faster on
+  this VM (at 384 and at the demo's 128 wide, once bf16 attention stopped using torch's slow CPU
+  flash kernel); so a one-process CPU run times its own step in both
   precisions and trains in bf16 only where that pays (`medssl.engine.precision_probe`). Where it
   cannot be timed (several processes, streamed data) it is fp32.
 - CPU inference: fp32, because bf16 changed a checkpoint's embeddings from one machine to the next;

@@ -1,9 +1,9 @@
 """Training precision on a CPU, chosen by timing the run's own step in fp32 and in bf16 autocast.
 
-Whether bf16 pays on a CPU depends on the model's width, the machine and its kernels, not on its
-instruction-set flags (benchmarks/RESULTS.md, "Precision"): on this project's AVX-512-BF16 VM a
-384-wide ECG-JEPA step is 2.2x faster in bf16 and a 128-wide one is not; on another server with
-the same flags bf16 was slower. So ``trainer.precision: auto`` on a CPU times a few
+Whether bf16 pays on a CPU depends on the model, the machine and its kernels, not on its
+instruction-set flags (benchmarks/RESULTS.md, "Precision"): on this project's AVX-512-BF16 VM the
+ECG-JEPA step is 2.0-2.2x faster in bf16 at 384 wide and at the demo's 128 wide; on another server
+with the same flags bf16 was slower (0.59x). So ``trainer.precision: auto`` on a CPU times a few
 forward + backward passes of a copy of the method on a batch of the run's data, both precisions
 interleaved, and trains in bf16 mixed precision only when it is at least ``MIN_SPEEDUP`` times
 faster. The timings are recorded with the choice (``trainer.precision_probe`` in config.yaml and the
