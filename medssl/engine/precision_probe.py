@@ -37,7 +37,7 @@ def probe_cpu_precision(
     min_speedup: float = MIN_SPEEDUP,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict:
-    """Time ``method(batch, step=i)`` + backward in fp32 and in bf16 autocast on a copy of the method.
+    """Time ``method(batch, step=i, rank=0)`` + backward in fp32 and in bf16 autocast on a copy of the method.
 
     method: an SSL method whose forward returns the scalar loss (as `medssl.engine.module.SSLModule`
     calls it); batch: one training batch. The two precisions alternate step by step, so a change in
@@ -55,7 +55,7 @@ def probe_cpu_precision(
             for precision, kept in times.items():
                 start = clock()
                 with autocast_context("cpu", precision):
-                    loss = probe(batch, step=i)
+                    loss = probe(batch, step=i, rank=0)
                 loss.backward()
                 probe.zero_grad(set_to_none=True)
                 elapsed = clock() - start

@@ -47,10 +47,13 @@ def test_every_ecg_recipe_is_covered():
 
 
 @pytest.mark.parametrize("recipe", sorted(TINY))
-def test_recipe_pretrains_on_a_ptbxl_replica(recipe, ptbxl_train_rows, tmp_path):
+def test_recipe_pretrains_on_a_ptbxl_replica(recipe, ptbxl_train_rows, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSSL_PRECISION")  # every method through the CPU precision probe, as users run it
     cfg = resolve_recipe(recipe, [*COMMON, *TINY[recipe]])
     folder = pretrain(cfg, ptbxl_train_rows, tmp_path / recipe, progress_bar=False)
     card = json.loads((folder / "card.json").read_text())
+    probe = card["recipe"]["trainer"]["precision_probe"]
+    assert card["precision"] == probe["chosen"] and probe["fp32_ms_per_step"] > 0
     assert card["training_metrics"]["n_records"] == len(ptbxl_train_rows)
     assert card["training_metrics"]["steps"] >= 1
     assert card["encoder"]["name"] == cfg["encoder"]["name"]
