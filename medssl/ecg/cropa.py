@@ -86,8 +86,9 @@ def cross_pattern_mask_mod(n_time: int):
 
 class FlexCrossPattern:
     """CroPA as a block-sparse kernel: PyTorch's FlexAttention with a `BlockMask` built once per
-    (grid, device) from the same-lead / same-time rule, so no N x N mask is read and fully masked
-    key blocks are skipped. Fast only under `torch.compile` (``trainer.compile``), where it becomes
+    (grid, device) from the same-lead / same-time rule. No N x N mask is read: the rule is evaluated
+    inside the kernel, and key blocks with no allowed pair are skipped (on CroPA's lead-major grid
+    few are, since same-time keys fall in every block). Fast only under `torch.compile` (``trainer.compile``), where it becomes
     one fused kernel; eager calls run FlexAttention's unfused reference (correct, slow). Meant for
     GPUs: on a CPU, torch 2.13's inductor fails to build FlexAttention's C++ template for this mask
     (a compile error in generated code), so CPUs use "auto". Not yet timed on a GPU (issue 19:
