@@ -26,11 +26,13 @@ def phantom_rows(tmp_path_factory):
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_mri_recipe_pretrains_on_phantoms(recipe, phantom_rows, tmp_path):
+def test_mri_recipe_pretrains_on_phantoms(recipe, phantom_rows, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSSL_PRECISION")  # through the CPU precision probe, as users run it
     cfg = resolve_recipe(recipe, ["variant=cpu", "optim.epochs=1", "trainer.max_steps=2",
                                   f"data.cache_dir={tmp_path.parent / 'cache'}"])
     folder = pretrain(cfg, phantom_rows, tmp_path / recipe, progress_bar=False)
     card = json.loads((folder / "card.json").read_text())
+    assert card["precision"] == card["recipe"]["trainer"]["precision_probe"]["chosen"]
     assert card["training_metrics"]["steps"] == 2
     assert card["training_metrics"]["n_records"] == len(phantom_rows)
     encoder = load_encoder(folder)
