@@ -25,7 +25,6 @@ Usage: python benchmarks/bench_ct_pipeline.py [--out outputs/bench_ct] [--epochs
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -68,12 +67,14 @@ def pretraining_rows(rows: list[dict], train: dict, crops: int, jitter_mm: float
 
 
 def pretrain_encoder(recipe: str, rows: list[dict], out: Path, epochs: int, cache: Path) -> tuple[Path, dict]:
+    from medssl.checkpoint import read_card
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
 
-    cfg = resolve_recipe(recipe, ["variant=cpu", f"optim.epochs={epochs}", f"data.cache_dir={cache}"])
+    cfg = resolve_recipe(recipe, ["variant=cpu", "trainer.precision=32-true", f"optim.epochs={epochs}",
+                                  f"data.cache_dir={cache}"])  # fp32, as RESULTS.md's figures were measured
     ckpt = pretrain(cfg, rows, out, resume=False, progress_bar=False)
-    card = json.loads((ckpt / "card.json").read_text())
+    card = read_card(ckpt)
     return ckpt, card.get("training_metrics", {})
 
 

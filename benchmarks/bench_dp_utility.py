@@ -51,13 +51,15 @@ from pathlib import Path
 
 import torch
 
+from medssl.checkpoint import read_card
 from medssl.engine.config import resolve_recipe
 from medssl.engine.pretrain import pretrain
 
 ENCODER = {"depth": 1, "embed_dim": 32, "num_heads": 2}  # ecg_jepa_tiny, narrower
 RECIPE = ["variant=cpu", *(f"encoder.overrides.{k}={v}" for k, v in ENCODER.items()),
           "predictor.dim=16", "predictor.depth=1", "predictor.num_heads=2",
-          "data.batch_size=4", "optim.warmup_epochs=1", "optim.lr=3e-3"]
+          "data.batch_size=4", "optim.warmup_epochs=1", "optim.lr=3e-3",
+          "trainer.precision=32-true"]  # every arm in fp32, as DP-SGD trains: only the privacy setting differs
 
 
 def _arm_overrides(arm: str) -> list[str]:
@@ -123,7 +125,7 @@ def main(argv=None) -> dict:
         ckpt = pretrain(cfg, members, out / f"pretrain_{arm}", progress_bar=False)
         train_s = time.perf_counter() - t
         audit = run_audit(ckpt, members, nonmembers, n_queries=4, out_dir=out / f"audit_{arm}")
-        card = json.loads((ckpt / "card.json").read_text())
+        card = read_card(ckpt)
         dp = next((p for p in card["privacy"] if p["kind"] == "dp_sgd"), None)
         results["arms"][arm] = {
             "epsilon": None if dp is None else dp["epsilon"], "delta": None if dp is None else dp["delta"],

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,14 +43,15 @@ def write_pool(folder: Path, n_subjects: int, size: int, seed: int = 1) -> list[
 
 def pretrain_recipe(recipe: str, rows: list[dict], out_dir: Path, overrides: list[str]) -> tuple[Path, dict]:
     """(checkpoint folder, training metrics of its card); an existing checkpoint is reused."""
+    from medssl.checkpoint import read_card
     from medssl.engine.config import resolve_recipe
     from medssl.engine.pretrain import pretrain
 
     folder = out_dir / "checkpoint"
     if not (folder / "card.json").is_file():
-        cfg = resolve_recipe(recipe, ["variant=cpu", *overrides])
+        cfg = resolve_recipe(recipe, ["variant=cpu", "trainer.precision=32-true", *overrides])  # as measured
         folder = pretrain(cfg, rows, out_dir, progress_bar=False)
-    card = json.loads((folder / "card.json").read_text())
+    card = read_card(folder)
     return folder, card.get("training_metrics", {})
 
 

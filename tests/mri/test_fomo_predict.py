@@ -3,7 +3,6 @@ in the input's space -> the organisers'-style sanity check; corrupted outputs fa
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import nibabel as nib
