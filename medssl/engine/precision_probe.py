@@ -7,7 +7,9 @@ with the same flags bf16 was slower (0.59x). So ``trainer.precision: auto`` on a
 forward + backward passes of a copy of the method on a batch of the run's data, both precisions
 interleaved, and trains in bf16 mixed precision only when it is at least ``MIN_SPEEDUP`` times
 faster. The timings are recorded with the choice (``trainer.precision_probe`` in config.yaml and the
-checkpoint card). The probe leaves the method and the global RNG state as they were.
+checkpoint card). The probe leaves the method and the global RNG state as they were. Its cost is
+2 x (warmup + steps) = 8 forward + backward passes at the defaults: seconds for the recipes' CPU
+variants, minutes for a ViT-B at batch 128 on a CPU (set ``trainer.precision`` to skip it).
 
 Inference (embeddings, benchmarks, audits) keeps fp32 on a CPU whatever training chose: embeddings
 of one checkpoint must not change from machine to machine.
