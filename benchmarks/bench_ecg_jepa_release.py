@@ -412,6 +412,23 @@ def per_round_ratios(step_ms: dict[str, list[float]]) -> dict[str, dict[str, flo
     return out
 
 
+def profile_arms(arms: dict[str, Arm], x: Tensor, n_mask: int = 32) -> None:
+    """One profiled step per arm (after two warm-up steps): wall time, and the torch profiler's
+    self CPU time in matrix products (aten::mm, aten::addmm) against everything else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for name, arm in arms.items():
+        for i in range(2):
+            arm.step(x, i, 10, n_mask)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            wall = arm.step(x, 2, 10, n_mask)
+        events = prof.key_averages()
+        gemm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm")) / 1e3
+        total = sum(e.self_cpu_time_total for e in events) / 1e3
+        print(f"{name:34s} step {1000 * wall:7.0f} ms: matrix products {gemm:6.0f} ms ({gemm / total:.0%} of op time), "
+              f"other ops {total - gemm:6.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
@@ -423,6 +440,9 @@ def main() -> None:
     ap.add_argument("--check-against", type=Path, help="a checkout of the ECG-JEPA release: compare and exit")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--ratios-of", type=Path, help="a JSON this script wrote: print its per-round ratios and exit")
+    ap.add_argument("--profile", action="store_true",
+                    help="after 2 warm-up steps, profile one step of each arm (32 of 50 patches masked) and print "
+                         "its time in matrix products (aten::mm/addmm) and in everything else, then exit")
     args = ap.parse_args()
     if args.ratios_of:
         print(json.dumps(per_round_ratios(json.loads(args.ratios_of.read_text())["step_ms_all"]), indent=1))
@@ -435,6 +455,9 @@ def main() -> None:
     arms = build_arms(args.arms.split(","))
     torch.manual_seed(0)
     x = torch.randn(args.batch, LEADS, N_TIME * PATCH)
+    if args.profile:
+        profile_arms(arms, x)
+        return
     load = os.getloadavg()
     total = args.warmup + args.steps
     t0 = time.perf_counter()
