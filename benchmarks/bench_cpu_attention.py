@@ -5,8 +5,8 @@ forward (400 tokens, CroPA mask, no grad), the context encoder's forward + backw
 visible tokens, CroPA mask), the predictor's forward + backward (one 50-token sequence per lead,
 192 wide: 6 heads of 32, no mask). Kernels:
 - `sdpa`: `F.scaled_dot_product_attention` with the cached boolean CroPA mask (on a CPU its flash kernel);
-- `written_out`: q k^T, masked_fill, softmax, @ v (what `medssl.nn.transformer.attention` does for
-  bf16 on a CPU);
+- `written_out`: `medssl.nn.transformer.written_out_attention` (q k^T, masked_fill_, softmax, @ v:
+  what `medssl.nn.transformer.attention` does for bf16 on a CPU);
 - `factorized`: `medssl.ecg.cropa.FactorizedCrossPattern` (masked shapes only).
 Median of `--repeats` calls after two warm-ups, ratios against `sdpa` measured in the same process.
 
@@ -26,19 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from medssl.ecg.cropa import FactorizedCrossPattern, cross_pattern_mask
+from medssl.nn.transformer import written_out_attention
 
 SHAPES = {  # name: (batch, heads, leads, time patches, head_dim, backward)
     "target encoder fwd (16x6x400x64)": (16, 6, 8, 50, 64, False),
     "context encoder fwd+bwd (16x6x144x64)": (16, 6, 8, 18, 64, True),
     "predictor fwd+bwd (128x6x50x32)": (128, 6, 1, 50, 32, True),
 }
-
-
-def written_out(q, k, v, mask):
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))
-    return scores.softmax(-1) @ v
 
 
 def median_ms(fn, backward: bool, repeats: int) -> float:
@@ -72,7 +66,7 @@ def main() -> None:
             q, k, v = (torch.randn(b, h, n, d, generator=g).to(dtype).requires_grad_(backward) for _ in range(3))
             mask = cross_pattern_mask(leads, t) if leads > 1 else None
             kernels = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-                       "written_out": lambda: written_out(q, k, v, mask)}
+                       "written_out": lambda: written_out_attention(q, k, v, mask)}
             if mask is not None:
                 kernels["factorized"] = lambda: FactorizedCrossPattern(leads, t)(q, k, v)
             ms = {kn: median_ms(fn, backward, args.repeats) for kn, fn in kernels.items()}

@@ -234,10 +234,11 @@ def medssl_optimizer(model: nn.Module, **kw) -> torch.optim.AdamW:
 
 
 def medssl_masks(batch: int, n_mask: int, step: int) -> tuple[Tensor, Tensor]:
-    """(keep_time, mask_time) for `medssl.ssl.jepa.JEPA`: `n_mask` random time patches per sample,
-    as `RandomPatchMasker` draws them, with the count fixed by the benchmark."""
-    order = torch.argsort(torch.rand(batch, N_TIME, generator=torch.Generator().manual_seed(step)), dim=1)
-    return order[:, n_mask:].sort(dim=1).values, order[:, :n_mask].sort(dim=1).values
+    """(keep_time, mask_time) for `medssl.ssl.jepa.JEPA`: medssl's own `RandomPatchMasker` with its
+    ratio range pinned to n_mask / 50, so the count is the benchmark's and the positions are random."""
+    from medssl.ssl.masking import RandomPatchMasker
+
+    return RandomPatchMasker((n_mask / N_TIME,) * 2)(batch, N_TIME, torch.Generator().manual_seed(step))
 
 
 def mask_counts(total: int, seed: int = 0) -> list[int]:

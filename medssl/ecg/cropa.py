@@ -88,9 +88,9 @@ class FlexCrossPattern:
     """CroPA as a block-sparse kernel: PyTorch's FlexAttention with a `BlockMask` built once per
     (grid, device) from the same-lead / same-time rule. No N x N mask is read: the rule is evaluated
     inside the kernel, and key blocks with no allowed pair are skipped (on CroPA's lead-major grid
-    few are, since same-time keys fall in every block). Fast only under `torch.compile` (``trainer.compile``), where it becomes
-    one fused kernel; eager calls run FlexAttention's unfused reference (correct, slow). Meant for
-    GPUs: on a CPU, torch 2.13's inductor fails to build FlexAttention's C++ template for this mask
+    few are, since same-time keys fall in every block). Fast only under `torch.compile`
+    (``trainer.compile``), where it becomes one fused kernel; eager calls run FlexAttention's
+    unfused reference (correct, slow). Meant for GPUs: on a CPU, torch 2.13's inductor fails to build FlexAttention's C++ template for this mask
     (a compile error in generated code), so CPUs use "auto". Not yet timed on a GPU (issue 19:
     `benchmarks/bench_gpu_pretrain.py` has the arm). q, k, v: (B, heads, n_leads * n_time, head_dim).
     """

@@ -306,7 +306,9 @@ def with_resolved_precision(
     if precision == "auto" and (cfg.get("privacy") or {}).get("dp"):
         precision = "32-true"
     if precision == "auto" and previous is not None and previous.is_file():
-        recorded = (yaml.safe_load(previous.read_text()) or {}).get("trainer") or {}
+        from medssl.engine.config import load_yaml
+
+        recorded = load_yaml(previous).get("trainer") or {}
         if recorded.get("precision", "auto") != "auto":
             t["precision"] = recorded["precision"]
             if "precision_probe" in recorded:

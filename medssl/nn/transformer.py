@@ -29,6 +29,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) 
     """
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    return written_out_attention(q, k, v, attn_mask)
+
+
+def written_out_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """`attention` as separate matrix products and a softmax (the path it takes for bf16 on a CPU)."""
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     if attn_mask is not None:
         scores.masked_fill_(~attn_mask, float("-inf"))  # in place: the product's backward needs q and k, not it
